@@ -1,0 +1,57 @@
+/**
+ * Where the project finds its data and weights. Every entry point (CLI, notebooks, tests) resolves
+ * roots through here so the order is the same everywhere:
+ *   explicit flag (--data / --weights) → env (COVIDCT_DATA / COVIDCT_WEIGHTS)
+ *   → <project>/data/covid-ct (or data/weights) if present → ../shared/… beside the project if present
+ *   → <project>/data/covid-ct (the place `covid-ct fetch-data` fills).
+ */
+import * as fs from "fs";
+import * as path from "path";
+
+/** Root of this repository (the folder holding package.json), from source or from dist/. */
+export const PROJECT_ROOT: string = (() => {
+  let dir = __dirname;
+  for (let i = 0; i < 5; i++) {
+    const p = path.join(dir, "package.json");
+    if (fs.existsSync(p) && JSON.parse(fs.readFileSync(p, "utf8")).name === "covid-ct") return dir;
+    dir = path.dirname(dir);
+  }
+  throw new Error(`covid-ct: cannot find the project root above ${__dirname}`);
+})();
+
+export type RootSource = "flag" | "env" | "project" | "shared" | "default";
+export interface ResolvedRoot {
+  dir: string;
+  source: RootSource;
+}
+
+function resolveRoot(flag: string | undefined, envName: string, projectRel: string, sharedRel: string): ResolvedRoot {
+  if (flag) return { dir: path.resolve(flag), source: "flag" };
+  const env = process.env[envName];
+  if (env) return { dir: path.resolve(env), source: "env" };
+  const project = path.join(PROJECT_ROOT, projectRel);
+  if (fs.existsSync(project) && fs.readdirSync(project).length > 0) return { dir: project, source: "project" };
+  const shared = path.resolve(PROJECT_ROOT, "..", "shared", sharedRel);
+  if (fs.existsSync(shared)) return { dir: shared, source: "shared" };
+  return { dir: project, source: "default" };
+}
+
+/** COVID-CT release root (contains Images-processed/, Data-split/, COVID-CT-MetaInfo.xlsx). */
+export function resolveDataRoot(flag?: string): ResolvedRoot {
+  return resolveRoot(flag, "COVIDCT_DATA", path.join("data", "covid-ct"), path.join("datasets", "covid-ct"));
+}
+
+/** MedSeg COVID-19 slices with infection masks (train/, test/). */
+export function resolveMedsegRoot(flag?: string): ResolvedRoot {
+  return resolveRoot(flag, "COVIDCT_MEDSEG", path.join("data", "medseg-covid19"), path.join("datasets", "medseg-covid19"));
+}
+
+/** Pretrained weights root (densenet169-imagenet/, resnet50-imagenet/). */
+export function resolveWeightsRoot(flag?: string): ResolvedRoot {
+  return resolveRoot(flag, "COVIDCT_WEIGHTS", path.join("data", "weights"), "weights");
+}
+
+/** Cache for preprocessed images and features (safe to delete). */
+export function cacheDir(): string {
+  return process.env.COVIDCT_CACHE ? path.resolve(process.env.COVIDCT_CACHE) : path.join(PROJECT_ROOT, ".cache");
+}
