@@ -1,0 +1,66 @@
+/**
+ * Run manifests: what produced a result, written beside every result so it can be reproduced
+ * (config, backend, data and weight checksums, git revision, seed, versions, timings).
+ */
+import { execFileSync } from "child_process";
+import * as os from "os";
+import * as path from "path";
+import { activeBackend, BackendInfo } from "./backend";
+import { PROJECT_ROOT } from "./config";
+import { writeJsonAtomic } from "./util/fs";
+
+export interface GitInfo {
+  revision: string | null;
+  /** True when tracked files differ from the revision (results may not match it exactly). */
+  dirty: boolean | null;
+}
+
+export interface RunManifest {
+  kind: string;
+  createdAt: string;
+  git: GitInfo;
+  backend: Pick<BackendInfo, "choice" | "tfBackend" | "package" | "packageVersion" | "tfjsVersion" | "gpu" | "wasm"> | null;
+  node: string;
+  platform: string;
+  cpus: number;
+  config: unknown;
+  /** Named checksums of inputs, e.g. { "data/covid-ct.sha256": "…", "weights/densenet169": "…" }. */
+  checksums: Record<string, string>;
+  seed?: number;
+  extra?: Record<string, unknown>;
+}
+
+/** Git revision of the project checkout (null outside a git checkout). */
+export function gitInfo(cwd: string = PROJECT_ROOT): GitInfo {
+  try {
+    const revision = execFileSync("git", ["rev-parse", "HEAD"], { cwd, stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
+    const status = execFileSync("git", ["status", "--porcelain", "--untracked-files=no"], { cwd, stdio: ["ignore", "pipe", "ignore"] }).toString();
+    return { revision, dirty: status.trim().length > 0 };
+  } catch {
+    return { revision: null, dirty: null };
+  }
+}
+
+export function makeManifest(kind: string, config: unknown, checksums: Record<string, string> = {}, seed?: number, extra?: Record<string, unknown>): RunManifest {
+  const b = activeBackend();
+  return {
+    kind,
+    createdAt: new Date().toISOString(),
+    git: gitInfo(),
+    backend: b ? { choice: b.choice, tfBackend: b.tfBackend, package: b.package, packageVersion: b.packageVersion, tfjsVersion: b.tfjsVersion, gpu: b.gpu, wasm: b.wasm } : null,
+    node: process.version,
+    platform: `${os.platform()}-${os.arch()}`,
+    cpus: os.cpus().length,
+    config,
+    checksums,
+    ...(seed !== undefined ? { seed } : {}),
+    ...(extra ? { extra } : {}),
+  };
+}
+
+/** Write manifest.json into dir (atomically) and return its path. */
+export function writeManifest(dir: string, m: RunManifest): string {
+  const file = path.join(dir, "manifest.json");
+  writeJsonAtomic(file, m);
+  return file;
+}
