@@ -1,0 +1,256 @@
+/**
+ * The training loop shared by every study: Adam + cosine schedule stepped per iteration, seeded
+ * shuffling, model selection on validation AUC, a checkpoint every epoch and exact resume.
+ *
+ * Determinism: the permutation of epoch e and the augmentation of step s depend only on
+ * (seed, e, s), never on how many epochs ran in this process, so a resumed run replays the same
+ * batches as an uninterrupted one.
+ */
+import * as tf from "@tensorflow/tfjs";
+import * as fs from "fs";
+import * as path from "path";
+import seedrandom from "seedrandom";
+import { loadOptimizer, readCheckpointState, writeCheckpoint, loadWeightsInto } from "./checkpoint";
+import { CosineSchedule, cosineLr } from "./schedule";
+import { writeJsonAtomic } from "../util/fs";
+
+/** A source of labelled examples (images or cached features). */
+export interface ExampleSource {
+  /** Number of examples. */
+  readonly size: number;
+  /** Label per example: 1 = COVID (positive), 0 = NonCOVID. */
+  readonly labels: readonly number[];
+  /** Stable id per example (file name), used in predictions.csv. */
+  readonly ids: readonly string[];
+  /**
+   * Inputs for these examples; augmented when ctx.train. The caller disposes the tensor.
+   * ctx.seed is derived from (run seed, epoch, step) so augmentation is reproducible.
+   */
+  inputs(indices: readonly number[], ctx: { train: boolean; seed: string }): tf.Tensor;
+}
+
+export interface TrainOptions {
+  epochs: number;
+  batchSize: number;
+  schedule: CosineSchedule;
+  seed: number;
+  /**
+   * Examples per forward/backward pass. Smaller than batchSize → gradients of the micro-batches
+   * are averaged (weighted by size) before one optimizer step: the same update as the full batch
+   * for layers without batch statistics (BatchNorm sees micro-batch statistics).
+   */
+  microBatch?: number;
+  /** Where checkpoints and history go; nothing is written when absent. */
+  runDir?: string;
+  /** Continue from runDir/checkpoints/last when it exists. */
+  resume?: boolean;
+  /** Stop after this many epochs in this call (tests simulate an interruption with it). */
+  stopAfterEpochs?: number;
+  onStep?: (s: StepLog) => void;
+  onEpoch?: (e: EpochLog) => void;
+}
+
+export interface StepLog {
+  epoch: number;
+  step: number;
+  steps: number;
+  loss: number;
+  lr: number;
+}
+
+export interface EpochLog {
+  epoch: number;
+  lr: number;
+  trainLoss: number;
+  valLoss: number;
+  valAuc: number;
+  valAccuracy: number;
+  seconds: number;
+  /** tf.memory().numTensors after the epoch: flat across epochs means no leak. */
+  numTensors: number;
+}
+
+export interface TrainResult {
+  history: EpochLog[];
+  bestEpoch: number;
+  bestValAuc: number;
+  /** True when the loop stopped early because of stopAfterEpochs. */
+  interrupted: boolean;
+}
+
+interface LoopState {
+  epoch: number; // last completed epoch
+  history: EpochLog[];
+  bestEpoch: number;
+  bestValAuc: number;
+}
+
+/** Mean categorical cross-entropy of softmax probabilities p against one-hot y. */
+export function crossEntropy(p: tf.Tensor, y: tf.Tensor): tf.Scalar {
+  return tf.tidy(() => tf.neg(tf.mean(tf.sum(tf.mul(y, tf.log(tf.clipByValue(p, 1e-7, 1))), -1))) as tf.Scalar);
+}
+
+export function oneHot(labels: readonly number[]): tf.Tensor2D {
+  return tf.tidy(() => tf.oneHot(tf.tensor1d(labels as number[], "int32"), 2).toFloat() as tf.Tensor2D);
+}
+
+/** Deterministic permutation of n for (seed, epoch). */
+export function permutation(n: number, seed: number, epoch: number): number[] {
+  const rng = seedrandom(`${seed}:perm:${epoch}`);
+  const idx = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rng() * (i + 1));
+    [idx[i], idx[j]] = [idx[j], idx[i]];
+  }
+  return idx;
+}
+
+/** P(COVID) for every example of src, batched, in order. */
+export async function predictProbabilities(model: tf.LayersModel, src: ExampleSource, batchSize = 32): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < src.size; i += batchSize) {
+    const idx = Array.from({ length: Math.min(batchSize, src.size - i) }, (_, k) => i + k);
+    const p = tf.tidy(() => {
+      const x = src.inputs(idx, { train: false, seed: "eval" });
+      const y = model.predict(x) as tf.Tensor;
+      return y.slice([0, 1], [-1, 1]).reshape([-1]);
+    });
+    out.push(...(await p.data()));
+    p.dispose();
+  }
+  return out;
+}
+
+/** Exact AUC with ties counted 1/2 (Mann–Whitney); NaN with one class only. */
+export function aucOf(labels: readonly number[], scores: readonly number[]): number {
+  const order = scores.map((s, i) => [s, labels[i]] as const).sort((a, b) => a[0] - b[0]);
+  let pos = 0, neg = 0, rankSumPos = 0;
+  for (let i = 0; i < order.length; ) {
+    let j = i;
+    while (j < order.length && order[j][0] === order[i][0]) j++;
+    const avgRank = (i + 1 + j) / 2; // ranks i+1..j share their mean
+    for (let k = i; k < j; k++) if (order[k][1] === 1) { pos++; rankSumPos += avgRank; } else neg++;
+    i = j;
+  }
+  if (pos === 0 || neg === 0) return NaN;
+  return (rankSumPos - (pos * (pos + 1)) / 2) / (pos * neg);
+}
+
+async function evaluate(model: tf.LayersModel, src: ExampleSource): Promise<{ loss: number; auc: number; accuracy: number; probs: number[] }> {
+  const probs = await predictProbabilities(model, src);
+  let loss = 0, correct = 0;
+  probs.forEach((p, i) => {
+    const y = src.labels[i];
+    loss -= Math.log(Math.min(1, Math.max(1e-7, y === 1 ? p : 1 - p)));
+    if ((p >= 0.5 ? 1 : 0) === y) correct++;
+  });
+  return { loss: loss / Math.max(1, probs.length), auc: aucOf(src.labels, probs), accuracy: correct / Math.max(1, probs.length), probs };
+}
+
+function setLearningRate(opt: tf.Optimizer, lr: number): void {
+  // Adam reads this.learningRate on every applyGradients call.
+  (opt as unknown as { learningRate: number }).learningRate = lr;
+}
+
+/** One optimizer step on a batch, split into micro-batches whose gradients are averaged. */
+function step(model: tf.LayersModel, opt: tf.Optimizer, x: tf.Tensor, y: tf.Tensor, micro: number): number {
+  const n = x.shape[0];
+  const vars = model.trainableWeights.map((w) => (w as unknown as { read(): tf.Variable }).read());
+  let total: tf.NamedTensorMap | null = null;
+  let lossSum = 0;
+  for (let s = 0; s < n; s += micro) {
+    const m = Math.min(micro, n - s);
+    const { value, grads } = tf.variableGrads(() => {
+      const xs = x.slice(s, m);
+      const ys = y.slice(s, m);
+      return crossEntropy(model.apply(xs, { training: true }) as tf.Tensor, ys);
+    }, vars);
+    lossSum += value.dataSync()[0] * m;
+    value.dispose();
+    const scaled = tf.tidy(() => {
+      const out: tf.NamedTensorMap = {};
+      for (const k of Object.keys(grads)) out[k] = total ? tf.add(total[k], tf.mul(grads[k], m / n)) : tf.mul(grads[k], m / n);
+      return out;
+    });
+    tf.dispose(grads);
+    if (total) tf.dispose(total);
+    total = scaled;
+  }
+  opt.applyGradients(total!);
+  tf.dispose(total!);
+  return lossSum / n;
+}
+
+/**
+ * Train `model` (softmax over [NonCOVID, COVID]) on `train`, select the epoch with the best
+ * validation AUC (earliest on ties), and leave the model holding the selected weights.
+ */
+export async function trainClassifier(model: tf.LayersModel, opt: tf.Optimizer, train: ExampleSource, val: ExampleSource, o: TrainOptions): Promise<TrainResult> {
+  const ckptLast = o.runDir ? path.join(o.runDir, "checkpoints", "last") : undefined;
+  const ckptBest = o.runDir ? path.join(o.runDir, "checkpoints", "best") : undefined;
+  let state: LoopState = { epoch: -1, history: [], bestEpoch: -1, bestValAuc: -Infinity };
+  if (o.resume && ckptLast && fs.existsSync(path.join(ckptLast, "state.json"))) {
+    state = readCheckpointState<LoopState>(ckptLast)!;
+    await loadWeightsInto(model, ckptLast);
+    await loadOptimizer(opt, ckptLast);
+  }
+  const micro = Math.max(1, Math.min(o.microBatch ?? o.batchSize, o.batchSize));
+  // Without a run directory the selected weights are kept in memory instead of checkpoints/best.
+  let bestInMemory: tf.Tensor[] | null = null;
+  const steps = Math.ceil(train.size / o.batchSize);
+  let ranThisCall = 0;
+  for (let epoch = state.epoch + 1; epoch < o.epochs; epoch++) {
+    if (o.stopAfterEpochs !== undefined && ranThisCall >= o.stopAfterEpochs) {
+      return { history: state.history, bestEpoch: state.bestEpoch, bestValAuc: state.bestValAuc, interrupted: true };
+    }
+    const t0 = Date.now();
+    const perm = permutation(train.size, o.seed, epoch);
+    let lossSum = 0;
+    let lr = o.schedule.lr;
+    for (let s = 0; s < steps; s++) {
+      const idx = perm.slice(s * o.batchSize, (s + 1) * o.batchSize);
+      lr = cosineLr(o.schedule, epoch, s, steps);
+      setLearningRate(opt, lr);
+      const x = train.inputs(idx, { train: true, seed: `${o.seed}:aug:${epoch}:${s}` });
+      const y = oneHot(idx.map((i) => train.labels[i]));
+      const loss = step(model, opt, x, y, micro);
+      tf.dispose([x, y]);
+      lossSum += loss * idx.length;
+      o.onStep?.({ epoch, step: s, steps, loss, lr });
+      await tf.nextFrame?.().catch(() => undefined);
+    }
+    const v = await evaluate(model, val);
+    const log: EpochLog = {
+      epoch,
+      lr,
+      trainLoss: lossSum / train.size,
+      valLoss: v.loss,
+      valAuc: v.auc,
+      valAccuracy: v.accuracy,
+      seconds: (Date.now() - t0) / 1000,
+      numTensors: tf.memory().numTensors,
+    };
+    state.history.push(log);
+    state.epoch = epoch;
+    const improved = !(v.auc <= state.bestValAuc) && !Number.isNaN(v.auc);
+    if (improved || state.bestEpoch < 0) {
+      state.bestEpoch = epoch;
+      state.bestValAuc = v.auc;
+      if (ckptBest) await writeCheckpoint(ckptBest, model, null, { epoch, valAuc: v.auc });
+      else {
+        if (bestInMemory) tf.dispose(bestInMemory);
+        bestInMemory = model.getWeights().map((w) => w.clone());
+      }
+    }
+    if (ckptLast) await writeCheckpoint(ckptLast, model, opt, state);
+    if (o.runDir) writeJsonAtomic(path.join(o.runDir, "history.json"), state.history);
+    o.onEpoch?.(log);
+    ranThisCall++;
+  }
+  if (ckptBest && fs.existsSync(path.join(ckptBest, "model.json"))) await loadWeightsInto(model, ckptBest);
+  else if (bestInMemory) {
+    model.setWeights(bestInMemory);
+    tf.dispose(bestInMemory);
+  }
+  return { history: state.history, bestEpoch: state.bestEpoch, bestValAuc: state.bestValAuc, interrupted: false };
+}
