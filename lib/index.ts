@@ -1,3 +1,13 @@
 /** Public API of the covid-ct library; notebooks import it as `covid-ct`. */
 export * from "./config";
 export * from "./backend";
+export { runNotebook, reproduce, listNotebooks, resolveNotebook, parameterEnvName, PARAMETER_ENV_PREFIX } from "./notebook/runner";
+export type { RunNotebookOptions, RunNotebookResult, ReproduceOptions, ReproduceResult, FailedCell, NotebookParameters } from "./notebook/runner";
+export * from "./data";
+export * from "./audit";
+export * from "./models";
+export * from "./evaluation";
+export * from "./plots";
+export * from "./paper";
+export * from "./manifest";
+export * as datasetReport from "./reports/dataset";

@@ -7,7 +7,7 @@ import * as os from "os";
 import * as path from "path";
 import { activeBackend, BackendInfo } from "./backend";
 import { PROJECT_ROOT } from "./config";
-import { writeJsonAtomic } from "./util/fs";
+import { sha256File, writeJsonAtomic } from "./util/fs";
 
 export interface GitInfo {
   revision: string | null;
@@ -63,4 +63,19 @@ export function writeManifest(dir: string, m: RunManifest): string {
   const file = path.join(dir, "manifest.json");
   writeJsonAtomic(file, m);
   return file;
+}
+
+/**
+ * Save a result (JSON) with its manifest beside it: dir/<name>.json + dir/manifest.json.
+ * Used by notebooks for everything they compute that is not a training run.
+ */
+export function saveResult(dir: string, name: string, value: unknown, m: RunManifest): { result: string; manifest: string } {
+  const result = path.join(dir, `${name}.json`);
+  writeJsonAtomic(result, value);
+  return { result, manifest: writeManifest(dir, m) };
+}
+
+/** SHA-256 of the committed dataset manifest (identifies which release a result was computed on). */
+export function sha256OfManifest(): string {
+  return sha256File(path.join(PROJECT_ROOT, "data", "covid-ct.sha256"));
 }

@@ -138,18 +138,17 @@ function tslabDisplay(): WriteDisplay | undefined {
 
 /**
  * Display any mime bundle as one output (a notebook cell inside tslab) or print its text/plain
- * (CLI). Returns the bundle.
+ * (CLI). Returns nothing, so that tslab does not echo the bundle as the cell's value.
  */
-export function displayBundle<T extends Record<string, unknown>>(bundle: T, displayId?: string, update = false): T {
+export function displayBundle(bundle: Record<string, unknown>, displayId?: string, update = false): void {
   const write = tslabDisplay();
   if (write) write({ data: bundle, metadata: {}, transient: displayId ? { display_id: displayId } : {} }, update);
   else if (typeof bundle["text/plain"] === "string") console.log(bundle["text/plain"]);
-  return bundle;
 }
 
 /** Show a figure inline (notebook) or describe it (CLI). */
-export function showFigure(fig: Figure): MimeBundle {
-  return displayBundle(figureBundle(fig));
+export function showFigure(fig: Figure): void {
+  displayBundle(figureBundle(fig));
 }
 
 /** Write a figure as a standalone offline HTML file (e.g. under figures/). */
@@ -188,6 +187,6 @@ export function tableBundle(
 }
 
 /** Show a table inline (notebook) or print it (CLI). */
-export function showTable(columns: string[], rows: (string | number | null | undefined)[][], opts: { caption?: string; note?: string } = {}) {
-  return displayBundle(tableBundle(columns, rows, opts));
+export function showTable(columns: string[], rows: (string | number | null | undefined)[][], opts: { caption?: string; note?: string } = {}): void {
+  displayBundle(tableBundle(columns, rows, opts));
 }

@@ -1,0 +1,230 @@
+/**
+ * Micro-batch gradient accumulation: one optimizer step on a batch computed as several smaller
+ * forward/backward passes whose gradients are combined with weights m_i / n — the gradient of the
+ * batch-mean loss, i.e. the same update as one full-batch step (exactly so for models without
+ * batch statistics; BatchNormalization layers see micro-batch statistics, as in PyTorch or Keras
+ * with the same trick, and update their moving averages once per micro-batch).
+ *
+ * `planMicroBatch` picks the largest micro-batch that fits a memory budget (on wasm: its 4 GiB
+ * heap) from two short probes, and fails with a clear message where even a micro-batch of 1 does
+ * not fit, instead of letting the wasm heap run out mid-step.
+ */
+import * as tf from "@tensorflow/tfjs";
+
+/** Mean loss over the examples of (x, y). */
+export type LossFn = (x: tf.Tensor, y: tf.Tensor) => tf.Scalar;
+
+export interface AccumulateOptions {
+  /** Variables to train (default: the model's trainable weights, or every trainable variable). */
+  vars?: tf.Variable[];
+  /** Loss for a LayersModel (default: its compiled loss, else categorical cross-entropy on probabilities). */
+  loss?: (yTrue: tf.Tensor, yPred: tf.Tensor) => tf.Tensor;
+}
+
+export interface StepResult {
+  /** Batch-mean loss (before the update). */
+  loss: number;
+  /** Number of forward/backward passes. */
+  passes: number;
+}
+
+/** Keras-style categorical cross-entropy on probabilities, mean over the batch. */
+export function categoricalCrossEntropy(yTrue: tf.Tensor, yPred: tf.Tensor): tf.Scalar {
+  return tf.tidy(() => tf.neg(tf.mean(tf.sum(tf.mul(yTrue, tf.log(tf.clipByValue(yPred, 1e-7, 1))), -1))) as tf.Scalar);
+}
+
+function isLayersModel(m: unknown): m is tf.LayersModel {
+  return typeof m === "object" && m !== null && typeof (m as tf.LayersModel).apply === "function" && Array.isArray((m as tf.LayersModel).trainableWeights);
+}
+
+function resolve(modelOrLoss: tf.LayersModel | LossFn, opts: AccumulateOptions): { lossFn: LossFn; vars?: tf.Variable[] } {
+  if (!isLayersModel(modelOrLoss)) return { lossFn: modelOrLoss, vars: opts.vars };
+  const model = modelOrLoss;
+  const compiled = (model as unknown as { lossFunctions?: ((a: tf.Tensor, b: tf.Tensor) => tf.Tensor)[] }).lossFunctions?.[0];
+  const loss = opts.loss ?? compiled ?? categoricalCrossEntropy;
+  const lossFn: LossFn = (x, y) => tf.mean(loss(y, model.apply(x, { training: true }) as tf.Tensor)) as tf.Scalar;
+  const vars = opts.vars ?? model.trainableWeights.map((w) => (w as unknown as { read(): tf.Variable }).read());
+  return { lossFn, vars };
+}
+
+/**
+ * Gradients of the batch-mean loss of (xs, ys), accumulated over micro-batches of at most
+ * `microBatch` examples. The caller owns (and must dispose) the returned gradients.
+ */
+export function accumulateGradients(
+  modelOrLoss: tf.LayersModel | LossFn,
+  xs: tf.Tensor,
+  ys: tf.Tensor,
+  microBatch: number,
+  opts: AccumulateOptions = {},
+): { loss: number; grads: tf.NamedTensorMap; passes: number } {
+  const n = xs.shape[0];
+  if (ys.shape[0] !== n) throw new Error(`accumulateGradients: ${n} inputs but ${ys.shape[0]} targets`);
+  if (!Number.isInteger(microBatch) || microBatch < 1) throw new Error(`accumulateGradients: microBatch must be a positive integer, got ${microBatch}`);
+  const { lossFn, vars } = resolve(modelOrLoss, opts);
+  const m0 = Math.min(microBatch, n);
+  let total: tf.NamedTensorMap | null = null;
+  let lossSum = 0;
+  let passes = 0;
+  for (let s = 0; s < n; s += m0) {
+    const m = Math.min(m0, n - s);
+    const whole = m === n;
+    const { value, grads } = tf.variableGrads(() => {
+      const x = whole ? xs : xs.slice(s, m);
+      const y = whole ? ys : ys.slice(s, m);
+      return lossFn(x, y);
+    }, vars);
+    passes++;
+    lossSum += value.dataSync()[0] * m;
+    value.dispose();
+    if (whole) return { loss: lossSum / n, grads, passes };
+    const w = m / n;
+    const next: tf.NamedTensorMap = tf.tidy(() => {
+      const out: tf.NamedTensorMap = {};
+      for (const k of Object.keys(grads)) out[k] = total ? tf.add(total[k], tf.mul(grads[k], w)) : tf.mul(grads[k], w);
+      return out;
+    });
+    tf.dispose(grads);
+    if (total) tf.dispose(total);
+    total = next;
+  }
+  return { loss: lossSum / n, grads: total!, passes };
+}
+
+/**
+ * One optimizer step on (xs, ys) — the same update as a full-batch step — computed in
+ * micro-batches of at most `microBatch` examples. Returns the batch-mean loss.
+ */
+export function trainStepAccumulated(
+  modelOrLoss: tf.LayersModel | LossFn,
+  optimizer: tf.Optimizer,
+  xs: tf.Tensor,
+  ys: tf.Tensor,
+  microBatch: number,
+  opts: AccumulateOptions = {},
+): StepResult {
+  const { loss, grads, passes } = accumulateGradients(modelOrLoss, xs, ys, microBatch, opts);
+  try {
+    optimizer.applyGradients(grads);
+  } finally {
+    tf.dispose(grads);
+  }
+  return { loss, passes };
+}
+
+export interface MicroBatchPlan {
+  /** Micro-batch to use (a divisor of the batch where possible). */
+  microBatch: number;
+  /** Predicted peak tensor bytes of one pass at that micro-batch. */
+  predictedPeakBytes: number;
+  /** Bytes per example and fixed bytes of the linear model peak(m) = fixed + perExample·m. */
+  perExampleBytes: number;
+  fixedBytes: number;
+  budgetBytes: number;
+}
+
+export class MicroBatchTooLargeError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "MicroBatchTooLargeError";
+  }
+}
+
+const GiB = 1024 ** 3;
+
+/**
+ * Default memory budget: on wasm 75 % of the 4 GiB heap ceiling (the rest for XNNPACK packed
+ * weights, scratch and fragmentation) minus what tensors already hold; elsewhere unlimited.
+ */
+export function defaultMemoryBudget(): number {
+  if (tf.getBackend() !== "wasm") return Number.POSITIVE_INFINITY;
+  return 0.75 * 4 * GiB - tf.memory().numBytes;
+}
+
+/**
+ * Choose the largest micro-batch (preferring divisors of `batch`) whose forward+backward pass fits
+ * `budgetBytes`, from the peak tensor memory of probe passes at micro-batches 1 and 2 on zero
+ * inputs of the given shapes. Throws MicroBatchTooLargeError with the numbers when even 1 does not fit.
+ */
+export function planMicroBatch(
+  modelOrLoss: tf.LayersModel | LossFn,
+  exampleShape: number[],
+  targetShape: number[],
+  batch: number,
+  opts: AccumulateOptions & { budgetBytes?: number } = {},
+): MicroBatchPlan {
+  const budget = opts.budgetBytes ?? defaultMemoryBudget();
+  const { lossFn, vars } = resolve(modelOrLoss, opts);
+  const probe = (m: number): number => {
+    const before = tf.memory().numBytes;
+    let peak = 0;
+    const x = tf.zeros([m, ...exampleShape]);
+    const y = tf.zeros([m, ...targetShape]);
+    try {
+      // Engine bookkeeping of bytes: peakBytes of a profile is the high-water mark of tensor bytes.
+      const info = profileSync(() => {
+        const { value, grads } = tf.variableGrads(() => lossFn(x, y), vars);
+        tf.dispose(value);
+        tf.dispose(Object.values(grads));
+      });
+      peak = info - before;
+    } catch (e) {
+      if (e instanceof Error && /heap exhausted|out of memory|Cannot allocate/i.test(e.message)) {
+        throw new MicroBatchTooLargeError(
+          `A forward+backward pass of ${m} example(s) of shape [${exampleShape}] does not fit in memory (${e.message}). ` +
+            `Use a smaller input size or a smaller model on this backend.`,
+        );
+      }
+      throw e;
+    } finally {
+      tf.dispose([x, y]);
+    }
+    return peak;
+  };
+  const p1 = probe(1);
+  if (p1 > budget) throw tooLarge(p1, budget, exampleShape);
+  const p2 = batch >= 2 ? probe(2) : p1;
+  const perExample = Math.max(p2 - p1, 1);
+  const fixed = Math.max(p1 - perExample, 0);
+  const fits = (m: number) => fixed + perExample * m <= budget;
+  let best = 1;
+  for (let m = batch; m >= 1; m--) {
+    if (batch % m === 0 && fits(m)) {
+      best = m;
+      break;
+    }
+  }
+  if (!fits(1)) throw tooLarge(fixed + perExample, budget, exampleShape);
+  return { microBatch: best, predictedPeakBytes: fixed + perExample * best, perExampleBytes: perExample, fixedBytes: fixed, budgetBytes: budget };
+}
+
+function tooLarge(need: number, budget: number, shape: number[]): MicroBatchTooLargeError {
+  return new MicroBatchTooLargeError(
+    `A forward+backward pass of one example of shape [${shape}] needs about ${(need / GiB).toFixed(2)} GiB of tensor memory, ` +
+      `more than the ${(budget / GiB).toFixed(2)} GiB available on backend '${tf.getBackend()}'` +
+      (tf.getBackend() === "wasm" ? " (wasm heap: at most 4 GiB)" : "") +
+      `. Use a smaller input size, a smaller model, or a backend without this limit (tfjs-node).`,
+  );
+}
+
+/**
+ * Run f and return the engine's high-water mark of tensor bytes during it: the largest
+ * after-kernel snapshot of a profile (what tf.profile reports as peakBytes), read synchronously.
+ */
+function profileSync(f: () => void): number {
+  type Profile = { peakBytes: number; newBytes: number; newTensors: number; kernels: { totalBytesSnapshot: number }[]; result: unknown };
+  const engine = tf.engine() as unknown as { state: { numBytes: number; profiling: boolean; activeProfile: Profile } };
+  const st = engine.state;
+  const wasProfiling = st.profiling;
+  const saved = st.activeProfile;
+  const start = st.numBytes;
+  st.profiling = true;
+  st.activeProfile = { peakBytes: 0, newBytes: 0, newTensors: 0, kernels: [], result: null };
+  try {
+    f();
+    return st.activeProfile.kernels.reduce((m, k) => Math.max(m, k.totalBytesSnapshot), start);
+  } finally {
+    st.profiling = wasProfiling;
+    st.activeProfile = saved;
+  }
+}

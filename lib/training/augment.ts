@@ -1,0 +1,59 @@
+/**
+ * The paper's augmentation as batched tf ops, seeded per call: random resized crop (area in
+ * [minScale, 1], aspect ratio in [3/4, 4/3] as torchvision's RandomResizedCrop), horizontal flip,
+ * brightness and contrast jitter (torchvision ColorJitter factors in [1 − f, 1 + f]).
+ */
+import * as tf from "@tensorflow/tfjs";
+import seedrandom from "seedrandom";
+import { AugmentConfig } from "./profiles";
+
+/** Crop box [y1, x1, y2, x2] in normalised coordinates; x1 > x2 mirrors the crop. */
+export function randomCropBox(rng: () => number, a: AugmentConfig): [number, number, number, number] {
+  let h = 1;
+  let w = 1;
+  if (a.minScale < 1) {
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const area = a.minScale + (1 - a.minScale) * rng();
+      const logR = Math.log(3 / 4) + (Math.log(4 / 3) - Math.log(3 / 4)) * rng();
+      const r = Math.exp(logR);
+      const cw = Math.sqrt(area * r);
+      const ch = Math.sqrt(area / r);
+      if (cw <= 1 && ch <= 1) {
+        w = cw;
+        h = ch;
+        break;
+      }
+    }
+  }
+  const y1 = (1 - h) * rng();
+  const x1 = (1 - w) * rng();
+  const flip = a.hflip && rng() < 0.5;
+  return flip ? [y1, x1 + w, y1 + h, x1] : [y1, x1, y1 + h, x1 + w];
+}
+
+/**
+ * Augment a batch [n, h, w, c] of images in [0, 1]; output has the same shape.
+ * Deterministic for a given seed string.
+ */
+export function augmentBatch(x: tf.Tensor4D, a: AugmentConfig, seed: string): tf.Tensor4D {
+  const [n, h, w] = x.shape;
+  const rng = seedrandom(seed);
+  const boxes: number[][] = [];
+  const bright: number[] = [];
+  const contrast: number[] = [];
+  for (let i = 0; i < n; i++) {
+    boxes.push(randomCropBox(rng, a));
+    bright.push(1 + a.brightness * (2 * rng() - 1));
+    contrast.push(1 + a.contrast * (2 * rng() - 1));
+  }
+  return tf.tidy(() => {
+    const idx = tf.tensor1d(Array.from({ length: n }, (_, i) => i), "int32");
+    let y = tf.image.cropAndResize(x, tf.tensor2d(boxes), idx, [h, w], "bilinear");
+    if (a.brightness > 0) y = tf.mul(y, tf.tensor4d(bright, [n, 1, 1, 1]));
+    if (a.contrast > 0) {
+      const mean = tf.mean(y, [1, 2, 3], true);
+      y = tf.add(tf.mul(tf.sub(y, mean), tf.tensor4d(contrast, [n, 1, 1, 1])), mean);
+    }
+    return tf.clipByValue(y, 0, 1) as tf.Tensor4D;
+  });
+}

@@ -1,0 +1,447 @@
+/**
+ * Replacement training kernels for the tfjs wasm backend.
+ *
+ * Each replacement composes fast stock wasm kernels (XNNPACK convolution, XNNPACK fully-connected
+ * matmul, transpose, pad, strided slice) at the TensorInfo level, i.e. without engine overhead:
+ *
+ *  - Conv2DBackpropFilter (missing in stock wasm): 1×1 filters as one matmul Xsᵀ·dY; every other
+ *    filter as one forward XNNPACK convolution of xᵀ [Ci,H,W,N] with dYᵀ [Ho,Wo,N,Co] dilated
+ *    by the stride (batch and channel roles swapped), giving [Ci,kh,kw,Co].
+ *  - Conv2DBackpropInput: a forward convolution of dY with the filter rotated by 180° and in/out
+ *    channels swapped; for stride s > 1, dY is first spread with zeros (s−1 between samples);
+ *    for 1×1 filters the convolution runs first and the result is spread (no work on zeros).
+ *  - BatchMatMul with transposed operands: explicit transpose, then the XNNPACK matmul
+ *    (the stock kernel falls back to a scalar triple loop whenever an operand is transposed).
+ *  - Tile: a broadcasting add onto zeros of the tiled shape (XNNPACK broadcasting), where the
+ *    tiled rank stays ≤ 6.
+ *  - Slice: the stock kernel copies the whole input out of the heap (readSync) for every slice;
+ *    this one reads it in place.
+ *
+ * Everything else falls back to the stock kernel captured at registration.
+ */
+import * as tf from "@tensorflow/tfjs";
+import { backend_util, util } from "@tensorflow/tfjs";
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Any = any;
+type TI = tf.TensorInfo;
+type DataId = object;
+
+/** The parts of tfjs-backend-wasm's BackendWasm used here. */
+export interface WasmBackendLike {
+  wasm: Any;
+  dataIdMap: { get(dataId: DataId): { id: number; memoryOffset: number; shape: number[]; dtype: string; refCount: number }; delete(dataId: DataId): void; has(dataId: DataId): boolean };
+  makeOutput(shape: number[], dtype: tf.DataType, memoryOffset?: number): TI;
+  disposeData(dataId: DataId, force?: boolean): boolean;
+  incRef(dataId: DataId): void;
+  typedArrayFromHeap(t: TI): Float32Array | Int32Array | Uint8Array;
+}
+
+const REPLACED = ["Conv2DBackpropFilter", "Conv2DBackpropInput", "BatchMatMul", "Tile", "Slice"] as const;
+const USED = ["BatchMatMul", "Transpose", "Conv2D", "PadV2", "StridedSlice", "Reverse", "Add", "Fill", "Concat", "Tile", "Slice", "Conv2DBackpropInput", "Reshape"] as const;
+
+/** Stock kernel configs, captured before replacement. */
+const stock: Record<string, tf.KernelConfig> = {};
+let registered: string[] = [];
+
+/** Knobs for experiments (bench/kernels.ts). */
+export const tuning = { filterGradVia: "auto" as "auto" | "conv" };
+
+function captureStock(): void {
+  for (const name of USED) {
+    if (stock[name]) continue;
+    const k = tf.getKernel(name, "wasm");
+    if (k) stock[name] = k;
+  }
+}
+
+function run(name: string, b: WasmBackendLike, inputs: Record<string, TI> | TI[], attrs: Record<string, unknown> = {}): TI {
+  const k = stock[name];
+  if (!k) throw new Error(`wasm kernel ${name} is not registered`);
+  return k.kernelFunc({ inputs: inputs as Any, backend: b as Any, attrs: attrs as Any }) as TI;
+}
+
+// ---- TensorInfo helpers (all results are owned by the caller: release with free()) ----
+
+function free(b: WasmBackendLike, ...ts: (TI | undefined)[]): void {
+  for (const t of ts) if (t) b.disposeData(t.dataId);
+}
+function reshape(b: WasmBackendLike, x: TI, shape: number[]): TI {
+  b.incRef(x.dataId);
+  return { dataId: x.dataId, shape, dtype: x.dtype };
+}
+function transpose(b: WasmBackendLike, x: TI, perm: number[]): TI {
+  return run("Transpose", b, { x }, { perm });
+}
+/** 2-D matmul a[M,K]·b[K,N] on the XNNPACK path (no transposes, batch 1). */
+function matmul2d(b: WasmBackendLike, a: TI, w: TI): TI {
+  const M = a.shape[0], K = a.shape[1], N = w.shape[1];
+  const a3 = reshape(b, a, [1, M, K]);
+  const w3 = reshape(b, w, [1, K, N]);
+  const out = run("BatchMatMul", b, { a: a3, b: w3 }, { transposeA: false, transposeB: false });
+  free(b, a3, w3);
+  const o = reshape(b, out, [M, N]);
+  free(b, out);
+  return o;
+}
+function pad(b: WasmBackendLike, x: TI, paddings: [number, number][]): TI {
+  if (paddings.every(([p, q]) => p === 0 && q === 0)) return reshape(b, x, x.shape.slice());
+  return run("PadV2", b, { x }, { paddings, constantValue: 0 });
+}
+function stridedSlice(b: WasmBackendLike, x: TI, begin: number[], end: number[], strides: number[]): TI {
+  return run("StridedSlice", b, { x }, { begin, end, strides, beginMask: 0, endMask: 0, ellipsisMask: 0, newAxisMask: 0, shrinkAxisMask: 0 });
+}
+function add(b: WasmBackendLike, x: TI, y: TI): TI {
+  return run("Add", b, { a: x, b: y });
+}
+function conv2d(b: WasmBackendLike, x: TI, filter: TI, strides: [number, number], padding: [[number, number], [number, number], [number, number], [number, number]]): TI {
+  return run("Conv2D", b, { x, filter }, { strides, pad: padding, dataFormat: "NHWC", dilations: [1, 1], dimRoundingMode: undefined });
+}
+function toNHWC(b: WasmBackendLike, x: TI): TI {
+  return transpose(b, x, [0, 2, 3, 1]);
+}
+function toNCHW(b: WasmBackendLike, x: TI): TI {
+  return transpose(b, x, [0, 3, 1, 2]);
+}
+
+// ---- Conv2DBackpropFilter ----
+
+/**
+ * dW for 1×1 filters without padding: dW[Ci, Co] = Xsᵀ · dY with Xs = x[:, ::s, ::s, :] as
+ * [N·Ho·Wo, Ci] (one transpose, one XNNPACK matmul).
+ */
+function filterGrad1x1(b: WasmBackendLike, x: TI, dy: TI, sh: number, sw: number, Ho: number, Wo: number): TI {
+  const [N, , , Ci] = x.shape;
+  const Co = dy.shape[3];
+  const K = N * Ho * Wo;
+  const xs = sh === 1 && sw === 1 && x.shape[1] === Ho && x.shape[2] === Wo ? reshape(b, x, x.shape.slice()) : stridedSlice(b, x, [0, 0, 0, 0], [N, (Ho - 1) * sh + 1, (Wo - 1) * sw + 1, Ci], [1, sh, sw, 1]);
+  const x2 = reshape(b, xs, [K, Ci]);
+  free(b, xs);
+  const xT = transpose(b, x2, [1, 0]);
+  free(b, x2);
+  const dy2 = reshape(b, dy, [K, Co]);
+  const dw = matmul2d(b, xT, dy2);
+  free(b, xT, dy2);
+  const out = reshape(b, dw, [1, 1, Ci, Co]);
+  free(b, dw);
+  return out;
+}
+
+/**
+ * dW for any filter as one forward XNNPACK convolution with the roles of batch and channels
+ * swapped: input xᵀ [Ci, H, W, N] (batch Ci, channels N), filter dYᵀ [Ho, Wo, N, Co] dilated by
+ * the stride, output [Ci, kh, kw, Co]:
+ *   out[c,i,j,o] = Σ_{a,b,n} x[n, i + s·a − p, j + s·b − p, c] · dy[n, a, b, o] = dW[i, j, c, o].
+ */
+function filterGradConv(b: WasmBackendLike, x: TI, dy: TI, kh: number, kw: number, sh: number, sw: number, top: number, left: number): TI {
+  const [N, H, W, Ci] = x.shape;
+  const [, Ho, Wo, Co] = dy.shape;
+  // Rows/columns of x past the last one the forward conv read are not used: crop them (the
+  // padding below would otherwise be negative).
+  const needH = (Ho - 1) * sh + kh - top;
+  const needW = (Wo - 1) * sw + kw - left;
+  let xc = x;
+  if (H > needH || W > needW) xc = stridedSlice(b, x, [0, 0, 0, 0], [N, Math.min(H, needH), Math.min(W, needW), Ci], [1, 1, 1, 1]);
+  const [, Hc, Wc] = xc.shape;
+  const xT = transpose(b, xc, [3, 1, 2, 0]); // [Ci, Hc, Wc, N]
+  if (xc !== x) free(b, xc);
+  const dyT = transpose(b, dy, [1, 2, 0, 3]); // [Ho, Wo, N, Co]
+  const bottom = needH - Hc;
+  const right = needW - Wc;
+  const y = run("Conv2D", b, { x: xT, filter: dyT }, { strides: [1, 1], pad: [[0, 0], [top, bottom], [left, right], [0, 0]], dataFormat: "NHWC", dilations: [sh, sw], dimRoundingMode: undefined });
+  free(b, xT, dyT);
+  if (y.shape[1] !== kh || y.shape[2] !== kw) throw new Error(`Conv2DBackpropFilter: internal shape error ${y.shape} for ${kh}x${kw}`);
+  const out = transpose(b, y, [1, 2, 0, 3]); // [kh, kw, Ci, Co]
+  free(b, y);
+  return out;
+}
+
+function conv2DBackpropFilter(args: { inputs: Any; backend: Any; attrs: Any }): TI {
+  const b = args.backend as WasmBackendLike;
+  const { x: x0, dy: dy0 } = args.inputs as { x: TI; dy: TI };
+  const { strides, pad: padAttr, dataFormat, dimRoundingMode, filterShape } = args.attrs;
+  const nchw = dataFormat === "NCHW";
+  const x = nchw ? toNHWC(b, x0) : x0;
+  const dy = nchw ? toNHWC(b, dy0) : dy0;
+  try {
+    const ci = backend_util.computeConv2DInfo(x.shape as [number, number, number, number], filterShape, strides, 1, padAttr, dimRoundingMode, false, "channelsLast");
+    const { outHeight: Ho, outWidth: Wo, filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw, padInfo } = ci;
+    if (kh === 1 && kw === 1 && padInfo.top === 0 && padInfo.left === 0 && tuning.filterGradVia === "auto") return filterGrad1x1(b, x, dy, sh, sw, Ho, Wo);
+    return filterGradConv(b, x, dy, kh, kw, sh, sw, padInfo.top, padInfo.left);
+  } finally {
+    if (nchw) free(b, x, dy);
+  }
+}
+
+// ---- Conv2DBackpropInput ----
+
+/** Spread x [N,H,W,C] to [N,H·sh,W·sw,C] with x at (sh·i, sw·j) and zeros elsewhere. */
+function spread(b: WasmBackendLike, x: TI, sh: number, sw: number): TI {
+  const [N, H, W, C] = x.shape;
+  let cur = reshape(b, x, [N * H * W, 1, C]);
+  if (sw > 1) {
+    const p = pad(b, cur, [[0, 0], [0, sw - 1], [0, 0]]);
+    free(b, cur);
+    cur = p;
+  }
+  const r = reshape(b, cur, [N * H, 1, W * sw * C]);
+  free(b, cur);
+  cur = r;
+  if (sh > 1) {
+    const p = pad(b, cur, [[0, 0], [0, sh - 1], [0, 0]]);
+    free(b, cur);
+    cur = p;
+  }
+  const out = reshape(b, cur, [N, H * sh, W * sw, C]);
+  free(b, cur);
+  return out;
+}
+
+/** Crop or zero-pad the bottom/right of x [N,h,w,C] to [N,H,W,C]. */
+function fitTo(b: WasmBackendLike, x: TI, H: number, W: number): TI {
+  const [N, h, w, C] = x.shape;
+  if (h === H && w === W) return x;
+  let cur = x;
+  if (h > H || w > W) {
+    const s = stridedSlice(b, cur, [0, 0, 0, 0], [N, Math.min(h, H), Math.min(w, W), C], [1, 1, 1, 1]);
+    free(b, cur);
+    cur = s;
+  }
+  const [, h2, w2] = cur.shape;
+  if (h2 < H || w2 < W) {
+    const p = pad(b, cur, [[0, 0], [0, H - h2], [0, W - w2], [0, 0]]);
+    free(b, cur);
+    cur = p;
+  }
+  return cur;
+}
+
+function conv2DBackpropInput(args: { inputs: Any; backend: Any; attrs: Any }): TI {
+  const b = args.backend as WasmBackendLike;
+  const { dy: dy0, filter } = args.inputs as { dy: TI; filter: TI };
+  const { inputShape, strides, pad: padAttr, dataFormat, dimRoundingMode } = args.attrs;
+  const nchw = dataFormat === "NCHW";
+  const xShape: [number, number, number, number] = nchw ? [inputShape[0], inputShape[2], inputShape[3], inputShape[1]] : inputShape;
+  const ci = backend_util.computeConv2DInfo(xShape, filter.shape as [number, number, number, number], strides, 1, padAttr, dimRoundingMode, false, "channelsLast");
+  const { inHeight: H, inWidth: W, inChannels: Ci, outChannels: Co, filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw, padInfo } = ci;
+  const top = kh - 1 - padInfo.top;
+  const left = kw - 1 - padInfo.left;
+  if (top < 0 || left < 0 || !stock.Conv2D) {
+    return stock.Conv2DBackpropInput.kernelFunc(args as Any) as TI;
+  }
+  const dy = nchw ? toNHWC(b, dy0) : dy0;
+  try {
+    // Filter [kh,kw,Ci,Co] → rotated 180° and transposed to [kh,kw,Co,Ci].
+    let wT: TI;
+    if (kh === 1 && kw === 1) wT = transpose(b, filter, [0, 1, 3, 2]);
+    else {
+      const rev = run("Reverse", b, { x: filter }, { dims: [0, 1] });
+      wT = transpose(b, rev, [0, 1, 3, 2]);
+      free(b, rev);
+    }
+    let dx: TI;
+    try {
+      if (kh === 1 && kw === 1 && padInfo.top === 0 && padInfo.left === 0) {
+        // 1×1: convolve first, then spread the (smaller) result.
+        const z = conv2d(b, dy, wT, [1, 1], [[0, 0], [0, 0], [0, 0], [0, 0]]);
+        if (sh === 1 && sw === 1) dx = fitTo(b, z, H, W);
+        else {
+          const s = spread(b, z, sh, sw);
+          free(b, z);
+          dx = fitTo(b, s, H, W);
+        }
+      } else {
+        const up = sh === 1 && sw === 1 ? reshape(b, dy, dy.shape.slice()) : spread(b, dy, sh, sw);
+        // Rows of `up` beyond what the output needs are dropped (trailing zeros or unused).
+        const [, hu, wu] = up.shape;
+        let bottom = H + kh - 1 - top - hu;
+        let right = W + kw - 1 - left - wu;
+        let src = up;
+        if (bottom < 0 || right < 0) {
+          src = stridedSlice(b, up, [0, 0, 0, 0], [up.shape[0], hu + Math.min(0, bottom), wu + Math.min(0, right), Co], [1, 1, 1, 1]);
+          free(b, up);
+          bottom = Math.max(0, bottom);
+          right = Math.max(0, right);
+        }
+        dx = conv2d(b, src, wT, [1, 1], [[0, 0], [top, bottom], [left, right], [0, 0]]);
+        free(b, src);
+      }
+    } finally {
+      free(b, wT);
+    }
+    if (dx.shape[3] !== Ci) throw new Error(`Conv2DBackpropInput: internal shape error ${dx.shape}`);
+    if (nchw) {
+      const t = toNCHW(b, dx);
+      free(b, dx);
+      return t;
+    }
+    return dx;
+  } finally {
+    if (nchw) free(b, dy);
+  }
+}
+
+// ---- BatchMatMul ----
+
+function batchMatMul(args: { inputs: Any; backend: Any; attrs: Any }): TI {
+  const b = args.backend as WasmBackendLike;
+  const { a, b: w } = args.inputs as { a: TI; b: TI };
+  const { transposeA, transposeB } = args.attrs as { transposeA: boolean; transposeB: boolean };
+  if ((!transposeA && !transposeB) || a.dtype !== "float32" || w.dtype !== "float32") {
+    return stock.BatchMatMul.kernelFunc(args as Any) as TI;
+  }
+  const swapLast = (t: TI): TI => {
+    const r = t.shape.length;
+    const perm = t.shape.map((_, i) => i);
+    perm[r - 2] = r - 1;
+    perm[r - 1] = r - 2;
+    return transpose(b, t, perm);
+  };
+  const a2 = transposeA ? swapLast(a) : a;
+  const w2 = transposeB ? swapLast(w) : w;
+  try {
+    return stock.BatchMatMul.kernelFunc({ inputs: { a: a2, b: w2 } as Any, backend: b as Any, attrs: { ...args.attrs, transposeA: false, transposeB: false } }) as TI;
+  } finally {
+    if (transposeA) free(b, a2);
+    if (transposeB) free(b, w2);
+  }
+}
+
+// ---- Tile ----
+
+function tile(args: { inputs: Any; backend: Any; attrs: Any }): TI {
+  const b = args.backend as WasmBackendLike;
+  const { x } = args.inputs as { x: TI };
+  const reps: number[] = args.attrs.reps;
+  if (x.dtype !== "float32" || reps.every((r) => r === 1)) return stock.Tile.kernelFunc(args as Any) as TI;
+  // out[.., r_i·d_i + k, ..] = x[.., k, ..]: view x as [1, d_0, 1, d_1, ...] broadcast to [r_0, d_0, r_1, d_1, ...],
+  // leaving out unit dims and merging neighbouring axes that are not tiled.
+  const inShape: number[] = [];
+  const outShape: number[] = [];
+  let runIn = 1; // product of neighbouring untiled axes
+  let runRep = 1; // product of reps of neighbouring tiled unit axes
+  const flushIn = () => {
+    if (runIn !== 1) {
+      inShape.push(runIn);
+      outShape.push(runIn);
+    }
+    runIn = 1;
+  };
+  const flushRep = () => {
+    if (runRep !== 1) {
+      inShape.push(1);
+      outShape.push(runRep);
+    }
+    runRep = 1;
+  };
+  for (let i = 0; i < x.shape.length; i++) {
+    if (reps[i] === 1) {
+      flushRep();
+      runIn *= x.shape[i];
+    } else if (x.shape[i] === 1) {
+      flushIn();
+      runRep *= reps[i];
+    } else {
+      flushIn();
+      flushRep();
+      inShape.push(1);
+      outShape.push(reps[i]);
+      runIn = x.shape[i];
+    }
+  }
+  flushRep();
+  flushIn();
+  if (outShape.length > 6 || !stock.Add || !stock.Fill) return stock.Tile.kernelFunc(args as Any) as TI;
+  const xr = reshape(b, x, inShape);
+  const zeros = run("Fill", b, {}, { shape: outShape, value: 0, dtype: "float32" });
+  const sum = add(b, xr, zeros);
+  free(b, xr, zeros);
+  const out = reshape(b, sum, x.shape.map((d, i) => d * reps[i]));
+  free(b, sum);
+  return out;
+}
+
+// ---- Slice ----
+
+function slice(args: { inputs: Any; backend: Any; attrs: Any }): TI {
+  const b = args.backend as WasmBackendLike;
+  const { x } = args.inputs as { x: TI };
+  if (x.dtype === "string") return stock.Slice.kernelFunc(args as Any) as TI;
+  const [begin, size] = tf.slice_util.parseSliceParams(x as Any, args.attrs.begin, args.attrs.size);
+  const out = b.makeOutput(size, x.dtype);
+  if (util.sizeFromShape(size) === 0) return out;
+  const xv = b.typedArrayFromHeap(x);
+  const ov = b.typedArrayFromHeap(out);
+  const rank = x.shape.length;
+  const strides = util.computeStrides(x.shape);
+  if (tf.slice_util.isSliceContinous(x.shape, begin, size)) {
+    const off = tf.slice_util.computeFlatOffset(begin, strides);
+    ov.set(xv.subarray(off, off + util.sizeFromShape(size)));
+    return out;
+  }
+  // Merge trailing axes that are taken whole into one contiguous run.
+  let inner = rank - 1;
+  let run_ = size[inner];
+  while (inner > 0 && size[inner] === x.shape[inner] && begin[inner] === 0) {
+    inner--;
+    run_ *= size[inner];
+  }
+  // Now axes [0, inner) are iterated; axis `inner` starts at begin[inner], a run of `run_` elements.
+  const outer = size.slice(0, inner);
+  const count = util.sizeFromShape(outer);
+  const idx = new Array(inner).fill(0);
+  let o = 0;
+  const base = begin[inner] * (strides[inner] ?? 1);
+  for (let n = 0; n < count; n++) {
+    let off = base;
+    for (let d = 0; d < inner; d++) off += (begin[d] + idx[d]) * strides[d];
+    ov.set(xv.subarray(off, off + run_), o);
+    o += run_;
+    for (let d = inner - 1; d >= 0; d--) {
+      if (++idx[d] < outer[d]) break;
+      idx[d] = 0;
+    }
+  }
+  return out;
+}
+
+const IMPLS: Record<(typeof REPLACED)[number], (args: { inputs: Any; backend: Any; attrs: Any }) => TI> = {
+  Conv2DBackpropFilter: conv2DBackpropFilter,
+  Conv2DBackpropInput: conv2DBackpropInput,
+  BatchMatMul: batchMatMul,
+  Tile: tile,
+  Slice: slice,
+};
+
+/**
+ * Replace the stock wasm kernels with the fast training kernels (idempotent). Returns the names
+ * registered. Must run after '@tensorflow/tfjs-backend-wasm' registered its kernels.
+ */
+export function registerTrainingKernels(): string[] {
+  require("@tensorflow/tfjs-backend-wasm");
+  captureStock();
+  const backend = (tf.engine() as Any).registry?.wasm;
+  for (const name of REPLACED) {
+    if (registered.includes(name)) continue;
+    const old = tf.getKernel(name, "wasm");
+    const setupFunc = old?.setupFunc;
+    if (old) tf.unregisterKernel(name, "wasm");
+    tf.registerKernel({ kernelName: name, backendName: "wasm", kernelFunc: IMPLS[name] as Any, setupFunc });
+    if (backend && setupFunc) setupFunc(backend); // backend already initialised: run stock setup now
+    registered.push(name);
+  }
+  return registered.slice();
+}
+
+/** Restore the stock kernels (for A/B comparisons and tests). */
+export function unregisterTrainingKernels(): void {
+  for (const name of registered) {
+    tf.unregisterKernel(name, "wasm");
+    if (stock[name]) tf.registerKernel(stock[name]);
+  }
+  registered = [];
+}
+
+export function registeredKernelNames(): string[] {
+  return registered.slice();
+}

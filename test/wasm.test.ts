@@ -1,0 +1,224 @@
+/**
+ * Replacement wasm training kernels (lib/wasm) against the pure-JS cpu backend on random inputs.
+ * Small shapes: the whole file runs in seconds.
+ */
+import * as tf from "@tensorflow/tfjs";
+import { strict as assert } from "assert";
+import * as os from "os";
+import { describeWasm, prepareWasm } from "../lib/wasm";
+import { tuning } from "../lib/wasm/kernels";
+
+const TOL = 1e-4;
+
+/** Deterministic pseudo-random data in [-1, 1). */
+function rand(n: number, seed: number): Float32Array {
+  let s = seed >>> 0 || 1;
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    a[i] = (s / 2 ** 32) * 2 - 1;
+  }
+  return a;
+}
+
+interface Input {
+  shape: number[];
+  seed: number;
+}
+
+/** Run `f` on the given backend with fresh tensors made from the same data; return flat values + shape. */
+async function on(backend: string, inputs: Input[], f: (...xs: tf.Tensor[]) => tf.Tensor): Promise<{ v: Float32Array; shape: number[] }> {
+  await tf.setBackend(backend);
+  const xs = inputs.map((i) => tf.tensor(rand(i.shape.reduce((a, b) => a * b, 1), i.seed), i.shape));
+  const y = f(...xs);
+  const v = (await y.data()) as Float32Array;
+  const shape = y.shape.slice();
+  tf.dispose([...xs, y]);
+  return { v, shape };
+}
+
+function relErr(a: Float32Array, b: Float32Array): number {
+  let maxDiff = 0;
+  let maxRef = 0;
+  for (let i = 0; i < a.length; i++) {
+    maxDiff = Math.max(maxDiff, Math.abs(a[i] - b[i]));
+    maxRef = Math.max(maxRef, Math.abs(b[i]));
+  }
+  return maxDiff / Math.max(maxRef, 1e-12);
+}
+
+async function compare(name: string, inputs: Input[], f: (...xs: tf.Tensor[]) => tf.Tensor): Promise<void> {
+  const ref = await on("cpu", inputs, f);
+  const got = await on("wasm", inputs, f);
+  assert.deepEqual(got.shape, ref.shape, `${name}: shape`);
+  assert.ok(got.v.every(Number.isFinite), `${name}: non-finite values`);
+  const e = relErr(got.v, ref.v);
+  assert.ok(e <= TOL, `${name}: relative error ${e.toExponential(2)} > ${TOL}`);
+}
+
+type Pad = "same" | "valid" | [[number, number], [number, number], [number, number], [number, number]];
+
+interface ConvCase { n: number; h: number; w: number; ci: number; co: number; k: [number, number]; s: [number, number]; pad: Pad }
+function convCases(): ConvCase[] {
+  const cases: ConvCase[] = [];
+  const pads: Pad[] = ["same", "valid"];
+  for (const k of [1, 3, 7]) {
+    for (const s of [1, 2, 3]) {
+      for (const pad of pads) {
+        const h = 9 + ((k + s) % 3); // odd and even sizes
+        const w = 8 + ((k * s) % 4);
+        cases.push({ n: 2, h, w, ci: 3 + (k % 4), co: 5 + s, k: [k, k] as [number, number], s: [s, s] as [number, number], pad });
+      }
+    }
+  }
+  // Non-square kernels and strides, explicit padding, batch 1 and 3.
+  cases.push({ n: 1, h: 7, w: 11, ci: 4, co: 6, k: [1, 3], s: [1, 2], pad: "same" as Pad });
+  cases.push({ n: 3, h: 10, w: 7, ci: 2, co: 3, k: [3, 1], s: [2, 1], pad: "valid" as Pad });
+  cases.push({ n: 2, h: 9, w: 9, ci: 5, co: 4, k: [3, 3], s: [1, 1], pad: [[0, 0], [1, 2], [2, 0], [0, 0]] as Pad });
+  cases.push({ n: 2, h: 12, w: 10, ci: 3, co: 4, k: [3, 3], s: [2, 2], pad: [[0, 0], [1, 1], [0, 1], [0, 0]] as Pad });
+  cases.push({ n: 2, h: 16, w: 16, ci: 16, co: 8, k: [1, 1], s: [1, 1], pad: "valid" as Pad });
+  cases.push({ n: 2, h: 15, w: 15, ci: 8, co: 16, k: [1, 1], s: [2, 2], pad: "same" as Pad });
+  return cases;
+}
+
+function outSize(x: number, k: number, s: number, pad: Pad, axis: 1 | 2): number {
+  if (pad === "same") return Math.ceil(x / s);
+  if (pad === "valid") return Math.ceil((x - k + 1) / s);
+  const [p, q] = pad[axis];
+  return Math.floor((x + p + q - k) / s) + 1;
+}
+
+describe("wasm backend (lib/wasm)", function () {
+  this.timeout(120000);
+
+  before(async () => {
+    await prepareWasm();
+    assert.ok(await tf.setBackend("wasm"), "wasm backend initialises");
+  });
+
+  after(async () => {
+    await tf.setBackend("cpu");
+  });
+
+  it("runs threaded SIMD with one XNNPACK thread per core and registers the replacement kernels", () => {
+    const s = describeWasm();
+    assert.equal(s.simd, true);
+    assert.equal(s.loader, "threaded-simd", s.fallbackReason);
+    assert.equal(s.threads, Math.min(os.cpus().length, 8));
+    for (const k of ["Conv2DBackpropFilter", "Conv2DBackpropInput", "BatchMatMul", "Tile", "Slice"]) assert.ok(s.kernels.includes(k), k);
+  });
+
+  describe("Conv2DBackpropFilter", () => {
+    for (const c of convCases()) {
+      const label = `x[${c.n},${c.h},${c.w},${c.ci}] k${c.k.join("x")} s${c.s.join("x")} ${typeof c.pad === "string" ? c.pad : "explicit"} co${c.co}`;
+      it(label, async () => {
+        const ho = outSize(c.h, c.k[0], c.s[0], c.pad, 1);
+        const wo = outSize(c.w, c.k[1], c.s[1], c.pad, 2);
+        const filterShape = [c.k[0], c.k[1], c.ci, c.co];
+        await compare(label, [{ shape: [c.n, c.h, c.w, c.ci], seed: 1 }, { shape: [c.n, ho, wo, c.co], seed: 2 }], (x, dy) =>
+          tf.engine().runKernel("Conv2DBackpropFilter", { x, dy }, { strides: c.s, pad: c.pad, dataFormat: "NHWC", dimRoundingMode: undefined, filterShape } as never) as tf.Tensor,
+        );
+      });
+    }
+    it("1×1 filters also match through the convolution route", async () => {
+      const saved = tuning.filterGradVia;
+      tuning.filterGradVia = "conv";
+      try {
+        for (const s of [1, 2, 3]) {
+          const ho = Math.ceil(13 / s);
+          await compare(`1x1 via conv s${s}`, [{ shape: [3, 13, 13, 6], seed: 3 }, { shape: [3, ho, ho, 5], seed: 4 }], (x, dy) =>
+            tf.engine().runKernel("Conv2DBackpropFilter", { x, dy }, { strides: [s, s], pad: "same", dataFormat: "NHWC", dimRoundingMode: undefined, filterShape: [1, 1, 6, 5] } as never) as tf.Tensor,
+          );
+        }
+      } finally {
+        tuning.filterGradVia = saved;
+      }
+    });
+  });
+
+  describe("Conv2DBackpropInput", () => {
+    for (const c of convCases()) {
+      const label = `dx[${c.n},${c.h},${c.w},${c.ci}] k${c.k.join("x")} s${c.s.join("x")} ${typeof c.pad === "string" ? c.pad : "explicit"} co${c.co}`;
+      it(label, async () => {
+        const ho = outSize(c.h, c.k[0], c.s[0], c.pad, 1);
+        const wo = outSize(c.w, c.k[1], c.s[1], c.pad, 2);
+        await compare(label, [{ shape: [c.n, ho, wo, c.co], seed: 5 }, { shape: [c.k[0], c.k[1], c.ci, c.co], seed: 6 }], (dy, filter) =>
+          tf.engine().runKernel("Conv2DBackpropInput", { dy, filter }, { inputShape: [c.n, c.h, c.w, c.ci], strides: c.s, pad: c.pad, dataFormat: "NHWC", dimRoundingMode: undefined } as never) as tf.Tensor,
+        );
+      });
+    }
+  });
+
+  describe("BatchMatMul", () => {
+    const cases: [number[], number[], boolean, boolean][] = [
+      [[7, 5], [5, 9], false, false],
+      [[5, 7], [5, 9], true, false],
+      [[7, 5], [9, 5], false, true],
+      [[5, 7], [9, 5], true, true],
+      [[3, 5, 7], [3, 5, 4], true, false],
+      [[3, 7, 5], [1, 4, 5], false, true],
+      [[2, 3, 4, 6], [2, 3, 6, 5], false, false],
+      [[64, 33], [64, 17], true, false],
+    ];
+    for (const [sa, sb, ta, tb] of cases) {
+      const label = `[${sa}]${ta ? "ᵀ" : ""} · [${sb}]${tb ? "ᵀ" : ""}`;
+      it(label, () => compare(label, [{ shape: sa, seed: 7 }, { shape: sb, seed: 8 }], (a, b) => tf.matMul(a, b, ta, tb)));
+    }
+  });
+
+  describe("Tile", () => {
+    const cases: [number[], number[]][] = [
+      [[1, 1, 1, 5], [2, 3, 4, 1]],
+      [[5], [3]],
+      [[2, 3], [2, 3]],
+      [[2, 1, 3], [1, 4, 2]],
+      [[3, 2, 1, 2], [2, 2, 3, 2]], // tiled rank > 6: stock fallback
+    ];
+    for (const [shape, reps] of cases) {
+      const label = `[${shape}] × [${reps}]`;
+      it(label, () => compare(label, [{ shape, seed: 9 }], (x) => tf.tile(x, reps)));
+    }
+  });
+
+  describe("Slice", () => {
+    const cases: [number[], number[], number[]][] = [
+      [[2, 5, 6, 8], [0, 0, 0, 3], [2, 5, 6, 4]],
+      [[2, 5, 6, 8], [1, 1, 0, 0], [1, 3, 6, 8]],
+      [[4, 7], [1, 2], [2, 4]],
+      [[3, 4, 5], [0, 1, 1], [3, 2, 3]],
+      [[2, 2, 3, 4, 5], [0, 1, 0, 2, 1], [2, 1, 3, 2, 4]],
+      [[10], [3], [5]],
+    ];
+    for (const [shape, begin, size] of cases) {
+      const label = `[${shape}] from [${begin}] size [${size}]`;
+      it(label, () => compare(label, [{ shape, seed: 10 }], (x) => tf.slice(x, begin, size)));
+    }
+  });
+
+  it("gradients of a small CNN (conv s1/s2, batch norm, dense) match the cpu backend", async () => {
+    const f = (x: tf.Tensor, w1: tf.Tensor, w2: tf.Tensor, w3: tf.Tensor, g: tf.Tensor, beta: tf.Tensor) => {
+      const grads = tf.grads((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor, gamma: tf.Tensor, offset: tf.Tensor) => {
+        const h1 = tf.relu(tf.conv2d(x as tf.Tensor4D, a as tf.Tensor4D, 1, "same"));
+        const { mean, variance } = tf.moments(h1, [0, 1, 2]);
+        const h2 = tf.batchNorm(h1, mean, variance, offset as tf.Tensor1D, gamma as tf.Tensor1D, 1e-3) as tf.Tensor4D;
+        const h = tf.relu(tf.conv2d(h2, b as tf.Tensor4D, 2, "same"));
+        const flat = tf.reshape(h, [x.shape[0], -1]);
+        return tf.sum(tf.square(tf.matMul(flat, c)));
+      });
+      const gs = grads([w1, w2, w3, g, beta]);
+      return tf.concat(gs.map((t) => tf.reshape(t, [-1])));
+    };
+    await compare("small CNN grads", [
+      { shape: [2, 9, 9, 3], seed: 11 },
+      { shape: [3, 3, 3, 8], seed: 12 },
+      { shape: [3, 3, 8, 4], seed: 13 },
+      { shape: [4 * 5 * 5, 3], seed: 14 },
+      { shape: [8], seed: 15 },
+      { shape: [8], seed: 16 },
+    ], f as (...xs: tf.Tensor[]) => tf.Tensor);
+  });
+});
