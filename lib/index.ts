@@ -11,3 +11,8 @@ export * from "./plots";
 export * from "./paper";
 export * from "./manifest";
 export * as datasetReport from "./reports/dataset";
+export * as study1 from "./studies/study1";
+export * as study1Report from "./reports/study1";
+export * as profiles from "./training/profiles";
+export { notebookProgress, cliProgress } from "./training/progress";
+export * from "./gradcam";

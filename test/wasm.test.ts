@@ -199,6 +199,42 @@ describe("wasm backend (lib/wasm)", function () {
     }
   });
 
+  describe("Identity / Cast share buffers", () => {
+    it("clone and same-dtype cast keep values after the source is disposed", async () => {
+      await tf.setBackend("wasm");
+      const x = tf.tensor([1, 2, 3, 4], [2, 2]);
+      const c = tf.clone(x);
+      const k = tf.cast(x, "float32");
+      const i = tf.cast(x, "int32");
+      x.dispose();
+      assert.deepEqual(Array.from(await c.data()), [1, 2, 3, 4]);
+      assert.deepEqual(Array.from(await k.data()), [1, 2, 3, 4]);
+      assert.equal(i.dtype, "int32");
+      tf.dispose([c, k, i]);
+    });
+  });
+
+  describe("BatchNormalization (fused training op)", () => {
+    for (const shape of [[4, 5, 6, 7], [3, 9], [2, 3, 3, 16]]) {
+      it(`layer output, moving statistics and gradients match the cpu backend for [${shape}]`, async () => {
+        const c = shape[shape.length - 1];
+        const run = (x: tf.Tensor, dyw: tf.Tensor) => {
+          const layer = tf.layers.batchNormalization({ momentum: 0.9, epsilon: 1e-3, gammaInitializer: tf.initializers.randomNormal({ seed: 1 }), betaInitializer: tf.initializers.randomNormal({ seed: 2 }) });
+          layer.build(x.shape);
+          const vars = layer.trainableWeights.map((w) => (w as unknown as { read(): tf.Variable }).read());
+          // Offset the input so that mean and spread differ per channel.
+          const xin = tf.add(tf.mul(x, 2), tf.linspace(-1, 3, c));
+          const { value, grads } = tf.variableGrads(() => tf.sum(tf.mul(layer.apply(xin, { training: true }) as tf.Tensor, dyw)) as tf.Scalar, vars);
+          const dx = tf.grad((z: tf.Tensor) => tf.sum(tf.mul(layer.apply(z, { training: true }) as tf.Tensor, dyw)))(xin);
+          const y = layer.apply(xin, { training: true }) as tf.Tensor;
+          const parts = [y, dx, ...Object.values(grads), ...layer.nonTrainableWeights.map((w) => (w as unknown as { read(): tf.Variable }).read()), value];
+          return tf.concat(parts.map((t) => tf.reshape(t, [-1])));
+        };
+        await compare(`bn [${shape}]`, [{ shape, seed: 21 }, { shape, seed: 22 }], run);
+      });
+    }
+  });
+
   it("gradients of a small CNN (conv s1/s2, batch norm, dense) match the cpu backend", async () => {
     const f = (x: tf.Tensor, w1: tf.Tensor, w2: tf.Tensor, w3: tf.Tensor, g: tf.Tensor, beta: tf.Tensor) => {
       const grads = tf.grads((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor, gamma: tf.Tensor, offset: tf.Tensor) => {

@@ -13,6 +13,7 @@ import seedrandom from "seedrandom";
 import { loadOptimizer, readCheckpointState, writeCheckpoint, loadWeightsInto } from "./checkpoint";
 import { CosineSchedule, cosineLr } from "./schedule";
 import { writeJsonAtomic } from "../util/fs";
+import { auc } from "../evaluation";
 
 /** A source of labelled examples (images or cached features). */
 export interface ExampleSource {
@@ -121,21 +122,6 @@ export async function predictProbabilities(model: tf.LayersModel, src: ExampleSo
   return out;
 }
 
-/** Exact AUC with ties counted 1/2 (Mann–Whitney); NaN with one class only. */
-export function aucOf(labels: readonly number[], scores: readonly number[]): number {
-  const order = scores.map((s, i) => [s, labels[i]] as const).sort((a, b) => a[0] - b[0]);
-  let pos = 0, neg = 0, rankSumPos = 0;
-  for (let i = 0; i < order.length; ) {
-    let j = i;
-    while (j < order.length && order[j][0] === order[i][0]) j++;
-    const avgRank = (i + 1 + j) / 2; // ranks i+1..j share their mean
-    for (let k = i; k < j; k++) if (order[k][1] === 1) { pos++; rankSumPos += avgRank; } else neg++;
-    i = j;
-  }
-  if (pos === 0 || neg === 0) return NaN;
-  return (rankSumPos - (pos * (pos + 1)) / 2) / (pos * neg);
-}
-
 async function evaluate(model: tf.LayersModel, src: ExampleSource): Promise<{ loss: number; auc: number; accuracy: number; probs: number[] }> {
   const probs = await predictProbabilities(model, src);
   let loss = 0, correct = 0;
@@ -144,7 +130,7 @@ async function evaluate(model: tf.LayersModel, src: ExampleSource): Promise<{ lo
     loss -= Math.log(Math.min(1, Math.max(1e-7, y === 1 ? p : 1 - p)));
     if ((p >= 0.5 ? 1 : 0) === y) correct++;
   });
-  return { loss: loss / Math.max(1, probs.length), auc: aucOf(src.labels, probs), accuracy: correct / Math.max(1, probs.length), probs };
+  return { loss: loss / Math.max(1, probs.length), auc: auc(src.labels, probs), accuracy: correct / Math.max(1, probs.length), probs };
 }
 
 function setLearningRate(opt: tf.Optimizer, lr: number): void {

@@ -11,7 +11,8 @@
  *         pool at `emscripten_num_logical_cores() / 2` (1 thread on a 2-core machine);
  *     falling back to the stock single-threaded SIMD loader if any of that fails;
  *  2. registers the replacement training kernels of ./kernels (conv filter/input gradients,
- *     transposed matmul, Tile, Slice);
+ *     transposed matmul, Tile, Slice, Identity/Cast) and, for training-mode BatchNormalization
+ *     layers on wasm, the fused op of ./batchnorm;
  *  3. makes a wasm heap allocation failure throw a clear error instead of writing to address 0.
  *
  * Environment: COVIDCT_WASM_THREADS=n (default: number of cores, at most 8),
@@ -24,6 +25,7 @@ import * as os from "os";
 const osModule: { cpus: () => os.CpuInfo[] } = require("os");
 import * as path from "path";
 import { registerTrainingKernels, registeredKernelNames } from "./kernels";
+import { installFusedBatchNorm } from "./batchnorm";
 
 export interface WasmSetup {
   threads: number;
@@ -52,6 +54,7 @@ type Any = any;
 let prepared: WasmSetup | undefined;
 let loaderInfo: { loader: "threaded-simd" | "stock"; fallbackReason?: string } = { loader: "stock" };
 let wantedThreads = 1;
+let fusedBn = false;
 
 function wasmPackageRoot(): string {
   return path.dirname(require.resolve("@tensorflow/tfjs-backend-wasm/package.json"));
@@ -201,6 +204,7 @@ export async function prepareWasm(opts: PrepareWasmOptions = {}): Promise<WasmSe
   installFactory(wantedThreads);
   const useKernels = opts.kernels ?? process.env.COVIDCT_WASM_KERNELS !== "stock";
   const kernels = useKernels ? registerTrainingKernels() : registeredKernelNames();
+  if (useKernels && installFusedBatchNorm()) fusedBn = true;
   const simd = Boolean(await tf.env().getAsync("WASM_HAS_SIMD_SUPPORT"));
   prepared = { threads: wantedThreads, simd, kernels };
   return describeWasm();
@@ -219,7 +223,8 @@ export function describeWasm(): WasmSetup {
   } catch {
     /* not initialised */
   }
-  return { ...base, threads, kernels: registeredKernelNames(), loader: loaderInfo.loader, fallbackReason: loaderInfo.fallbackReason };
+  const kernels = registeredKernelNames().concat(fusedBn ? ["BatchNormalization (fused training op)"] : []);
+  return { ...base, threads, kernels, loader: loaderInfo.loader, fallbackReason: loaderInfo.fallbackReason };
 }
 
 /** Bytes currently reserved by the wasm heap (0 when the backend is not initialised). */
@@ -229,3 +234,4 @@ export function wasmHeapBytes(): number {
 }
 
 export { registerTrainingKernels, unregisterTrainingKernels, registeredKernelNames } from "./kernels";
+export { fusedBatchNormOptions, fusedBatchNormTraining, installFusedBatchNorm, uninstallFusedBatchNorm } from "./batchnorm";

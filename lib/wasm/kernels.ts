@@ -16,6 +16,7 @@
  *    tiled rank stays ≤ 6.
  *  - Slice: the stock kernel copies the whole input out of the heap (readSync) for every slice;
  *    this one reads it in place.
+ *  - Identity and same-dtype Cast: share the buffer (reference count) instead of copying it.
  *
  * Everything else falls back to the stock kernel captured at registration.
  */
@@ -37,8 +38,8 @@ export interface WasmBackendLike {
   typedArrayFromHeap(t: TI): Float32Array | Int32Array | Uint8Array;
 }
 
-const REPLACED = ["Conv2DBackpropFilter", "Conv2DBackpropInput", "BatchMatMul", "Tile", "Slice"] as const;
-const USED = ["BatchMatMul", "Transpose", "Conv2D", "PadV2", "StridedSlice", "Reverse", "Add", "Fill", "Concat", "Tile", "Slice", "Conv2DBackpropInput", "Reshape"] as const;
+const REPLACED = ["Conv2DBackpropFilter", "Conv2DBackpropInput", "BatchMatMul", "Tile", "Slice", "Identity", "Cast"] as const;
+const USED = ["BatchMatMul", "Transpose", "Conv2D", "PadV2", "StridedSlice", "Reverse", "Add", "Fill", "Concat", "Tile", "Slice", "Conv2DBackpropInput", "Reshape", "Identity", "Cast"] as const;
 
 /** Stock kernel configs, captured before replacement. */
 const stock: Record<string, tf.KernelConfig> = {};
@@ -405,12 +406,35 @@ function slice(args: { inputs: Any; backend: Any; attrs: Any }): TI {
   return out;
 }
 
+// ---- Identity / same-dtype Cast ----
+
+/**
+ * The stock wasm Identity (used by tf.clone, by the engine when it saves tensors for gradients, and
+ * by same-dtype Cast, e.g. in the ReLU gradient) copies the whole tensor. Tensors are immutable,
+ * so share the buffer instead (reference count), as the cpu backend and wasm Reshape do.
+ */
+function identity(args: { inputs: Any; backend: Any; attrs: Any }): TI {
+  const b = args.backend as WasmBackendLike;
+  const { x } = args.inputs as { x: TI };
+  if (x.dtype === "string") return stock.Identity.kernelFunc(args as Any) as TI;
+  b.incRef(x.dataId);
+  return { dataId: x.dataId, shape: x.shape.slice(), dtype: x.dtype };
+}
+
+function cast(args: { inputs: Any; backend: Any; attrs: Any }): TI {
+  const { x } = args.inputs as { x: TI };
+  if (x.dtype === args.attrs.dtype && x.dtype !== "string") return identity(args);
+  return stock.Cast.kernelFunc(args as Any) as TI;
+}
+
 const IMPLS: Record<(typeof REPLACED)[number], (args: { inputs: Any; backend: Any; attrs: Any }) => TI> = {
   Conv2DBackpropFilter: conv2DBackpropFilter,
   Conv2DBackpropInput: conv2DBackpropInput,
   BatchMatMul: batchMatMul,
   Tile: tile,
   Slice: slice,
+  Identity: identity,
+  Cast: cast,
 };
 
 /**

@@ -1,0 +1,190 @@
+/**
+ * Notebook 02 (Study I): Table 5 with the paper beside ours, ROC curves, training curves,
+ * the MedSeg domain-shift check and Grad-CAM overlays, from finished run directories.
+ */
+import * as tf from "@tensorflow/tfjs";
+import * as path from "path";
+import seedrandom from "seedrandom";
+import { camOverlayPng, gradCam, grayPng } from "../gradcam";
+import { meanSd, metricFn, rocCurve, rocAuc } from "../evaluation";
+import { PAPER_ARM_NAMES, PAPER_TABLE5 } from "../paper";
+import { Figure, tableBundle } from "../plots";
+import { loadGrayImages, toModelInput } from "../studies/inputs";
+import { loadRunModel, PredictionRow, readPredictions, StudyOneResult } from "../studies/study1";
+import { PROFILES, StudyProfile } from "../training/profiles";
+
+const MODEL_LABEL: Record<string, string> = { densenet169: "DenseNet-169", resnet50: "ResNet-50" };
+const pct = (x: number) => (Number.isFinite(x) ? (100 * x).toFixed(1) : "–");
+
+function groups(results: readonly StudyOneResult[]): Map<string, StudyOneResult[]> {
+  const m = new Map<string, StudyOneResult[]>();
+  for (const r of results) {
+    const k = `${r.config.model}|${r.config.positives}`;
+    if (!m.has(k)) m.set(k, []);
+    m.get(k)!.push(r);
+  }
+  return m;
+}
+
+function predictions(r: StudyOneResult, set: PredictionRow["set"]): PredictionRow[] {
+  return readPredictions(path.join(r.runDir, "predictions.csv")).filter((p) => p.set === set);
+}
+
+/**
+ * 95 % bootstrap interval of the seed-mean of a test metric: resample test images, recompute the
+ * metric for every seed's predictions on the resample, average over seeds.
+ */
+export function seedMeanBootstrap(runs: readonly StudyOneResult[], metric: "accuracy" | "f1" | "auc", n = 1000, seed = 0): [number, number] {
+  const preds = runs.map((r) => predictions(r, "test"));
+  const labels = preds[0].map((p) => p.label);
+  const f = metricFn(metric, 0.5);
+  const rng = seedrandom(`seedmean:${metric}:${seed}`);
+  const vals: number[] = [];
+  for (let b = 0; b < n; b++) {
+    const idx = labels.map(() => Math.floor(rng() * labels.length));
+    const per = preds.map((ps) => f(idx.map((i) => ps[i].label), idx.map((i) => ps[i].probability)));
+    const v = per.reduce((a, x) => a + x, 0) / per.length;
+    if (Number.isFinite(v)) vals.push(v);
+  }
+  vals.sort((a, b) => a - b);
+  const q = (p: number) => vals[Math.min(vals.length - 1, Math.max(0, Math.floor(p * (vals.length - 1))))];
+  return [q(0.025), q(0.975)];
+}
+
+/** Table 5: paper vs ours (mean ± sd over seeds, 95 % bootstrap CI), accuracy / F1 / AUC in %. */
+export function table5(results: readonly StudyOneResult[]) {
+  const rows: (string | number)[][] = [];
+  for (const [k, runs] of groups(results)) {
+    const [model, arm] = k.split("|");
+    const paper = (PAPER_TABLE5 as Record<string, Record<string, { accuracy: number; f1: number; auc: number }>>)[model]?.[arm];
+    const cell = (metric: "accuracy" | "f1" | "auc") => {
+      const ms = meanSd(runs.map((r) => r.metrics.test[metric]));
+      const [lo, hi] = seedMeanBootstrap(runs, metric);
+      return `${pct(ms.mean)} ± ${runs.length > 1 ? pct(ms.sd) : "–"} [${pct(lo)}, ${pct(hi)}]`;
+    };
+    rows.push([
+      MODEL_LABEL[model] ?? model,
+      `${arm} (paper: ${PAPER_ARM_NAMES[arm] ?? "–"})`,
+      paper ? `${paper.accuracy} / ${paper.f1} / ${paper.auc}` : "–",
+      cell("accuracy"),
+      cell("f1"),
+      cell("auc"),
+      runs.length,
+    ]);
+  }
+  return tableBundle(["model", "positive training set", "paper Acc / F1 / AUC", "ours Acc", "ours F1", "ours AUC", "seeds"], rows, {
+    caption: "Table 5 — Study I (test set, threshold 0.5, COVID positive; mean ± sd over seeds [95 % bootstrap CI of that mean])",
+    note: "Paper numbers are single runs on its own test set (COVID-CT + LUNA negatives); ours use the official COVID-CT test split. See 'Where our protocol differs' below.",
+  });
+}
+
+/** MedSeg original CTs (all COVID): recall of every cell, the domain-shift check. */
+export function medsegTable(results: readonly StudyOneResult[]) {
+  const rows: (string | number)[][] = [];
+  for (const [k, runs] of groups(results)) {
+    const [model, arm] = k.split("|");
+    const a = meanSd(runs.map((r) => r.metrics.medsegTest.recall));
+    const b = meanSd(runs.map((r) => r.metrics.medsegTest.recallAtValThreshold));
+    rows.push([MODEL_LABEL[model] ?? model, arm, runs[0].metrics.medsegTest.n, `${pct(a.mean)} ± ${runs.length > 1 ? pct(a.sd) : "–"}`, `${pct(b.mean)} ± ${runs.length > 1 ? pct(b.sd) : "–"}`]);
+  }
+  return tableBundle(["model", "positive training set", "MedSeg test slices", "recall @ 0.5 (%)", "recall @ validation threshold (%)"], rows, {
+    caption: "Recall on original CT slices (MedSeg test, all COVID-19): does a model trained on paper figures recognise real scans?",
+  });
+}
+
+/** ROC curves of one model, one curve per arm (seed-averaged probabilities). */
+export function rocFigure(results: readonly StudyOneResult[], model: string): Figure {
+  const data = [];
+  for (const [k, runs] of groups(results)) {
+    const [m, arm] = k.split("|");
+    if (m !== model) continue;
+    const preds = runs.map((r) => predictions(r, "test"));
+    const labels = preds[0].map((p) => p.label);
+    const mean = preds[0].map((_, i) => preds.reduce((a, ps) => a + ps[i].probability, 0) / preds.length);
+    const pts = rocCurve(labels, mean);
+    data.push({ type: "scatter", mode: "lines", name: `${arm} (AUC ${rocAuc(labels, mean).auc.toFixed(3)})`, x: pts.map((p) => p.fpr), y: pts.map((p) => p.tpr) });
+  }
+  data.push({ type: "scatter", mode: "lines", name: "chance", x: [0, 1], y: [0, 1], line: { dash: "dot", color: "#999" } });
+  return {
+    data,
+    layout: {
+      title: { text: `ROC on the test set — ${MODEL_LABEL[model] ?? model} (probabilities averaged over seeds)` },
+      xaxis: { title: { text: "false positive rate" }, range: [0, 1] },
+      yaxis: { title: { text: "true positive rate (COVID)" }, range: [0, 1] },
+      height: 420,
+    },
+  };
+}
+
+/** Validation AUC and training loss per epoch, every arm and seed of one model. */
+export function trainingCurves(results: readonly StudyOneResult[], model: string): Figure {
+  const data: Record<string, unknown>[] = [];
+  for (const r of results.filter((x) => x.config.model === model)) {
+    const name = `${r.config.positives} s${r.config.seed}`;
+    const x = r.history.map((h) => h.epoch + 1);
+    data.push({ type: "scatter", mode: "lines", name: `val AUC ${name}`, x, y: r.history.map((h) => h.valAuc) });
+    data.push({ type: "scatter", mode: "lines", name: `train loss ${name}`, x, y: r.history.map((h) => h.trainLoss), yaxis: "y2", line: { dash: "dot" } });
+  }
+  return {
+    data,
+    layout: {
+      title: { text: `Training curves — ${MODEL_LABEL[model] ?? model}` },
+      xaxis: { title: { text: "epoch" } },
+      yaxis: { title: { text: "validation AUC" } },
+      yaxis2: { title: { text: "training loss" }, overlaying: "y", side: "right" },
+      height: 420,
+    },
+  };
+}
+
+/** Settings of the paper beside the profile that ran. */
+export function protocolTable(p: StudyProfile) {
+  const paper = PROFILES.paper;
+  const a = (x: StudyProfile) => (x.augment.minScale < 1 ? `crop scale ${x.augment.minScale}, flip, contrast/brightness ${x.augment.contrast}` : x.trainViews === 2 ? "horizontal flip (cached)" : "none");
+  const rows = [
+    ["input size", "480²", `${p.inputSize}²`],
+    ["training", "full fine-tuning from ImageNet", p.strategy === "finetune" ? "full fine-tuning from ImageNet" : "frozen ImageNet backbone, head trained on cached pooled features"],
+    ["augmentation", a(paper), a(p)],
+    ["optimiser", "Adam, lr 1e-4", `Adam, lr ${p.schedule.lr}`],
+    ["schedule", "cosine, period 10 epochs", `cosine, period ${p.schedule.periodEpochs} epochs, stepped per iteration`],
+    ["mini-batch", "16", `${p.batchSize}${p.microBatch < p.batchSize ? ` (micro-batches of ${p.microBatch})` : ""}`],
+    ["epochs", "not stated", `${p.epochs}, checkpoint selected on validation AUC`],
+    ["seeds", "1 run", p.seeds.join(", ")],
+    ["test set", "COVID-CT test + LUNA negatives", "official COVID-CT test split (98 COVID / 105 NonCOVID)"],
+  ];
+  return tableBundle(["setting", "paper", `ours (profile '${p.name}')`], rows, { caption: "Protocol" });
+}
+
+/** Grad-CAM overlays for a few test images of each class from one finished run. */
+export async function gradCamGallery(runDir: string, opts: { perClass?: number; seed?: number; weightsRoot?: string } = {}) {
+  const { built, pre, profile } = await loadRunModel(runDir, opts.weightsRoot);
+  const preds = readPredictions(path.join(runDir, "predictions.csv")).filter((p) => p.set === "test");
+  const rng = seedrandom(`gradcam:${opts.seed ?? 0}`);
+  const per = opts.perClass ?? 3;
+  const pick = (label: number) => {
+    const pool = preds.filter((p) => p.label === label);
+    const out: PredictionRow[] = [];
+    while (out.length < per && pool.length) out.push(pool.splice(Math.floor(rng() * pool.length), 1)[0]);
+    return out;
+  };
+  const { openDataset } = await import("../data/dataset");
+  const ds = openDataset();
+  const cells: string[] = [];
+  const text: string[] = [];
+  for (const label of [1, 0]) {
+    for (const p of pick(label)) {
+      const [, cls, file] = p.file.split("/");
+      const rec = ds.get(cls as "covid" | "noncovid", file);
+      if (!rec) continue;
+      const [gray] = await loadGrayImages([{ id: p.file, path: rec.path, label: label as 0 | 1 }], profile.inputSize);
+      const x = tf.tidy(() => toModelInput(tf.tensor4d(Float32Array.from(gray, (v) => v / 255), [1, profile.inputSize, profile.inputSize, 1]), pre));
+      const cam = gradCam(built, x, 1);
+      x.dispose();
+      const [g, o] = await Promise.all([grayPng(gray, profile.inputSize), camOverlayPng(gray, cam)]);
+      cells.push(`<figure style="display:inline-block;margin:6px;text-align:center"><img src="${g}"/><img src="${o}"/><figcaption style="font-size:11px">${label ? "COVID" : "NonCOVID"} · P(COVID) ${cam.probability.toFixed(2)}<br/>${file.replace(/&/g, "&amp;").replace(/</g, "&lt;")}</figcaption></figure>`);
+      text.push(`${label ? "COVID" : "NonCOVID"} ${file}: P(COVID) ${cam.probability.toFixed(3)}`);
+    }
+  }
+  built.model.dispose();
+  return { "text/html": `<div>${cells.join("")}</div>`, "text/plain": text.join("\n") };
+}

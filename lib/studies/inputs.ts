@@ -1,0 +1,162 @@
+/**
+ * Input pipelines of the studies: examples (file + label) → tensors the model expects.
+ *
+ * ImageSource: chest crop + resize (cached on disk), the paper's augmentation for training, gray
+ * replicated to 3 channels, the normalisation of the weight set.
+ * FeatureSource: cached frozen-backbone features (the `quick` profile).
+ */
+import * as tf from "@tensorflow/tfjs";
+import { DiskCache, cacheKey, contentHash, mapLimit, preprocessCached, PREPROCESS_VERSION } from "../data/cache";
+import { applyPreprocessing, Preprocessing } from "../models/weights";
+import { augmentBatch } from "../training/augment";
+import { ExampleSource } from "../training/loop";
+import { AugmentConfig } from "../training/profiles";
+
+export interface Example {
+  /** Stable id: `<source>/<class>/<file>`. */
+  id: string;
+  path: string;
+  /** 1 = COVID, 0 = NonCOVID. */
+  label: 0 | 1;
+}
+
+/** Gray images of one size, kept in memory as bytes (746 images at 224² ≈ 37 MB). */
+export async function loadGrayImages(examples: readonly Example[], size: number): Promise<Uint8Array[]> {
+  return mapLimit(examples, 4, async (e) => (await preprocessCached(e.path, { size, channels: 1 })).data);
+}
+
+/** Batch [n, s, s, 1] in [0, 1] from gray bytes. */
+function grayBatch(images: readonly Uint8Array[], idx: readonly number[], size: number): tf.Tensor4D {
+  const per = size * size;
+  const buf = new Float32Array(idx.length * per);
+  idx.forEach((i, k) => {
+    const img = images[i];
+    for (let p = 0; p < per; p++) buf[k * per + p] = img[p] / 255;
+  });
+  return tf.tensor4d(buf, [idx.length, size, size, 1]);
+}
+
+/** Gray [n,s,s,1] in [0,1] → 3 channels in [0,255] → the weight set's normalisation. */
+export function toModelInput(gray: tf.Tensor4D, p: Preprocessing): tf.Tensor4D {
+  return tf.tidy(() => applyPreprocessing(tf.tile(tf.mul(gray, 255), [1, 1, 1, 3]) as tf.Tensor4D, p));
+}
+
+export class ImageSource implements ExampleSource {
+  readonly size: number;
+  readonly labels: number[];
+  readonly ids: string[];
+  private constructor(
+    private readonly images: Uint8Array[],
+    private readonly side: number,
+    private readonly pre: Preprocessing,
+    private readonly augment: AugmentConfig | null,
+    examples: readonly Example[],
+  ) {
+    this.size = examples.length;
+    this.labels = examples.map((e) => e.label);
+    this.ids = examples.map((e) => e.id);
+  }
+
+  static async create(examples: readonly Example[], side: number, pre: Preprocessing, augment: AugmentConfig | null): Promise<ImageSource> {
+    return new ImageSource(await loadGrayImages(examples, side), side, pre, augment, examples);
+  }
+
+  inputs(indices: readonly number[], ctx: { train: boolean; seed: string }): tf.Tensor {
+    return tf.tidy(() => {
+      let g = grayBatch(this.images, indices, this.side);
+      if (ctx.train && this.augment) g = augmentBatch(g, this.augment, ctx.seed);
+      return toModelInput(g, this.pre);
+    });
+  }
+}
+
+/** Everything that identifies a feature vector besides the image content. */
+export interface FeatureKey {
+  model: string;
+  weightsSha256: string;
+  size: number;
+  /** 0 = the image, 1 = its horizontal mirror. */
+  view: 0 | 1;
+}
+
+/**
+ * Pooled features of a frozen backbone for each example, computed once and cached on disk by
+ * (image content, model, weights, size, view).
+ */
+export async function computeFeatures(
+  extractor: tf.LayersModel,
+  examples: readonly Example[],
+  key: Omit<FeatureKey, "view">,
+  pre: Preprocessing,
+  opts: { views?: 1 | 2; batch?: number; onProgress?: (done: number, total: number) => void } = {},
+): Promise<Float32Array[][]> {
+  const views = opts.views ?? 1;
+  const batch = opts.batch ?? 8;
+  const cache = new DiskCache();
+  const k = (e: Example, view: 0 | 1) => cacheKey("features", PREPROCESS_VERSION, contentHash(e.path), { ...key, view });
+  const out: Float32Array[][] = examples.map(() => []);
+  const todo: { i: number; view: 0 | 1 }[] = [];
+  examples.forEach((e, i) => {
+    for (let v = 0; v < views; v++) {
+      const hit = cache.get("features", k(e, v as 0 | 1));
+      if (hit) out[i][v] = new Float32Array(hit.buffer.slice(hit.byteOffset, hit.byteOffset + hit.byteLength));
+      else todo.push({ i, view: v as 0 | 1 });
+    }
+  });
+  let done = examples.length * views - todo.length;
+  opts.onProgress?.(done, examples.length * views);
+  for (let s = 0; s < todo.length; s += batch) {
+    const chunk = todo.slice(s, s + batch);
+    const imgs = await loadGrayImages(chunk.map((c) => examples[c.i]), key.size);
+    const f = tf.tidy(() => {
+      let g = grayBatch(imgs, imgs.map((_, j) => j), key.size);
+      const flip = chunk.map((c) => c.view === 1);
+      if (flip.some(Boolean)) {
+        const mirrored = tf.image.flipLeftRight(g);
+        const mask = tf.tensor4d(flip.map((b) => (b ? 1 : 0)), [chunk.length, 1, 1, 1]);
+        g = tf.add(tf.mul(mirrored, mask), tf.mul(g, tf.sub(1, mask))) as tf.Tensor4D;
+      }
+      return extractor.predict(toModelInput(g, pre)) as tf.Tensor2D;
+    });
+    const data = await f.data();
+    const dim = f.shape[1];
+    f.dispose();
+    chunk.forEach((c, j) => {
+      const v = new Float32Array(data.subarray(j * dim, (j + 1) * dim));
+      out[c.i][c.view] = v;
+      cache.put("features", k(examples[c.i], c.view), Buffer.from(v.buffer));
+    });
+    done += chunk.length;
+    opts.onProgress?.(done, examples.length * views);
+  }
+  return out;
+}
+
+/** Cached features as an ExampleSource; training draws one of the views per example and epoch. */
+export class FeatureSource implements ExampleSource {
+  readonly size: number;
+  readonly labels: number[];
+  readonly ids: string[];
+  constructor(
+    private readonly features: Float32Array[][],
+    examples: readonly Example[],
+  ) {
+    this.size = examples.length;
+    this.labels = examples.map((e) => e.label);
+    this.ids = examples.map((e) => e.id);
+  }
+
+  inputs(indices: readonly number[], ctx: { train: boolean; seed: string }): tf.Tensor {
+    const dim = this.features[0][0].length;
+    const buf = new Float32Array(indices.length * dim);
+    // Training with 2 cached views uses the mirror for odd (seeded) draws; evaluation uses view 0.
+    let h = 0;
+    for (const ch of ctx.seed) h = (h * 31 + ch.charCodeAt(0)) >>> 0;
+    indices.forEach((i, k) => {
+      const views = this.features[i];
+      const v = ctx.train && views.length > 1 ? ((h >>> (k % 24)) ^ i) & 1 : 0;
+      buf.set(views[v], k * dim);
+    });
+    return tf.tensor2d(buf, [indices.length, dim]);
+  }
+}
