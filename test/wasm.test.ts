@@ -109,7 +109,9 @@ describe("wasm backend (lib/wasm)", function () {
     assert.equal(s.simd, true);
     assert.equal(s.loader, "threaded-simd", s.fallbackReason);
     assert.equal(s.threads, Math.min(os.cpus().length, 8));
-    for (const k of ["Conv2DBackpropFilter", "Conv2DBackpropInput", "BatchMatMul", "Tile", "Slice"]) assert.ok(s.kernels.includes(k), k);
+    for (const k of ["Conv2DBackpropFilter", "Conv2DBackpropInput", "BatchMatMul", "Tile", "Slice", "Identity", "Cast", "BatchNormalization (fused training op, SIMD)", "Adam (fused SIMD update)"]) {
+      assert.ok(s.kernels.includes(k), `${k} in ${s.kernels.join(", ")}`);
+    }
   });
 
   describe("Conv2DBackpropFilter", () => {
@@ -233,6 +235,26 @@ describe("wasm backend (lib/wasm)", function () {
         await compare(`bn [${shape}]`, [{ shape, seed: 21 }, { shape, seed: 22 }], run);
       });
     }
+  });
+
+  describe("Adam (fused SIMD update)", () => {
+    it("three steps on variables of odd sizes match tfjs Adam on the cpu backend", async () => {
+      const shapes = [[3, 3, 5, 7], [13], [2, 2]];
+      const run = (...ts: tf.Tensor[]) => {
+        const vars = shapes.map((_, i) => tf.variable(tf.clone(ts[i]), true, `adamtest_${tf.getBackend()}_${i}_${Math.random()}`));
+        const opt = tf.train.adam(0.05, 0.8, 0.95, 1e-6);
+        for (let step = 0; step < 3; step++) {
+          const grads = vars.map((v, i) => ({ name: v.name, tensor: tf.mul(ts[shapes.length + i], step + 1) }));
+          opt.applyGradients(grads);
+          tf.dispose(grads.map((g) => g.tensor));
+        }
+        const out = tf.concat(vars.map((v) => tf.reshape(v, [-1])));
+        opt.dispose();
+        tf.dispose(vars);
+        return out;
+      };
+      await compare("adam", [...shapes, ...shapes].map((shape, i) => ({ shape, seed: 30 + i })), run);
+    });
   });
 
   it("gradients of a small CNN (conv s1/s2, batch norm, dense) match the cpu backend", async () => {

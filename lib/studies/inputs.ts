@@ -132,6 +132,42 @@ export async function computeFeatures(
   return out;
 }
 
+/** Per-dimension mean and standard deviation of features, estimated on the training set. */
+export interface FeatureNormalisation {
+  mean: number[];
+  std: number[];
+}
+
+/**
+ * Standardise features with training-set statistics: a linear head on z-scored ImageNet features
+ * trains faster and generalises better (chosen on validation AUC, see PROFILES.quick).
+ */
+export function featureNormalisation(features: readonly Float32Array[][]): FeatureNormalisation {
+  const dim = features[0][0].length;
+  const mean = new Float64Array(dim);
+  const sq = new Float64Array(dim);
+  let n = 0;
+  for (const views of features) for (const v of views) {
+    n++;
+    for (let k = 0; k < dim; k++) { mean[k] += v[k]; sq[k] += v[k] * v[k]; }
+  }
+  const m = Array.from(mean, (x) => x / n);
+  const s = Array.from(sq, (x, k) => Math.sqrt(Math.max(0, x / n - m[k] * m[k])) + 1e-6);
+  return { mean: m, std: s };
+}
+
+/**
+ * Fold a standardisation into the Dense layer that follows it, so the head takes raw features:
+ * W' = W / std (per input row), b' = b − Σ_k mean_k · W'_k.
+ */
+export function foldNormalisation(kernel: tf.Tensor2D, bias: tf.Tensor1D, norm: FeatureNormalisation): [tf.Tensor2D, tf.Tensor1D] {
+  return tf.tidy(() => {
+    const w = tf.div(kernel, tf.tensor2d(norm.std, [norm.std.length, 1])) as tf.Tensor2D;
+    const b = tf.sub(bias, tf.matMul(tf.tensor2d(norm.mean, [1, norm.mean.length]), w).reshape([-1])) as tf.Tensor1D;
+    return [w, b];
+  });
+}
+
 /** Cached features as an ExampleSource; training draws one of the views per example and epoch. */
 export class FeatureSource implements ExampleSource {
   readonly size: number;
@@ -140,6 +176,7 @@ export class FeatureSource implements ExampleSource {
   constructor(
     private readonly features: Float32Array[][],
     examples: readonly Example[],
+    private readonly norm?: FeatureNormalisation,
   ) {
     this.size = examples.length;
     this.labels = examples.map((e) => e.label);
@@ -157,6 +194,10 @@ export class FeatureSource implements ExampleSource {
       const v = ctx.train && views.length > 1 ? ((h >>> (k % 24)) ^ i) & 1 : 0;
       buf.set(views[v], k * dim);
     });
+    if (this.norm) {
+      const { mean, std } = this.norm;
+      for (let i = 0; i < buf.length; i++) buf[i] = (buf[i] - mean[i % dim]) / std[i % dim];
+    }
     return tf.tensor2d(buf, [indices.length, dim]);
   }
 }

@@ -23,7 +23,10 @@ import { loadImagenetWeights, preprocessFor } from "../models/weights";
 import { predictProbabilities, trainClassifier, EpochLog, StepLog } from "../training/loop";
 import { getProfile, ProfileName, StudyProfile } from "../training/profiles";
 import { writeFileAtomic, writeJsonAtomic } from "../util/fs";
-import { computeFeatures, Example, FeatureSource, ImageSource } from "./inputs";
+import { computeFeatures, Example, FeatureNormalisation, featureNormalisation, FeatureSource, foldNormalisation, ImageSource } from "./inputs";
+
+/** Training-set feature statistics of a frozen-features run (part of its model). */
+export const NORMALISATION_FILE = "feature-normalisation.json";
 
 export const POSITIVE_ARMS = ["covid-ct-all", "covid-ct-118", "original-ct"] as const;
 export type PositiveArm = (typeof POSITIVE_ARMS)[number];
@@ -45,6 +48,8 @@ export interface StudyOneConfig {
   dataRoot?: string;
   medsegRoot?: string;
   weightsRoot?: string;
+  /** Stop after this many epochs in this call, as if interrupted (tests of --resume). */
+  stopAfterEpochs?: number;
 }
 
 export interface StudyOneData {
@@ -132,6 +137,8 @@ export interface StudyOneResult {
   history: EpochLog[];
   /** True when an earlier finished run was reused. */
   reused: boolean;
+  /** True when stopAfterEpochs ended the call early (no metrics yet). */
+  interrupted?: boolean;
 }
 
 function setMetrics(labels: number[], scores: number[], threshold: number, positive: "covid" | "noncovid" = "covid"): SetMetrics {
@@ -270,11 +277,13 @@ export async function runStudyOne(c: StudyOneConfig, hooks: StudyOneHooks = {}):
     const restEx = [...data.val, ...data.test, ...data.medsegTest];
     const restF = await computeFeatures(extractor, restEx, key, pre, { views: 1, onProgress: hooks.onFeatures });
     const nv = data.val.length, nt = data.test.length;
+    const norm = profile.standardiseFeatures ? featureNormalisation(trainF) : undefined;
+    if (norm) writeJsonAtomic(path.join(runDir, NORMALISATION_FILE), norm);
     sources = {
-      train: new FeatureSource(trainF, data.train),
-      val: new FeatureSource(restF.slice(0, nv), data.val),
-      test: new FeatureSource(restF.slice(nv, nv + nt), data.test),
-      medseg: new FeatureSource(restF.slice(nv + nt), data.medsegTest),
+      train: new FeatureSource(trainF, data.train, norm),
+      val: new FeatureSource(restF.slice(0, nv), data.val, norm),
+      test: new FeatureSource(restF.slice(nv, nv + nt), data.test, norm),
+      medseg: new FeatureSource(restF.slice(nv + nt), data.medsegTest, norm),
     };
     trainable = headModel(built, "pooled");
   } else {
@@ -297,10 +306,15 @@ export async function runStudyOne(c: StudyOneConfig, hooks: StudyOneHooks = {}):
     seed: c.seed,
     runDir,
     resume: c.resume,
+    stopAfterEpochs: c.stopAfterEpochs,
     onStep: hooks.onStep,
     onEpoch: hooks.onEpoch,
   });
 
+  if (result.interrupted) {
+    log(`stopped after ${result.history.length} epochs; continue with --resume`);
+    return { config: c, runDir, metrics: undefined as unknown as StudyOneMetrics, history: result.history, reused: false, interrupted: true };
+  }
   // Test once, with the checkpoint selected on validation AUC.
   const rows: PredictionRow[] = [];
   for (const [set, src] of [["val", sources.val], ["test", sources.test], ["medseg-test", sources.medseg]] as const) {
@@ -369,8 +383,19 @@ export async function loadRunModel(runDir: string, weightsRoot?: string): Promis
   if (profile.imagenet) await loadImagenetWeights(built.model, name, weightsRoot);
   const saved = await loadModel(path.join(runDir, "checkpoints", "best"));
   if (profile.strategy === "frozen-features") {
-    // The checkpoint is the head model; its weights are those of covid_head.
-    built.model.getLayer("covid_head").setWeights(saved.getLayer("covid_head").getWeights());
+    // The checkpoint is the head model (trained on standardised features when the profile says
+    // so): fold the standardisation into covid_head so the full model takes raw images.
+    const head = saved.getLayer("covid_head");
+    const normFile = path.join(runDir, NORMALISATION_FILE);
+    if (fs.existsSync(normFile)) {
+      const norm = JSON.parse(fs.readFileSync(normFile, "utf8")) as FeatureNormalisation;
+      const [k, b] = head.getWeights() as [tf.Tensor2D, tf.Tensor1D];
+      const folded = foldNormalisation(k, b, norm);
+      built.model.getLayer("covid_head").setWeights(folded);
+      tf.dispose(folded);
+    } else {
+      built.model.getLayer("covid_head").setWeights(head.getWeights());
+    }
   } else {
     built.model.setWeights(saved.getWeights());
   }

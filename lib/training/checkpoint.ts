@@ -58,6 +58,8 @@ export async function loadWeightsInto(model: tf.LayersModel, dir: string): Promi
 export async function saveOptimizer(opt: tf.Optimizer, dir: string): Promise<void> {
   const named = await opt.getWeights();
   const { data, specs } = await tf.io.encodeWeights(named);
+  // getWeights() creates a fresh scalar for the iteration count; the rest are the optimizer's own.
+  named.filter((w) => w.name === "iter").forEach((w) => w.tensor.dispose());
   const w = writeWeights(dir, "optimizer", specs, data);
   fs.writeFileSync(path.join(dir, "optimizer.json"), JSON.stringify(w));
 }

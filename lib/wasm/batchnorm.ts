@@ -16,6 +16,7 @@
  * Moving statistics are updated exactly as tfjs-layers does (biased batch variance).
  */
 import * as tf from "@tensorflow/tfjs";
+import { simdKernelsAvailable } from "./simd";
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Any = any;
@@ -24,7 +25,9 @@ let installed = false;
 let originalCall: ((inputs: Any, kwargs: Any) => Any) | undefined;
 
 /** When false, the patched layer defers to the original implementation (A/B comparisons). */
-export const fusedBatchNormOptions = { enabled: true, backends: ["wasm"] as string[] };
+export const fusedBatchNormOptions = { enabled: true, backends: ["wasm"] as string[], simd: true };
+
+const run = (name: string, inputs: Record<string, tf.Tensor>, attrs: Record<string, unknown> = {}) => tf.engine().runKernel(name, inputs as never, attrs as never);
 
 /**
  * y = γ·(x−μ)/√(σ²+ε) + β over `axes` with batch statistics; returns y and the (kept) batch mean
@@ -34,27 +37,35 @@ export function fusedBatchNormTraining(x: tf.Tensor, gamma: tf.Tensor, beta: tf.
   let mean: tf.Tensor | undefined;
   let variance: tf.Tensor | undefined;
   const m = axes.reduce((p, a) => p * x.shape[a], 1);
+  // SIMD kernels (lib/wasm/simd) need channels on the last axis, reduced over all others.
+  const simd = fusedBatchNormOptions.simd && x.dtype === "float32" && axes.length === x.rank - 1 && axes.every((a, i) => a === i) && simdKernelsAvailable();
   const op = tf.customGrad((...args: Any[]) => {
     const [xx, g, b, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, (ts: tf.Tensor[]) => void];
-    const mom = tf.moments(xx, axes);
-    const rstd = tf.rsqrt(tf.add(mom.variance, epsilon));
+    let mu: tf.Tensor, va: tf.Tensor;
+    if (simd) [mu, va] = run("CovidBnStats", { x: xx }) as tf.Tensor[];
+    else ({ mean: mu, variance: va } = tf.moments(xx, axes));
+    const rstd = tf.rsqrt(tf.add(va, epsilon));
     const k = tf.mul(g, rstd);
-    const shift = tf.sub(b, tf.mul(mom.mean, k));
-    const y = tf.add(tf.mul(xx, k), shift);
-    mean = tf.keep(mom.mean);
-    variance = tf.keep(mom.variance);
-    save([xx, mom.mean, rstd, g]);
+    const shift = tf.sub(b, tf.mul(mu, k));
+    const y = simd ? (run("CovidChannelAffine", { x: xx, k, b: shift }) as tf.Tensor) : tf.add(tf.mul(xx, k), shift);
+    mean = tf.keep(mu);
+    variance = tf.keep(va);
+    save([xx, mu, rstd, g]);
     return {
       value: y,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [xs, mu, rs, gm] = saved;
-        const sumDy = tf.sum(dy, axes);
-        const sumDyX = tf.sum(tf.mul(dy, xs), axes);
-        const dGamma = tf.mul(rs, tf.sub(sumDyX, tf.mul(mu, sumDy)));
+        const [xs, mu2, rs, gm] = saved;
+        let sumDy: tf.Tensor, sumDyXc: tf.Tensor;
+        if (simd) [sumDy, sumDyXc] = run("CovidBnBwdSums", { dy, x: xs, mean: mu2 }) as tf.Tensor[];
+        else {
+          sumDy = tf.sum(dy, axes);
+          sumDyXc = tf.sub(tf.sum(tf.mul(dy, xs), axes), tf.mul(mu2, sumDy));
+        }
+        const dGamma = tf.mul(rs, sumDyXc);
         const kk = tf.mul(gm, rs);
         const a = tf.mul(tf.mul(kk, rs), tf.mul(dGamma, -1 / m));
-        const c = tf.sub(tf.mul(kk, tf.mul(sumDy, -1 / m)), tf.mul(a, mu));
-        const dx = tf.add(tf.add(tf.mul(dy, kk), tf.mul(xs, a)), c);
+        const c = tf.sub(tf.mul(kk, tf.mul(sumDy, -1 / m)), tf.mul(a, mu2));
+        const dx = simd ? (run("CovidChannelAffine2", { dy, x: xs, k: kk, a, b: c }) as tf.Tensor) : tf.add(tf.add(tf.mul(dy, kk), tf.mul(xs, a)), c);
         return [dx, tf.reshape(dGamma, gm.shape), tf.reshape(sumDy, gm.shape)];
       },
     };

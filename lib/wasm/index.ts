@@ -12,7 +12,8 @@
  *     falling back to the stock single-threaded SIMD loader if any of that fails;
  *  2. registers the replacement training kernels of ./kernels (conv filter/input gradients,
  *     transposed matmul, Tile, Slice, Identity/Cast) and, for training-mode BatchNormalization
- *     layers on wasm, the fused op of ./batchnorm;
+ *     layers on wasm, the fused op of ./batchnorm, whose passes (and Adam's update, ./adam) run
+ *     as hand-written SIMD kernels on the wasm heap (./simd);
  *  3. makes a wasm heap allocation failure throw a clear error instead of writing to address 0.
  *
  * Environment: COVIDCT_WASM_THREADS=n (default: number of cores, at most 8),
@@ -26,6 +27,8 @@ const osModule: { cpus: () => os.CpuInfo[] } = require("os");
 import * as path from "path";
 import { registerTrainingKernels, registeredKernelNames } from "./kernels";
 import { installFusedBatchNorm } from "./batchnorm";
+import { installFusedAdam } from "./adam";
+import { registerSimdKernels, simdKernelsAvailable } from "./simd";
 
 export interface WasmSetup {
   threads: number;
@@ -55,6 +58,7 @@ let prepared: WasmSetup | undefined;
 let loaderInfo: { loader: "threaded-simd" | "stock"; fallbackReason?: string } = { loader: "stock" };
 let wantedThreads = 1;
 let fusedBn = false;
+let fusedAdam = false;
 
 function wasmPackageRoot(): string {
   return path.dirname(require.resolve("@tensorflow/tfjs-backend-wasm/package.json"));
@@ -204,7 +208,11 @@ export async function prepareWasm(opts: PrepareWasmOptions = {}): Promise<WasmSe
   installFactory(wantedThreads);
   const useKernels = opts.kernels ?? process.env.COVIDCT_WASM_KERNELS !== "stock";
   const kernels = useKernels ? registerTrainingKernels() : registeredKernelNames();
-  if (useKernels && installFusedBatchNorm()) fusedBn = true;
+  if (useKernels) {
+    registerSimdKernels();
+    fusedBn = installFusedBatchNorm();
+    fusedAdam = installFusedAdam();
+  }
   const simd = Boolean(await tf.env().getAsync("WASM_HAS_SIMD_SUPPORT"));
   prepared = { threads: wantedThreads, simd, kernels };
   return describeWasm();
@@ -223,7 +231,11 @@ export function describeWasm(): WasmSetup {
   } catch {
     /* not initialised */
   }
-  const kernels = registeredKernelNames().concat(fusedBn ? ["BatchNormalization (fused training op)"] : []);
+  const simd = simdKernelsAvailable();
+  const kernels = registeredKernelNames().concat(
+    fusedBn ? [`BatchNormalization (fused training op${simd ? ", SIMD" : ""})`] : [],
+    fusedAdam && simd ? ["Adam (fused SIMD update)"] : [],
+  );
   return { ...base, threads, kernels, loader: loaderInfo.loader, fallbackReason: loaderInfo.fallbackReason };
 }
 
@@ -234,4 +246,6 @@ export function wasmHeapBytes(): number {
 }
 
 export { registerTrainingKernels, unregisterTrainingKernels, registeredKernelNames } from "./kernels";
+export { fusedAdamOptions, installFusedAdam, uninstallFusedAdam } from "./adam";
+export { simdKernelsAvailable, SIMD_KERNEL_NAMES } from "./simd";
 export { fusedBatchNormOptions, fusedBatchNormTraining, installFusedBatchNorm, uninstallFusedBatchNorm } from "./batchnorm";

@@ -1,0 +1,119 @@
+import { strict as assert } from "assert";
+import * as tf from "@tensorflow/tfjs";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { initBackend } from "../lib/backend";
+import { resolveDataRoot, resolveMedsegRoot } from "../lib/config";
+import { auc, binaryMetrics } from "../lib/evaluation";
+import { featureNormalisation, FeatureSource, foldNormalisation } from "../lib/studies/inputs";
+import { evaluateRun, readPredictions, runStudyOne, studyOneData } from "../lib/studies/study1";
+
+const haveData = fs.existsSync(resolveDataRoot().dir) && fs.existsSync(resolveMedsegRoot().dir);
+
+describe("Study I", function () {
+  before(async function () {
+    if (!haveData) this.skip();
+    await initBackend();
+  });
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "covidct-study1-"));
+  after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+  it("builds the three arms with fixed negatives, validation and test", () => {
+    const all = studyOneData("covid-ct-all", 1);
+    const sub = studyOneData("covid-ct-118", 1);
+    const orig = studyOneData("original-ct", 1);
+    const pos = (d: typeof all) => d.train.filter((e) => e.label === 1).length;
+    assert.equal(pos(all), 191);
+    assert.equal(pos(sub), 118);
+    assert.equal(pos(orig), 50);
+    for (const d of [all, sub, orig]) {
+      assert.equal(d.train.filter((e) => e.label === 0).length, 234);
+      assert.equal(d.val.length, 118);
+      assert.equal(d.test.length, 203);
+      assert.equal(d.medsegTest.length, 48);
+    }
+    assert.deepEqual(studyOneData("covid-ct-118", 1).train, sub.train, "seeded subset");
+    assert.notDeepEqual(studyOneData("covid-ct-118", 2).train, sub.train);
+    const subIds = new Set(sub.train.map((e) => e.id));
+    assert.ok(all.train.filter((e) => subIds.has(e.id)).length === sub.train.length, "118 is a subset of the 191");
+  });
+
+  let runDir = "";
+  it("a smoke run lowers its loss and writes a complete run directory", async () => {
+    runDir = path.join(tmp, "smoke");
+    const r = await runStudyOne({ model: "densenet169", positives: "covid-ct-all", profile: "smoke", seed: 3, epochs: 4, out: runDir });
+    for (const f of ["manifest.json", "history.json", "metrics.json", "predictions.csv", "checkpoints/best/model.json", "checkpoints/last/state.json"]) {
+      assert.ok(fs.existsSync(path.join(runDir, f)), `${f} exists`);
+    }
+    const h = r.history;
+    assert.equal(h.length, 4);
+    assert.ok(h[h.length - 1].trainLoss < h[0].trainLoss, `train loss ${h.map((e) => e.trainLoss.toFixed(3))}`);
+    const counts = h.slice(1).map((e) => e.numTensors);
+    assert.ok(counts.every((c) => c === counts[0]), `tensor count flat across epochs: ${h.map((e) => e.numTensors)}`);
+    const m = JSON.parse(fs.readFileSync(path.join(runDir, "manifest.json"), "utf8"));
+    assert.equal(m.seed, 3);
+    assert.ok(m.backend?.tfBackend, "backend recorded");
+    assert.match(m.checksums["data/covid-ct.sha256"], /^[0-9a-f]{64}$/);
+    assert.equal(m.config.profile.name, "smoke");
+  });
+
+  it("metrics.json equals metrics recomputed independently from predictions.csv", () => {
+    const metrics = JSON.parse(fs.readFileSync(path.join(runDir, "metrics.json"), "utf8"));
+    const rows = readPredictions(path.join(runDir, "predictions.csv")).filter((r) => r.set === "test");
+    const labels = rows.map((r) => r.label);
+    const scores = rows.map((r) => r.probability);
+    // Independent recomputation: counting by hand, AUC by pairwise comparison.
+    let tp = 0, fp = 0, tn = 0, fn = 0;
+    rows.forEach((r) => {
+      const pred = r.probability >= 0.5 ? 1 : 0;
+      if (pred === 1 && r.label === 1) tp++; else if (pred === 1) fp++; else if (r.label === 0) tn++; else fn++;
+    });
+    let wins = 0, pairs = 0;
+    for (const p of rows.filter((r) => r.label === 1)) for (const n of rows.filter((r) => r.label === 0)) {
+      pairs++;
+      wins += p.probability > n.probability ? 1 : p.probability === n.probability ? 0.5 : 0;
+    }
+    const f1 = tp === 0 ? 0 : (2 * tp) / (2 * tp + fp + fn);
+    assert.ok(Math.abs(metrics.test.accuracy - (tp + tn) / rows.length) < 1e-12);
+    assert.ok(Math.abs(metrics.test.f1 - f1) < 1e-12);
+    assert.ok(Math.abs(metrics.test.auc - wins / pairs) < 1e-12);
+    assert.ok(Math.abs(auc(labels, scores) - wins / pairs) < 1e-12);
+    assert.equal(binaryMetrics(labels, scores).tp, tp);
+    assert.deepEqual(evaluateRun(runDir).test.auc, metrics.test.auc);
+  });
+
+  it("an interrupted then resumed run ends with the same metrics as an uninterrupted one", async () => {
+    const a = path.join(tmp, "full");
+    const b = path.join(tmp, "resumed");
+    const cfg = { model: "resnet50" as const, positives: "original-ct" as const, profile: "smoke" as const, seed: 5, epochs: 4 };
+    const full = await runStudyOne({ ...cfg, out: a });
+    const part = await runStudyOne({ ...cfg, out: b, stopAfterEpochs: 2 });
+    assert.equal(part.interrupted, true);
+    assert.ok(!fs.existsSync(path.join(b, "metrics.json")));
+    const resumed = await runStudyOne({ ...cfg, out: b, resume: true });
+    assert.equal(resumed.history.length, 4);
+    assert.equal(resumed.metrics.bestEpoch, full.metrics.bestEpoch);
+    for (const k of ["accuracy", "f1", "auc"] as const) {
+      assert.ok(Math.abs(resumed.metrics.test[k] - full.metrics.test[k]) < 1e-6, `${k}: ${resumed.metrics.test[k]} vs ${full.metrics.test[k]}`);
+    }
+  });
+
+  it("reuses a finished run with the same config instead of training again", async () => {
+    const r = await runStudyOne({ model: "densenet169", positives: "covid-ct-all", profile: "smoke", seed: 3, epochs: 4, out: runDir });
+    assert.equal(r.reused, true);
+  });
+
+  it("folding the feature standardisation into the head gives the same probabilities", () => {
+    const feats = Array.from({ length: 6 }, (_, i) => [Float32Array.from({ length: 5 }, (_, k) => Math.sin(i * 3 + k) * (k + 1) + k)]);
+    const ex = feats.map((_, i) => ({ id: `x${i}`, path: "", label: (i % 2) as 0 | 1 }));
+    const norm = featureNormalisation(feats);
+    const head = tf.sequential({ layers: [tf.layers.dense({ inputShape: [5], units: 2, activation: "softmax", kernelInitializer: tf.initializers.glorotUniform({ seed: 1 }), biasInitializer: "ones" })] });
+    const idx = ex.map((_, i) => i);
+    const pNorm = (head.predict(new FeatureSource(feats, ex, norm).inputs(idx, { train: false, seed: "" })) as tf.Tensor).dataSync();
+    const [k, b] = head.getWeights() as [tf.Tensor2D, tf.Tensor1D];
+    head.setWeights(foldNormalisation(k, b, norm));
+    const pRaw = (head.predict(new FeatureSource(feats, ex).inputs(idx, { train: false, seed: "" })) as tf.Tensor).dataSync();
+    pNorm.forEach((v, i) => assert.ok(Math.abs(v - pRaw[i]) < 1e-5, `${v} vs ${pRaw[i]}`));
+  });
+});
