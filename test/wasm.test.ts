@@ -7,6 +7,7 @@ import { strict as assert } from "assert";
 import * as os from "os";
 import { describeWasm, prepareWasm } from "../lib/wasm";
 import { tuning } from "../lib/wasm/kernels";
+import { align16 } from "../lib/wasm/simd";
 
 const TOL = 1e-4;
 
@@ -109,7 +110,7 @@ describe("wasm backend (lib/wasm)", function () {
     assert.equal(s.simd, true);
     assert.equal(s.loader, "threaded-simd", s.fallbackReason);
     assert.equal(s.threads, Math.min(os.cpus().length, 8));
-    for (const k of ["Conv2DBackpropFilter", "Conv2DBackpropInput", "BatchMatMul", "Tile", "Slice", "Identity", "Cast", "BatchNormalization (fused training op, SIMD)", "Adam (fused SIMD update)"]) {
+    for (const k of ["Conv2DBackpropFilter", "Conv2DBackpropInput", "BatchMatMul", "Tile", "Slice", "Identity", "Cast", "BatchNormalization (fused training op, SIMD)", "Adam (fused SIMD update)", "Relu gradient (fused SIMD)"]) {
       assert.ok(s.kernels.includes(k), `${k} in ${s.kernels.join(", ")}`);
     }
   });
@@ -199,6 +200,51 @@ describe("wasm backend (lib/wasm)", function () {
       const label = `[${shape}] from [${begin}] size [${size}]`;
       it(label, () => compare(label, [{ shape, seed: 10 }], (x) => tf.slice(x, begin, size)));
     }
+  });
+
+  describe("SIMD Relu, Relu gradient, Sum", () => {
+    for (const shape of [[2, 5, 5, 7], [37], [3, 16]]) {
+      it(`relu and its gradient for [${shape}]`, () =>
+        compare(`relu [${shape}]`, [{ shape, seed: 40 }, { shape, seed: 41 }], (x, dy) => {
+          const g = tf.grad((z: tf.Tensor) => tf.sum(tf.mul(tf.relu(z), dy)))(x);
+          return tf.concat([tf.reshape(tf.relu(x), [-1]), tf.reshape(g, [-1])]);
+        }));
+    }
+    const sums: [number[], number[], boolean][] = [
+      [[2, 5, 5, 7], [0, 1, 2], false],
+      [[2, 5, 5, 8], [2, 0, 1], true],
+      [[9, 3], [0], false],
+      [[2, 5, 5, 7], [1, 2], false],
+      [[4, 6], [1], true],
+    ];
+    for (const [shape, axes, keep] of sums) {
+      it(`sum [${shape}] over [${axes}] keepDims ${keep}`, () => compare(`sum`, [{ shape, seed: 42 }], (x) => tf.sum(x, axes, keep)));
+    }
+  });
+
+  describe("Transpose (SIMD tiles)", () => {
+    const cases: [number[], number[]][] = [
+      [[37, 23], [1, 0]],
+      [[16, 32], [1, 0]],
+      [[3, 9, 6], [0, 2, 1]],
+      [[5, 4, 9], [1, 0, 2]],
+      [[5, 4, 3], [1, 0, 2]],
+      [[2, 5, 6, 7], [0, 3, 1, 2]],
+      [[2, 5, 6, 7], [3, 1, 2, 0]],
+      [[2, 5, 6, 7], [1, 2, 0, 3]],
+      [[3, 3, 5, 7], [0, 1, 3, 2]],
+      [[1, 6, 1, 9], [3, 1, 2, 0]],
+    ];
+    for (const [shape, perm] of cases) {
+      it(`[${shape}] perm [${perm}]`, () => compare("transpose", [{ shape, seed: 50 }], (x) => tf.transpose(x, perm)));
+    }
+    it("int32", () => compare("transpose int32", [{ shape: [7, 13], seed: 51 }], (x) => tf.transpose(tf.cast(tf.mul(x, 100), "int32")).toFloat()));
+  });
+
+  it("aligns heap addresses above 2 GiB without going negative", () => {
+    assert.equal(align16(2 ** 31 + 5), 2 ** 31 + 16);
+    assert.equal(align16(2 ** 32 - 32), 2 ** 32 - 32);
+    assert.equal(align16(17), 32);
   });
 
   describe("Identity / Cast share buffers", () => {

@@ -286,7 +286,7 @@ export class Kernel {
     fs.writeFileSync(connectionFile, JSON.stringify(conn, null, 1), { mode: 0o600 });
 
     let cmd = process.execPath;
-    let args = ["--require", path.join(__dirname, "watchdog.js"), tslabBin(), "kernel", "--config-path", connectionFile];
+    let args = ["--require", path.join(__dirname, "kernel-preload.js"), tslabBin(), "kernel", "--config-path", connectionFile];
     if (opts.js) args.push("--js");
     if (opts.argv && opts.argv.length) {
       const sub = opts.argv.map((a) => a.split("{connection_file}").join(connectionFile));

@@ -9,6 +9,7 @@
 import * as crypto from "crypto";
 import * as fs from "fs";
 import * as path from "path";
+import { writeFileAtomic } from "../util/fs";
 
 /** A string, or the same string split into lines (each keeping its "\n"). */
 export type MultilineString = string | string[];
@@ -276,22 +277,7 @@ export function serializeNotebook(nb: Notebook): string {
   return JSON.stringify(out, null, 1) + "\n";
 }
 
-/** Atomic write (temp file in the same folder + rename). Creates the folder. */
-export function writeFileAtomic(file: string, content: string | Buffer): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${crypto.randomBytes(4).toString("hex")}.tmp`);
-  try {
-    fs.writeFileSync(tmp, content);
-    fs.renameSync(tmp, file);
-  } catch (e) {
-    try {
-      fs.rmSync(tmp, { force: true });
-    } catch {
-      /* ignore */
-    }
-    throw e;
-  }
-}
+export { writeFileAtomic };
 
 export function writeNotebook(file: string, nb: Notebook): void {
   writeFileAtomic(file, serializeNotebook(nb));

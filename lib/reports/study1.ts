@@ -188,3 +188,20 @@ export async function gradCamGallery(runDir: string, opts: { perClass?: number; 
   built.model.dispose();
   return { "text/html": `<div>${cells.join("")}</div>`, "text/plain": text.join("\n") };
 }
+
+/** One sentence per model: arms ordered by mean test AUC, ours beside the paper's ordering. */
+export function armOrdering(results: readonly StudyOneResult[]) {
+  const lines: string[] = [];
+  for (const model of [...new Set(results.map((r) => r.config.model))]) {
+    const ours = [...groups(results)]
+      .filter(([k]) => k.startsWith(`${model}|`))
+      .map(([k, runs]) => ({ arm: k.split("|")[1], auc: meanSd(runs.map((r) => r.metrics.test.auc)).mean }))
+      .sort((a, b) => b.auc - a.auc);
+    const paper = Object.entries((PAPER_TABLE5 as Record<string, Record<string, { auc: number }>>)[model] ?? {})
+      .map(([arm, v]) => ({ arm, auc: v.auc / 100 }))
+      .sort((a, b) => b.auc - a.auc);
+    const fmt = (xs: { arm: string; auc: number }[], names?: Record<string, string>) => xs.map((x) => `${names?.[x.arm] ?? x.arm} (AUC ${pct(x.auc)})`).join(" > ");
+    lines.push(`${MODEL_LABEL[model] ?? model} — ours: ${fmt(ours)}; paper: ${fmt(paper, PAPER_ARM_NAMES)}.`);
+  }
+  return { "text/plain": lines.join("\n"), "text/html": `<ul>${lines.map((l) => `<li>${l.replace(/&/g, "&amp;").replace(/</g, "&lt;")}</li>`).join("")}</ul>` };
+}

@@ -16,7 +16,7 @@ import seedrandom from "seedrandom";
 import { initBackend } from "../backend";
 import { PROJECT_ROOT, resolveDataRoot, resolveMedsegRoot } from "../config";
 import { openDataset } from "../data/dataset";
-import { binaryMetrics, bootstrapCI, chooseThreshold, metricFn, officialMetrics, rocAuc } from "../evaluation";
+import { BinaryMetrics, binaryMetrics, bootstrapCI, chooseThreshold, metricFn, officialMetrics, rocAuc } from "../evaluation";
 import { makeManifest, sha256OfManifest, writeManifest } from "../manifest";
 import { buildModel, featureExtractor, headModel, isModelName, ModelName } from "../models";
 import { loadImagenetWeights, preprocessFor } from "../models/weights";
@@ -104,17 +104,9 @@ export function defaultRunDir(c: Pick<StudyOneConfig, "model" | "positives" | "p
 }
 
 /** Metrics of one set of predictions, as stored in metrics.json. */
-export interface SetMetrics {
-  n: number;
-  accuracy: number;
-  precision: number;
-  recall: number;
-  f1: number;
-  specificity: number;
-  auc: number;
-  threshold: number;
-  confusion: { tp: number; fp: number; tn: number; fn: number };
-}
+export type SetMetrics = Pick<BinaryMetrics, "n" | "accuracy" | "precision" | "recall" | "f1" | "specificity" | "auc" | "threshold"> & {
+  confusion: Pick<BinaryMetrics, "tp" | "fp" | "tn" | "fn">;
+};
 
 export interface StudyOneMetrics {
   /** Test at threshold 0.5, COVID positive (what Table 5 compares). */

@@ -181,9 +181,23 @@ export function planMicroBatch(
     }
     return peak;
   };
+  // Lower bound without running anything: the layer outputs of one example, which a training pass
+  // keeps for the backward pass. Refuse before a probe could exhaust the heap.
+  if (isLayersModel(modelOrLoss)) {
+    const floor = activationBytesPerExample(modelOrLoss);
+    if (floor > budget) throw tooLarge(floor, budget, exampleShape);
+  }
   const p1 = probe(1);
   if (p1 > budget) throw tooLarge(p1, budget, exampleShape);
-  const p2 = batch >= 2 ? probe(2) : p1;
+  let p2 = p1;
+  if (batch >= 2) {
+    try {
+      p2 = probe(2);
+    } catch (e) {
+      if (!(e instanceof MicroBatchTooLargeError)) throw e;
+      return { microBatch: 1, predictedPeakBytes: p1, perExampleBytes: p1, fixedBytes: 0, budgetBytes: budget };
+    }
+  }
   const perExample = Math.max(p2 - p1, 1);
   const fixed = Math.max(p1 - perExample, 0);
   const fits = (m: number) => fixed + perExample * m <= budget;
@@ -198,9 +212,19 @@ export function planMicroBatch(
   return { microBatch: best, predictedPeakBytes: fixed + perExample * best, perExampleBytes: perExample, fixedBytes: fixed, budgetBytes: budget };
 }
 
+/** Bytes of all layer outputs for one example (float32): a lower bound of a training pass's memory. */
+export function activationBytesPerExample(model: tf.LayersModel): number {
+  let elems = 0;
+  for (const l of model.layers) {
+    const shapes = (Array.isArray(l.outputShape[0]) ? l.outputShape : [l.outputShape]) as (number | null)[][];
+    for (const sh of shapes) elems += sh.slice(1).reduce((p: number, d) => p * (d ?? 1), 1);
+  }
+  return 4 * elems;
+}
+
 function tooLarge(need: number, budget: number, shape: number[]): MicroBatchTooLargeError {
   return new MicroBatchTooLargeError(
-    `A forward+backward pass of one example of shape [${shape}] needs about ${(need / GiB).toFixed(2)} GiB of tensor memory, ` +
+    `A forward+backward pass of one example of shape [${shape}] needs at least ${(need / GiB).toFixed(2)} GiB of tensor memory, ` +
       `more than the ${(budget / GiB).toFixed(2)} GiB available on backend '${tf.getBackend()}'` +
       (tf.getBackend() === "wasm" ? " (wasm heap: at most 4 GiB)" : "") +
       `. Use a smaller input size, a smaller model, or a backend without this limit (tfjs-node).`,

@@ -28,6 +28,7 @@ import * as path from "path";
 import { registerTrainingKernels, registeredKernelNames } from "./kernels";
 import { installFusedBatchNorm } from "./batchnorm";
 import { installFusedAdam } from "./adam";
+import { installFusedReluGrad } from "./relu";
 import { registerSimdKernels, simdKernelsAvailable } from "./simd";
 
 export interface WasmSetup {
@@ -59,6 +60,7 @@ let loaderInfo: { loader: "threaded-simd" | "stock"; fallbackReason?: string } =
 let wantedThreads = 1;
 let fusedBn = false;
 let fusedAdam = false;
+let fusedRelu = false;
 
 function wasmPackageRoot(): string {
   return path.dirname(require.resolve("@tensorflow/tfjs-backend-wasm/package.json"));
@@ -139,23 +141,49 @@ function unrefWorkers(module: Any): void {
   }
 }
 
-/** Throw a clear error when the wasm heap cannot grow, instead of writing to address 0. */
+/**
+ * Bytes that JS-side allocations (tensors, kernel scratch) may hold at once. The rest of the 4 GiB
+ * heap is left to allocations inside the wasm module (XNNPACK packed weights, indirection
+ * buffers): when those fail the threaded module does not report an error — it stalls. Measured:
+ * DenseNet-169 at 224², one pass of 12 examples, hung in Conv2DBackpropInput with the heap at
+ * 4.00 GiB.
+ */
+export const wasmHeapGuard = { limitBytes: WASM_HEAP_LIMIT_BYTES - 512 * 2 ** 20, allocatedBytes: 0, peakBytes: 0 };
+
+/** Throw a clear error instead of letting the wasm heap run out (see wasmHeapGuard). */
 function guardAllocations(backend: Any): void {
   if (backend.__covidctGuarded) return;
   backend.__covidctGuarded = true;
   const wasm = backend.wasm;
   const rawMalloc = wasm._malloc;
+  const rawFree = wasm._free;
+  const sizes = new Map<number, number>();
   wasm._malloc = (n: number) => {
-    const p = rawMalloc(n);
-    if (n > 0 && (p === 0 || p === null)) {
-      const heap = wasm.HEAPU8 ? wasm.HEAPU8.buffer.byteLength : 0;
+    if (n > 0 && wasmHeapGuard.allocatedBytes + n > wasmHeapGuard.limitBytes) {
       throw new WasmHeapExhaustedError(
-        `wasm heap exhausted: could not allocate ${(n / 2 ** 20).toFixed(1)} MiB ` +
-          `(heap ${(heap / 2 ** 30).toFixed(2)} GiB of at most 4 GiB). ` +
-          `Train with smaller micro-batches (lib/training/accumulate: trainStepAccumulated / planMicroBatch) or a smaller input size.`,
+        `wasm heap exhausted: allocating ${(n / 2 ** 20).toFixed(1)} MiB would put tensors at ` +
+          `${((wasmHeapGuard.allocatedBytes + n) / 2 ** 30).toFixed(2)} GiB, over the ${(wasmHeapGuard.limitBytes / 2 ** 30).toFixed(2)} GiB ` +
+          `that the 4 GiB wasm heap can give them. Train with smaller micro-batches (lib/training/accumulate: trainStepAccumulated / planMicroBatch) or a smaller input size.`,
       );
     }
+    const p = rawMalloc(n);
+    if (n > 0 && (p === 0 || p === null)) {
+      throw new WasmHeapExhaustedError(`wasm heap exhausted: could not allocate ${(n / 2 ** 20).toFixed(1)} MiB. Train with smaller micro-batches or a smaller input size.`);
+    }
+    const u = p >>> 0;
+    sizes.set(u, n);
+    wasmHeapGuard.allocatedBytes += n;
+    if (wasmHeapGuard.allocatedBytes > wasmHeapGuard.peakBytes) wasmHeapGuard.peakBytes = wasmHeapGuard.allocatedBytes;
     return p;
+  };
+  wasm._free = (p: number) => {
+    const u = p >>> 0;
+    const n = sizes.get(u);
+    if (n !== undefined) {
+      sizes.delete(u);
+      wasmHeapGuard.allocatedBytes -= n;
+    }
+    return rawFree(p);
   };
 }
 
@@ -212,6 +240,7 @@ export async function prepareWasm(opts: PrepareWasmOptions = {}): Promise<WasmSe
     registerSimdKernels();
     fusedBn = installFusedBatchNorm();
     fusedAdam = installFusedAdam();
+    fusedRelu = installFusedReluGrad();
   }
   const simd = Boolean(await tf.env().getAsync("WASM_HAS_SIMD_SUPPORT"));
   prepared = { threads: wantedThreads, simd, kernels };
@@ -235,6 +264,8 @@ export function describeWasm(): WasmSetup {
   const kernels = registeredKernelNames().concat(
     fusedBn ? [`BatchNormalization (fused training op${simd ? ", SIMD" : ""})`] : [],
     fusedAdam && simd ? ["Adam (fused SIMD update)"] : [],
+    simd ? ["Relu (SIMD)", "Sum over leading axes (SIMD)", "Transpose (SIMD)"] : [],
+    fusedRelu && simd ? ["Relu gradient (fused SIMD)"] : [],
   );
   return { ...base, threads, kernels, loader: loaderInfo.loader, fallbackReason: loaderInfo.fallbackReason };
 }

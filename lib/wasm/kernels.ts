@@ -39,14 +39,14 @@ export interface WasmBackendLike {
 }
 
 const REPLACED = ["Conv2DBackpropFilter", "Conv2DBackpropInput", "BatchMatMul", "Tile", "Slice", "Identity", "Cast"] as const;
-const USED = ["BatchMatMul", "Transpose", "Conv2D", "PadV2", "StridedSlice", "Reverse", "Add", "Fill", "Concat", "Tile", "Slice", "Conv2DBackpropInput", "Reshape", "Identity", "Cast"] as const;
+const USED = ["BatchMatMul", "Transpose", "Conv2D", "PadV2", "StridedSlice", "Add", "Fill", "Concat", "Tile", "Slice", "Conv2DBackpropInput", "Reshape", "Identity", "Cast"] as const;
 
 /** Stock kernel configs, captured before replacement. */
 const stock: Record<string, tf.KernelConfig> = {};
 let registered: string[] = [];
 
 /** Knobs for experiments (bench/kernels.ts). */
-export const tuning = { filterGradVia: "auto" as "auto" | "conv" };
+export const tuning = { filterGradVia: "auto" as "auto" | "conv" | "taps" };
 
 function captureStock(): void {
   for (const name of USED) {
@@ -57,7 +57,9 @@ function captureStock(): void {
 }
 
 function run(name: string, b: WasmBackendLike, inputs: Record<string, TI> | TI[], attrs: Record<string, unknown> = {}): TI {
-  const k = stock[name];
+  // Kernels replaced here run their stock version; others (e.g. Transpose, replaced by ./simd)
+  // run whatever is registered now.
+  const k = (REPLACED as readonly string[]).includes(name) ? stock[name] : (tf.getKernel(name, "wasm") ?? stock[name]);
   if (!k) throw new Error(`wasm kernel ${name} is not registered`);
   return k.kernelFunc({ inputs: inputs as Any, backend: b as Any, attrs: attrs as Any }) as TI;
 }
@@ -89,8 +91,34 @@ function pad(b: WasmBackendLike, x: TI, paddings: [number, number][]): TI {
   if (paddings.every(([p, q]) => p === 0 && q === 0)) return reshape(b, x, x.shape.slice());
   return run("PadV2", b, { x }, { paddings, constantValue: 0 });
 }
+/**
+ * x[b0:e0:s0, b1:e1:s1, …] for positive strides. Rank-4 with a unit stride on the last axis (all
+ * uses here) copies contiguous channel runs in JS: the stock StridedSlice kernel takes ~40 ns per
+ * element (230 ms to subsample a [8,56,56,256] activation by 2).
+ */
 function stridedSlice(b: WasmBackendLike, x: TI, begin: number[], end: number[], strides: number[]): TI {
-  return run("StridedSlice", b, { x }, { begin, end, strides, beginMask: 0, endMask: 0, ellipsisMask: 0, newAxisMask: 0, shrinkAxisMask: 0 });
+  if (x.shape.length !== 4 || strides[3] !== 1 || x.dtype === "string") {
+    return run("StridedSlice", b, { x }, { begin, end, strides, beginMask: 0, endMask: 0, ellipsisMask: 0, newAxisMask: 0, shrinkAxisMask: 0 });
+  }
+  const size = [0, 1, 2, 3].map((i) => Math.max(0, Math.ceil((end[i] - begin[i]) / strides[i])));
+  const out = b.makeOutput(size, x.dtype);
+  const src = b.typedArrayFromHeap(x);
+  const dst = b.typedArrayFromHeap(out);
+  const [, H, W, C] = x.shape;
+  const run_ = size[3];
+  let o = 0;
+  for (let n = 0; n < size[0]; n++) {
+    const nOff = (begin[0] + n * strides[0]) * H;
+    for (let h = 0; h < size[1]; h++) {
+      const hOff = (nOff + begin[1] + h * strides[1]) * W;
+      for (let w = 0; w < size[2]; w++) {
+        const off = (hOff + begin[2] + w * strides[2]) * C + begin[3];
+        dst.set(src.subarray(off, off + run_), o);
+        o += run_;
+      }
+    }
+  }
+  return out;
 }
 function add(b: WasmBackendLike, x: TI, y: TI): TI {
   return run("Add", b, { a: x, b: y });
@@ -118,13 +146,25 @@ function filterGrad1x1(b: WasmBackendLike, x: TI, dy: TI, sh: number, sw: number
   const xs = sh === 1 && sw === 1 && x.shape[1] === Ho && x.shape[2] === Wo ? reshape(b, x, x.shape.slice()) : stridedSlice(b, x, [0, 0, 0, 0], [N, (Ho - 1) * sh + 1, (Wo - 1) * sw + 1, Ci], [1, sh, sw, 1]);
   const x2 = reshape(b, xs, [K, Ci]);
   free(b, xs);
-  const xT = transpose(b, x2, [1, 0]);
-  free(b, x2);
   const dy2 = reshape(b, dy, [K, Co]);
-  const dw = matmul2d(b, xT, dy2);
-  free(b, xT, dy2);
-  const out = reshape(b, dw, [1, 1, Ci, Co]);
-  free(b, dw);
+  let out: TI;
+  // XNNPACK packs the right operand (a transposing copy): give it the one with fewer channels.
+  if (Co <= Ci) {
+    const xT = transpose(b, x2, [1, 0]);
+    const dw = matmul2d(b, xT, dy2); // [Ci, Co]
+    free(b, xT);
+    out = reshape(b, dw, [1, 1, Ci, Co]);
+    free(b, dw);
+  } else {
+    const dyT = transpose(b, dy2, [1, 0]);
+    const dwT = matmul2d(b, dyT, x2); // [Co, Ci]
+    free(b, dyT);
+    const dw = transpose(b, dwT, [1, 0]);
+    free(b, dwT);
+    out = reshape(b, dw, [1, 1, Ci, Co]);
+    free(b, dw);
+  }
+  free(b, x2, dy2);
   return out;
 }
 
@@ -157,6 +197,42 @@ function filterGradConv(b: WasmBackendLike, x: TI, dy: TI, kh: number, kw: numbe
   return out;
 }
 
+/**
+ * dW by filter taps: dW[t]ᵀ = dYᵀ · X_t with X_t the strided window of tap t of the padded x as
+ * [N·Ho·Wo, Ci] (copied in JS) — one XNNPACK matmul per tap sharing the transposed dY.
+ */
+function filterGradTaps(b: WasmBackendLike, x: TI, dy: TI, kh: number, kw: number, sh: number, sw: number, top: number, left: number): TI {
+  const [N, H, W, Ci] = x.shape;
+  const [, Ho, Wo, Co] = dy.shape;
+  const K = N * Ho * Wo;
+  const padB = Math.max(0, (Ho - 1) * sh + kh - H - top);
+  const padR = Math.max(0, (Wo - 1) * sw + kw - W - left);
+  const xp = pad(b, x, [[0, 0], [top, padB], [left, padR], [0, 0]]);
+  const dy2 = reshape(b, dy, [K, Co]);
+  const dyT = transpose(b, dy2, [1, 0]);
+  free(b, dy2);
+  const taps: TI[] = [];
+  for (let i = 0; i < kh; i++) {
+    for (let j = 0; j < kw; j++) {
+      const xt4 = stridedSlice(b, xp, [0, i, j, 0], [N, i + (Ho - 1) * sh + 1, j + (Wo - 1) * sw + 1, Ci], [1, sh, sw, 1]);
+      const xt = reshape(b, xt4, [K, Ci]);
+      free(b, xt4);
+      const p = matmul2d(b, dyT, xt); // [Co, Ci]
+      free(b, xt);
+      taps.push(reshape(b, p, [1, Co, Ci]));
+      free(b, p);
+    }
+  }
+  free(b, xp, dyT);
+  const stacked = taps.length === 1 ? reshape(b, taps[0], [1, Co, Ci]) : run("Concat", b, taps, { axis: 0 });
+  free(b, ...taps);
+  const t = transpose(b, stacked, [0, 2, 1]); // [T, Ci, Co]
+  free(b, stacked);
+  const out = reshape(b, t, [kh, kw, Ci, Co]);
+  free(b, t);
+  return out;
+}
+
 function conv2DBackpropFilter(args: { inputs: Any; backend: Any; attrs: Any }): TI {
   const b = args.backend as WasmBackendLike;
   const { x: x0, dy: dy0 } = args.inputs as { x: TI; dy: TI };
@@ -168,6 +244,7 @@ function conv2DBackpropFilter(args: { inputs: Any; backend: Any; attrs: Any }): 
     const ci = backend_util.computeConv2DInfo(x.shape as [number, number, number, number], filterShape, strides, 1, padAttr, dimRoundingMode, false, "channelsLast");
     const { outHeight: Ho, outWidth: Wo, filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw, padInfo } = ci;
     if (kh === 1 && kw === 1 && padInfo.top === 0 && padInfo.left === 0 && tuning.filterGradVia === "auto") return filterGrad1x1(b, x, dy, sh, sw, Ho, Wo);
+    if (tuning.filterGradVia === "taps") return filterGradTaps(b, x, dy, kh, kw, sh, sw, padInfo.top, padInfo.left);
     return filterGradConv(b, x, dy, kh, kw, sh, sw, padInfo.top, padInfo.left);
   } finally {
     if (nchw) free(b, x, dy);
@@ -175,6 +252,21 @@ function conv2DBackpropFilter(args: { inputs: Any; backend: Any; attrs: Any }): 
 }
 
 // ---- Conv2DBackpropInput ----
+
+/**
+ * Filter [kh,kw,Ci,Co] rotated by 180° in space: tap t = a·kw+b moves to T−1−t, each tap a
+ * contiguous Ci·Co block (the stock Reverse kernel is ~10× slower than these block copies).
+ */
+function rotateTaps(b: WasmBackendLike, filter: TI): TI {
+  const [kh, kw, ci, co] = filter.shape;
+  const T = kh * kw;
+  const block = ci * co;
+  const out = b.makeOutput(filter.shape.slice(), filter.dtype);
+  const src = b.typedArrayFromHeap(filter);
+  const dst = b.typedArrayFromHeap(out);
+  for (let t = 0; t < T; t++) dst.set(src.subarray(t * block, (t + 1) * block), (T - 1 - t) * block);
+  return out;
+}
 
 /** Spread x [N,H,W,C] to [N,H·sh,W·sw,C] with x at (sh·i, sw·j) and zeros elsewhere. */
 function spread(b: WasmBackendLike, x: TI, sh: number, sw: number): TI {
@@ -217,6 +309,83 @@ function fitTo(b: WasmBackendLike, x: TI, H: number, W: number): TI {
   return cur;
 }
 
+/** Per-axis plan of one phase r of a strided input gradient (see inputGradPhases). */
+function phasePlan(r: number, s: number, k: number, p: number, outLen: number, dyLen: number): { taps: number[]; len: number; top: number; bottom: number; cropTop: number; cropBottom: number } {
+  const len = Math.max(0, Math.ceil((outLen - r) / s));
+  const a0 = (((r + p) % s) + s) % s;
+  const T = a0 < k ? Math.ceil((k - a0) / s) : 0;
+  const e = Math.floor((r + p) / s);
+  // dx_r[q] = Σ_u dy[q + e − (T−1) + u] · W[a0 + s·(T−1−u)]
+  const taps = Array.from({ length: T }, (_, u) => a0 + s * (T - 1 - u));
+  let top = T - 1 - e;
+  let bottom = len + T - 1 - top - dyLen;
+  let cropTop = 0;
+  let cropBottom = 0;
+  if (top < 0) {
+    cropTop = -top;
+    top = 0;
+  }
+  if (bottom < 0) {
+    cropBottom = -bottom;
+    bottom = 0;
+  }
+  return { taps, len, top, bottom, cropTop, cropBottom };
+}
+
+/**
+ * Input gradient for stride s > 1 without the s²-fold work on inserted zeros: output phase
+ * (rh, rw) — the rows ≡ rh and columns ≡ rw (mod s) of dx — is a stride-1 convolution of dY with
+ * the sub-filter of the taps that reach it (rotated, in/out channels swapped). The phases are
+ * written interleaved into dx.
+ */
+function inputGradPhases(b: WasmBackendLike, dy: TI, filter: TI, H: number, W: number, sh: number, sw: number, pT: number, pL: number): TI {
+  const [N, Ho, Wo, Co] = dy.shape;
+  const [kh, kw, Ci] = filter.shape;
+  const dx = b.makeOutput([N, H, W, Ci], "float32");
+  const dxv = b.typedArrayFromHeap(dx);
+  dxv.fill(0);
+  const fv = b.typedArrayFromHeap(filter);
+  const block = Ci * Co;
+  for (let rh = 0; rh < sh; rh++) {
+    const ph = phasePlan(rh, sh, kh, pT, H, Ho);
+    if (ph.len === 0 || ph.taps.length === 0) continue;
+    for (let rw = 0; rw < sw; rw++) {
+      const pw = phasePlan(rw, sw, kw, pL, W, Wo);
+      if (pw.len === 0 || pw.taps.length === 0) continue;
+      // Sub-filter [Th, Tw, Ci, Co] from the taps of this phase, then [Th, Tw, Co, Ci].
+      const sub = b.makeOutput([ph.taps.length, pw.taps.length, Ci, Co], "float32");
+      const sv = b.typedArrayFromHeap(sub);
+      let o = 0;
+      for (const a of ph.taps) for (const c of pw.taps) {
+        const t = a * kw + c;
+        sv.set(fv.subarray(t * block, (t + 1) * block), o);
+        o += block;
+      }
+      const subT = transpose(b, sub, [0, 1, 3, 2]);
+      free(b, sub);
+      const cropped = ph.cropTop || ph.cropBottom || pw.cropTop || pw.cropBottom;
+      const src = cropped ? stridedSlice(b, dy, [0, ph.cropTop, pw.cropTop, 0], [N, Ho - ph.cropBottom, Wo - pw.cropBottom, Co], [1, 1, 1, 1]) : dy;
+      const z = conv2d(b, src, subT, [1, 1], [[0, 0], [ph.top, ph.bottom], [pw.top, pw.bottom], [0, 0]]);
+      if (cropped) free(b, src);
+      free(b, subT);
+      if (z.shape[1] !== ph.len || z.shape[2] !== pw.len) throw new Error(`Conv2DBackpropInput: phase shape ${z.shape} ≠ ${ph.len}×${pw.len}`);
+      const zv = b.typedArrayFromHeap(z);
+      for (let n = 0; n < N; n++) {
+        for (let q = 0; q < ph.len; q++) {
+          const rowZ = (n * ph.len + q) * pw.len;
+          const rowX = (n * H + rh + sh * q) * W;
+          for (let p = 0; p < pw.len; p++) {
+            const src0 = (rowZ + p) * Ci;
+            dxv.set(zv.subarray(src0, src0 + Ci), (rowX + rw + sw * p) * Ci);
+          }
+        }
+      }
+      free(b, z);
+    }
+  }
+  return dx;
+}
+
 function conv2DBackpropInput(args: { inputs: Any; backend: Any; attrs: Any }): TI {
   const b = args.backend as WasmBackendLike;
   const { dy: dy0, filter } = args.inputs as { dy: TI; filter: TI };
@@ -236,7 +405,7 @@ function conv2DBackpropInput(args: { inputs: Any; backend: Any; attrs: Any }): T
     let wT: TI;
     if (kh === 1 && kw === 1) wT = transpose(b, filter, [0, 1, 3, 2]);
     else {
-      const rev = run("Reverse", b, { x: filter }, { dims: [0, 1] });
+      const rev = rotateTaps(b, filter);
       wT = transpose(b, rev, [0, 1, 3, 2]);
       free(b, rev);
     }
@@ -251,8 +420,10 @@ function conv2DBackpropInput(args: { inputs: Any; backend: Any; attrs: Any }): T
           free(b, z);
           dx = fitTo(b, s, H, W);
         }
+      } else if (sh > 1 || sw > 1) {
+        dx = inputGradPhases(b, dy, filter, H, W, sh, sw, padInfo.top, padInfo.left);
       } else {
-        const up = sh === 1 && sw === 1 ? reshape(b, dy, dy.shape.slice()) : spread(b, dy, sh, sw);
+        const up = reshape(b, dy, dy.shape.slice());
         // Rows of `up` beyond what the output needs are dropped (trailing zeros or unused).
         const [, hu, wu] = up.shape;
         let bottom = H + kh - 1 - top - hu;
