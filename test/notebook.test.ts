@@ -122,6 +122,27 @@ describe("notebook: nbformat + protocol (no kernel)", () => {
   });
 });
 
+describe("kernel preload: serialised zeromq sends", () => {
+  it("queues concurrent sends on one socket and delivers them in order", async () => {
+    require("../lib/notebook/zmq-serial-send");
+    const zmq = require("zeromq");
+    assert.equal(zmq.Publisher.prototype.send.covidctSerial, true);
+    const pub = new zmq.Push();
+    const pull = new zmq.Pull();
+    await pub.bind("tcp://127.0.0.1:*");
+    pull.connect(pub.lastEndpoint);
+    const big = Buffer.alloc(4_000_000);
+    // Unqueued, a second send while the first is in flight throws EBUSY in zeromq 6.
+    const sends = Array.from({ length: 8 }, (_, i) => pub.send([Buffer.from(String(i)), big]));
+    const got: string[] = [];
+    for (let i = 0; i < 8; i++) got.push(((await pull.receive()) as Buffer[])[0].toString());
+    await Promise.all(sends);
+    assert.deepEqual(got, ["0", "1", "2", "3", "4", "5", "6", "7"]);
+    pub.close();
+    pull.close();
+  });
+});
+
 describe("notebook runner (tslab kernel)", function () {
   this.timeout(60_000);
   let dir: string;
