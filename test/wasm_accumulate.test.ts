@@ -4,7 +4,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { strict as assert } from "assert";
-import { MicroBatchTooLargeError, planMicroBatch, trainStepAccumulated } from "../lib/training/accumulate";
+import { MicroBatchTooLargeError, categoricalCrossEntropy, planMicroBatch, trainStepAccumulated } from "../lib/training/accumulate";
 
 function tinyModel(seed: number): tf.LayersModel {
   const init = (k: number) => tf.initializers.glorotUniform({ seed: seed + k });
@@ -69,6 +69,41 @@ describe("wasm: micro-batch gradient accumulation (cpu backend)", () => {
     assert.equal(tf.memory().numTensors, before);
     tf.dispose([x, y]);
     model.dispose();
+  });
+
+  it("retries with half the micro-batch after an out-of-memory error, releasing the failed pass", async () => {
+    const { x, y } = data(8);
+    const ref = tinyModel(3);
+    const refOpt = tf.train.sgd(0.5);
+    trainStepAccumulated(ref, refOpt, x, y, 8);
+    const want = ref.getWeights().map((t) => t.dataSync() as Float32Array);
+    const model = tinyModel(3);
+    const opt = tf.train.sgd(0.5);
+    const before = tf.memory().numTensors;
+    let attempts = 0;
+    const lossFn = (xb: tf.Tensor, yb: tf.Tensor): tf.Scalar => {
+      attempts++;
+      const p = model.apply(xb, { training: true }) as tf.Tensor;
+      if (xb.shape[0] > 2) {
+        const e = new Error("wasm heap exhausted: simulated");
+        e.name = "WasmHeapExhaustedError";
+        throw e;
+      }
+      return categoricalCrossEntropy(yb, p);
+    };
+    const r = trainStepAccumulated(lossFn, opt, x, y, 8, { vars: model.trainableWeights.map((w) => (w as unknown as { read(): tf.Variable }).read()) });
+    assert.equal(r.microBatch, 2);
+    assert.equal(r.passes, 4);
+    assert.ok(attempts > 4);
+    assert.equal(tf.memory().numTensors, before, "the failed passes leaked tensors");
+    model.getWeights().forEach((w, i) => (w.dataSync() as Float32Array).forEach((v, j) => assert.ok(Math.abs(v - want[i][j]) < 1e-5)));
+    assert.throws(
+      () => trainStepAccumulated(() => { throw Object.assign(new Error("wasm heap exhausted"), { name: "WasmHeapExhaustedError" }); }, opt, x, y, 4, { vars: model.trainableWeights.map((w) => (w as unknown as { read(): tf.Variable }).read()) }),
+      (e: unknown) => e instanceof MicroBatchTooLargeError,
+    );
+    tf.dispose([x, y]);
+    model.dispose();
+    ref.dispose();
   });
 
   it("plans the largest micro-batch that fits a budget, and fails clearly when none does", () => {

@@ -19,6 +19,12 @@ export interface AccumulateOptions {
   vars?: tf.Variable[];
   /** Loss for a LayersModel (default: its compiled loss, else categorical cross-entropy on probabilities). */
   loss?: (yTrue: tf.Tensor, yPred: tf.Tensor) => tf.Tensor;
+  /**
+   * When a pass runs out of (wasm heap) memory: "halve" (default) retries the whole step with half
+   * the micro-batch, down to 1, then throws MicroBatchTooLargeError; "throw" rethrows at once.
+   * Either way the failed pass's tensors are released first.
+   */
+  onOutOfMemory?: "halve" | "throw";
 }
 
 export interface StepResult {
@@ -26,6 +32,25 @@ export interface StepResult {
   loss: number;
   /** Number of forward/backward passes. */
   passes: number;
+  /** Micro-batch actually used (smaller than asked for after an out-of-memory retry). */
+  microBatch: number;
+}
+
+/** True for the errors of an allocation that did not fit (wasm heap guard, emscripten, V8). */
+export function isOutOfMemory(e: unknown): boolean {
+  if (!(e instanceof Error)) return false;
+  return e.name === "WasmHeapExhaustedError" || /heap exhausted|out of memory|Cannot allocate|Array buffer allocation failed/i.test(e.message);
+}
+
+/**
+ * After an exception inside tf.variableGrads/tf.grads the engine keeps the tape of the failed
+ * pass (with every tensor saved for the backward pass) until the next gradient call. Release it.
+ */
+export function releaseFailedTape(): void {
+  const state = (tf.engine() as unknown as { state: { activeTape: { saved?: tf.Tensor[] }[] | null; gradientDepth: number } }).state;
+  if (state.gradientDepth > 0 || !state.activeTape) return;
+  for (const node of state.activeTape) for (const t of node.saved ?? []) if (!t.isDisposed) t.dispose();
+  state.activeTape = null;
 }
 
 /** Keras-style categorical cross-entropy on probabilities, mean over the batch. */
@@ -69,11 +94,18 @@ export function accumulateGradients(
   for (let s = 0; s < n; s += m0) {
     const m = Math.min(m0, n - s);
     const whole = m === n;
-    const { value, grads } = tf.variableGrads(() => {
-      const x = whole ? xs : xs.slice(s, m);
-      const y = whole ? ys : ys.slice(s, m);
-      return lossFn(x, y);
-    }, vars);
+    let value: tf.Scalar;
+    let grads: tf.NamedTensorMap;
+    try {
+      ({ value, grads } = tf.variableGrads(() => {
+        const x = whole ? xs : xs.slice(s, m);
+        const y = whole ? ys : ys.slice(s, m);
+        return lossFn(x, y);
+      }, vars));
+    } catch (e) {
+      if (total) tf.dispose(total);
+      throw e;
+    }
     passes++;
     lossSum += value.dataSync()[0] * m;
     value.dispose();
@@ -103,13 +135,29 @@ export function trainStepAccumulated(
   microBatch: number,
   opts: AccumulateOptions = {},
 ): StepResult {
-  const { loss, grads, passes } = accumulateGradients(modelOrLoss, xs, ys, microBatch, opts);
-  try {
-    optimizer.applyGradients(grads);
-  } finally {
-    tf.dispose(grads);
+  let micro = Math.min(microBatch, xs.shape[0]);
+  for (;;) {
+    let result: { loss: number; grads: tf.NamedTensorMap; passes: number };
+    try {
+      result = accumulateGradients(modelOrLoss, xs, ys, micro, opts);
+    } catch (e) {
+      releaseFailedTape();
+      if (!isOutOfMemory(e) || (opts.onOutOfMemory ?? "halve") === "throw") throw e;
+      if (micro === 1) {
+        throw new MicroBatchTooLargeError(
+          `A forward+backward pass of one example does not fit in memory on backend '${tf.getBackend()}': ${(e as Error).message}`,
+        );
+      }
+      micro = Math.ceil(micro / 2);
+      continue;
+    }
+    try {
+      optimizer.applyGradients(result.grads);
+    } finally {
+      tf.dispose(result.grads);
+    }
+    return { loss: result.loss, passes: result.passes, microBatch: micro };
   }
-  return { loss, passes };
 }
 
 export interface MicroBatchPlan {
@@ -169,9 +217,10 @@ export function planMicroBatch(
       });
       peak = info - before;
     } catch (e) {
-      if (e instanceof Error && /heap exhausted|out of memory|Cannot allocate/i.test(e.message)) {
+      releaseFailedTape();
+      if (isOutOfMemory(e)) {
         throw new MicroBatchTooLargeError(
-          `A forward+backward pass of ${m} example(s) of shape [${exampleShape}] does not fit in memory (${e.message}). ` +
+          `A forward+backward pass of ${m} example(s) of shape [${exampleShape}] does not fit in memory (${(e as Error).message}). ` +
             `Use a smaller input size or a smaller model on this backend.`,
         );
       }

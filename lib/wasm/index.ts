@@ -155,6 +155,9 @@ function guardAllocations(backend: Any): void {
   if (backend.__covidctGuarded) return;
   backend.__covidctGuarded = true;
   const wasm = backend.wasm;
+  // Emscripten's _malloc/_free start as stubs that, on first call, replace themselves on the
+  // module with the raw exports — which would silently remove a wrapper. Resolve them first.
+  wasm._free(wasm._malloc(16));
   const rawMalloc = wasm._malloc;
   const rawFree = wasm._free;
   const sizes = new Map<number, number>();
