@@ -14,6 +14,7 @@ import { loadOptimizer, readCheckpointState, writeCheckpoint, loadWeightsInto } 
 import { CosineSchedule, cosineLr } from "./schedule";
 import { writeJsonAtomic } from "../util/fs";
 import { auc } from "../evaluation";
+import { categoricalCrossEntropy, trainStepAccumulated } from "./accumulate";
 
 /** A source of labelled examples (images or cached features). */
 export interface ExampleSource {
@@ -86,11 +87,6 @@ interface LoopState {
   bestValAuc: number;
 }
 
-/** Mean categorical cross-entropy of softmax probabilities p against one-hot y. */
-export function crossEntropy(p: tf.Tensor, y: tf.Tensor): tf.Scalar {
-  return tf.tidy(() => tf.neg(tf.mean(tf.sum(tf.mul(y, tf.log(tf.clipByValue(p, 1e-7, 1))), -1))) as tf.Scalar);
-}
-
 export function oneHot(labels: readonly number[]): tf.Tensor2D {
   return tf.tidy(() => tf.oneHot(tf.tensor1d(labels as number[], "int32"), 2).toFloat() as tf.Tensor2D);
 }
@@ -138,35 +134,6 @@ function setLearningRate(opt: tf.Optimizer, lr: number): void {
   (opt as unknown as { learningRate: number }).learningRate = lr;
 }
 
-/** One optimizer step on a batch, split into micro-batches whose gradients are averaged. */
-function step(model: tf.LayersModel, opt: tf.Optimizer, x: tf.Tensor, y: tf.Tensor, micro: number): number {
-  const n = x.shape[0];
-  const vars = model.trainableWeights.map((w) => (w as unknown as { read(): tf.Variable }).read());
-  let total: tf.NamedTensorMap | null = null;
-  let lossSum = 0;
-  for (let s = 0; s < n; s += micro) {
-    const m = Math.min(micro, n - s);
-    const { value, grads } = tf.variableGrads(() => {
-      const xs = x.slice(s, m);
-      const ys = y.slice(s, m);
-      return crossEntropy(model.apply(xs, { training: true }) as tf.Tensor, ys);
-    }, vars);
-    lossSum += value.dataSync()[0] * m;
-    value.dispose();
-    const scaled = tf.tidy(() => {
-      const out: tf.NamedTensorMap = {};
-      for (const k of Object.keys(grads)) out[k] = total ? tf.add(total[k], tf.mul(grads[k], m / n)) : tf.mul(grads[k], m / n);
-      return out;
-    });
-    tf.dispose(grads);
-    if (total) tf.dispose(total);
-    total = scaled;
-  }
-  opt.applyGradients(total!);
-  tf.dispose(total!);
-  return lossSum / n;
-}
-
 /**
  * Train `model` (softmax over [NonCOVID, COVID]) on `train`, select the epoch with the best
  * validation AUC (earliest on ties), and leave the model holding the selected weights.
@@ -199,7 +166,7 @@ export async function trainClassifier(model: tf.LayersModel, opt: tf.Optimizer, 
       setLearningRate(opt, lr);
       const x = train.inputs(idx, { train: true, seed: `${o.seed}:aug:${epoch}:${s}` });
       const y = oneHot(idx.map((i) => train.labels[i]));
-      const loss = step(model, opt, x, y, micro);
+      const { loss } = trainStepAccumulated(model, opt, x, y, micro, { loss: categoricalCrossEntropy });
       tf.dispose([x, y]);
       lossSum += loss * idx.length;
       o.onStep?.({ epoch, step: s, steps, loss, lr });
