@@ -20,7 +20,7 @@ import { BinaryMetrics, binaryMetrics, bootstrapCI, chooseThreshold, metricFn, o
 import { makeManifest, sha256OfManifest, writeManifest } from "../manifest";
 import { buildModel, featureExtractor, headModel, isModelName, ModelName } from "../models";
 import { loadImagenetWeights, preprocessFor } from "../models/weights";
-import { predictProbabilities, trainClassifier, EpochLog, StepLog } from "../training/loop";
+import { EpochLog, ExampleSource, predictProbabilities, StepLog, trainClassifier } from "../training/loop";
 import { getProfile, ProfileName, StudyProfile } from "../training/profiles";
 import { writeFileAtomic, writeJsonAtomic } from "../util/fs";
 import { computeFeatures, Example, FeatureNormalisation, featureNormalisation, FeatureSource, foldNormalisation, ImageSource } from "./inputs";
@@ -259,7 +259,7 @@ export async function runStudyOne(c: StudyOneConfig, hooks: StudyOneHooks = {}):
 
   const epochs = c.epochs ?? profile.epochs;
   let trainable: tf.LayersModel;
-  let sources: { train: import("../training/loop").ExampleSource; val: import("../training/loop").ExampleSource; test: import("../training/loop").ExampleSource; medseg: import("../training/loop").ExampleSource };
+  let sources: Record<"train" | "val" | "test" | "medseg", ExampleSource>;
   if (profile.strategy === "frozen-features") {
     const extractor = featureExtractor(built, "pooled");
     const key = { model: modelName, weightsSha256: checksums[`weights/${modelName}`] ?? "random", size: profile.inputSize };
