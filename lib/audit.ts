@@ -54,6 +54,8 @@ export interface AuditReport {
   images: number;
   missing: { class: ImageClass; split: Split; entry: string }[];
   unlisted: { class: ImageClass; file: string }[];
+  /** Files named by more than one split list, or twice by one (each image must be in one split, once). */
+  multiListed: { class: ImageClass; file: string; splits: Split[] }[];
   leaks: LeakFinding[];
   duplicates: DuplicateFinding[];
   /** Split entries matched only by case or extension. */
@@ -188,6 +190,7 @@ export async function auditDataset(root?: string, opts: AuditOptions = {}): Prom
     images: ds.images.length,
     missing: ds.missing.map((e) => ({ class: e.cls, split: e.split, entry: e.entry })),
     unlisted: ds.unlisted.map((r) => ({ class: r.cls, file: r.file })),
+    multiListed: ds.multiListed.map((m) => ({ class: m.cls, file: m.file, splits: m.splits })),
     leaks,
     duplicates,
     tolerant: ds.tolerant.map((e) => ({ class: e.cls, split: e.split, entry: e.entry, file: e.file!, match: e.match })),

@@ -21,6 +21,27 @@ function print(json: boolean, value: unknown, text: () => string): void {
   process.stdout.write(json ? JSON.stringify(value, null, 2) + "\n" : text() + "\n");
 }
 
+/** A commander parser for an integer flag: '1.5', 'abc', '' and out-of-range values are errors. */
+function intArg(flag: string, min: number, max = Number.MAX_SAFE_INTEGER) {
+  return (v: string): number => {
+    const n = /^[+-]?\d+$/.test(v.trim()) ? Number(v) : NaN;
+    if (!Number.isSafeInteger(n) || n < min || n > max) {
+      throw new Error(`${flag} must be an integer ${max === Number.MAX_SAFE_INTEGER ? `≥ ${min}` : `from ${min} to ${max}`}, got '${v}'.`);
+    }
+    return n;
+  };
+}
+
+/** A commander parser for a name from a fixed list. */
+function oneOf(flag: string, names: readonly string[]) {
+  return (v: string): string => {
+    if (!names.includes(v)) throw new Error(`${flag} '${v}' is not known: use one of ${names.join(", ")}.`);
+    return v;
+  };
+}
+
+const PROFILES = ["paper", "quick", "smoke"] as const;
+
 function fmt(n: number, digits = 0): string {
   return Number.isFinite(n) ? n.toFixed(digits) : "–";
 }
@@ -45,8 +66,13 @@ program
         ...(["covid", "noncovid"] as const).map(
           (c) => `  ${c.padEnd(8)} height ${fmt(s.sizes[c].height.min)}/${fmt(s.sizes[c].height.mean)}/${fmt(s.sizes[c].height.max)}  width ${fmt(s.sizes[c].width.min)}/${fmt(s.sizes[c].width.mean)}/${fmt(s.sizes[c].width.max)} (min/mean/max)`,
         ),
+        ...(s.unreadable.length ? [`unreadable images: ${s.unreadable.length} (not in the sizes above)`, ...s.unreadable.map((u) => `  ${u.cls}/${u.file}: ${u.error}`)] : []),
       ].join("\n"),
     );
+    if (s.unreadable.length) {
+      process.stderr.write(`${s.unreadable.length} image(s) cannot be decoded (listed above): run \`npx covid-ct verify-data\`, and \`npx covid-ct fetch-data --force\` to restore the release.\n`);
+      process.exitCode = 1;
+    }
   });
 
 program
@@ -67,15 +93,28 @@ program
       [
         `root: ${r.root} (${r.images} images, pHash threshold ${r.threshold})`,
         `missing split entries: ${r.missing.length}`,
-        ...r.missing.slice(0, 20).map((m) => `  ${m.class}/${m.split}: ${m.entry}`),
+        ...r.missing.map((m) => `  ${m.class}/${m.split}: ${m.entry}`),
         `unlisted files: ${r.unlisted.length}`,
-        ...r.unlisted.slice(0, 20).map((m) => `  ${m.class}: ${m.file}`),
+        ...r.unlisted.map((m) => `  ${m.class}: ${m.file}`),
         `patient leaks across splits: ${r.summary.leakedPatients} patients, ${r.summary.leakedImages} images`,
-        ...r.leaks.slice(0, 20).map((l) => `  ${l.patient}: ${Object.entries(l.bySplit).map(([k, v]) => `${k} ${v?.length}`).join(", ")}`),
+        ...r.leaks.map((l) => `  ${l.patient}: ${Object.entries(l.bySplit).map(([k, v]) => `${k} ${v?.length}`).join(", ")}`),
+        `files listed in more than one split (or twice): ${r.multiListed.length}`,
+        ...r.multiListed.map((m) => `  ${m.class}/${m.file}: ${m.splits.join(", ")}`),
+        `unreadable images (corrupt, truncated, empty or too large): ${r.unreadable.length}`,
+        ...r.unreadable.map((u) => `  ${u.class}/${u.file}: ${u.error}`),
+        `split entries matched only by case or extension: ${r.tolerant.length}`,
+        ...r.tolerant.map((t) => `  ${t.class}/${t.split}: '${t.entry}' → ${t.file} (${t.match})`),
+        `images without a patient identity (not checked for leaks): ${r.withoutPatient.length}`,
         `near-duplicate pairs: ${r.summary.duplicatePairs} (${Object.entries(r.summary.byKind).map(([k, v]) => `${k} ${v}`).join(", ")}; identical ${r.summary.identicalPairs})`,
-        ...r.duplicates.slice(0, 20).map((d) => `  d=${d.distance} ${d.a} ↔ ${d.b} (${d.kind})`),
+        ...r.duplicates.map((d) => `  d=${d.distance} ${d.a} ↔ ${d.b} (${d.kind})`),
       ].join("\n"),
     );
+    // Findings (leaks, duplicates) are reported; broken data (unreadable files, a file in two splits,
+    // entries without a file) also fails the command so scripts notice.
+    if (r.unreadable.length || r.multiListed.length || r.missing.length) {
+      process.stderr.write("The release has integrity errors (above): run `npx covid-ct verify-data`; fix the split lists so each image is listed once.\n");
+      process.exitCode = 1;
+    }
   });
 
 program
@@ -121,10 +160,10 @@ program
   .command("reproduce")
   .description("execute notebooks headless with the tslab kernel (all in order, or the ones named), saving each executed notebook and an HTML export")
   .argument("[notebooks...]", "paths, names (01-dataset) or numbers (1); default: every notebooks/*.ipynb")
-  .option("--profile <name>", "profile passed to each notebook's parameters cell (paper | quick | smoke)", "quick")
+  .option("--profile <name>", "profile passed to each notebook's parameters cell (paper | quick | smoke)", oneOf("--profile", PROFILES), "quick")
   .option("--out <dir>", "where executed notebooks and HTML go", "notebooks/executed")
   .addOption(dataOption())
-  .option("--cell-timeout <seconds>", "fail a cell that runs longer than this", (v) => Number(v))
+  .option("--cell-timeout <seconds>", "fail a cell that runs longer than this", intArg("--cell-timeout", 1))
   .action(async (names: string[], o: { profile: string; out: string; data?: string; cellTimeout?: number }) => {
     const { ensureDataForReproduce } = await import("./data/ensure");
     const dataRoot = await ensureDataForReproduce(o.data);
@@ -160,12 +199,12 @@ program
   .description("Study I: train and evaluate one model on one positive training set (writes a run directory)")
   .requiredOption("--model <name>", "densenet169 | resnet50 (also densenet121, resnet18, tiny-densenet, tiny-resnet)")
   .requiredOption("--positives <arm>", "covid-ct-all | covid-ct-118 | original-ct")
-  .option("--profile <name>", "paper | quick | smoke (see README, Profiles)", "quick")
-  .option("--seed <n>", "seed of shuffling, augmentation, subsets and initialisation", (v) => parseInt(v, 10), 1)
-  .option("--epochs <n>", "override the profile's epoch count", (v) => parseInt(v, 10))
+  .option("--profile <name>", "paper | quick | smoke (see README, Profiles)", oneOf("--profile", PROFILES), "quick")
+  .option("--seed <n>", "seed of shuffling, augmentation, subsets and initialisation (integer ≥ 0)", intArg("--seed", 0), 1)
+  .option("--epochs <n>", "override the profile's epoch count (integer ≥ 1)", intArg("--epochs", 1, 100000))
   .option("--out <dir>", "run directory (default runs/study1/<profile>/<model>-<arm>-seed<n>)")
-  .option("--resume", "continue an interrupted run from its last checkpoint")
-  .option("--force", "train again even when an identical finished run exists")
+  .option("--resume", "continue an interrupted run from its last checkpoint (the configuration must match the stored one)")
+  .option("--force", "replace the run directory's run (only a run directory of covid-ct; the old run survives until the new one finishes)")
   .addOption(dataOption())
   .option("--weights <dir>", "pretrained weights root")
   .option("--json", "print metrics.json when done")
@@ -174,12 +213,24 @@ program
     const { isModelName } = await import("./models");
     if (!isModelName(o.model)) throw new Error(`--model '${o.model}' is not a model; use densenet169 or resnet50 (or densenet121, resnet18, tiny-densenet, tiny-resnet).`);
     const { cliProgress } = await import("./training/progress");
+    const { abandonActiveRuns } = await import("./runs");
+    if (o.resume && o.force) throw new Error("--resume and --force contradict each other: --resume continues the stored run, --force replaces it. Use one.");
     const bar = cliProgress();
+    // Ctrl-C: keep what can be resumed, remove what cannot, release the lock, say how to go on.
+    process.once("SIGINT", () => {
+      bar.stop();
+      for (const r of abandonActiveRuns()) {
+        const again = ["npx covid-ct", ...process.argv.slice(2).filter((a) => a !== "--force" && a !== "--resume"), "--resume"].join(" ");
+        process.stderr.write(r.outcome === "kept" ? `\ninterrupted: ${r.dir} keeps its last checkpoint. Continue with:\n  ${again}\n` : `\ninterrupted before the first checkpoint: nothing was kept (${r.dir}).\n`);
+      }
+      process.exit(130);
+    });
     const r = await runStudyOne(
       { model: o.model, positives: o.positives as never, profile: o.profile as never, seed: o.seed, epochs: o.epochs, out: o.out, resume: o.resume, force: o.force, dataRoot: o.data, weightsRoot: o.weights },
       { log: (m) => bar.log(m), onStep: bar.onStep, onEpoch: bar.onEpoch, onFeatures: bar.onFeatures },
     );
     bar.stop();
+    if (r.interrupted) return;
     const t = r.metrics.test;
     print(!!o.json, r.metrics, () => `${r.reused ? "reused " : ""}${r.runDir}\ntest (n=${t.n}): AUC ${t.auc.toFixed(3)} [${t.ci95.auc.map((x) => x.toFixed(3)).join(", ")}]  accuracy ${t.accuracy.toFixed(3)}  F1 ${t.f1.toFixed(3)}  (best epoch ${r.metrics.bestEpoch + 1} of ${r.history.length})\nMedSeg original CTs: recall ${r.metrics.medsegTest.recall.toFixed(3)} (n=${r.metrics.medsegTest.n})`);
   });

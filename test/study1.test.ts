@@ -7,7 +7,7 @@ import { initBackend } from "../lib/backend";
 import { resolveDataRoot, resolveMedsegRoot } from "../lib/config";
 import { auc, binaryMetrics } from "../lib/evaluation";
 import { featureNormalisation, FeatureSource, foldNormalisation } from "../lib/studies/inputs";
-import { evaluateRun, readPredictions, runStudyOne, studyOneData } from "../lib/studies/study1";
+import { evaluateRun, finished, readPredictions, runStudyOne, studyOneData } from "../lib/studies/study1";
 
 const haveData = fs.existsSync(resolveDataRoot().dir) && fs.existsSync(resolveMedsegRoot().dir);
 
@@ -42,7 +42,7 @@ describe("Study I", function () {
   let runDir = "";
   it("a smoke run lowers its loss and writes a complete run directory", async () => {
     runDir = path.join(tmp, "smoke");
-    const r = await runStudyOne({ model: "densenet169", positives: "covid-ct-all", profile: "smoke", seed: 3, epochs: 4, out: runDir });
+    const r = finished(await runStudyOne({ model: "densenet169", positives: "covid-ct-all", profile: "smoke", seed: 3, epochs: 4, out: runDir }));
     for (const f of ["manifest.json", "history.json", "metrics.json", "predictions.csv", "checkpoints/best/model.json", "checkpoints/last/state.json"]) {
       assert.ok(fs.existsSync(path.join(runDir, f)), `${f} exists`);
     }
@@ -87,11 +87,11 @@ describe("Study I", function () {
     const a = path.join(tmp, "full");
     const b = path.join(tmp, "resumed");
     const cfg = { model: "resnet50" as const, positives: "original-ct" as const, profile: "smoke" as const, seed: 5, epochs: 4 };
-    const full = await runStudyOne({ ...cfg, out: a });
+    const full = finished(await runStudyOne({ ...cfg, out: a }));
     const part = await runStudyOne({ ...cfg, out: b, stopAfterEpochs: 2 });
     assert.equal(part.interrupted, true);
     assert.ok(!fs.existsSync(path.join(b, "metrics.json")));
-    const resumed = await runStudyOne({ ...cfg, out: b, resume: true });
+    const resumed = finished(await runStudyOne({ ...cfg, out: b, resume: true }));
     assert.equal(resumed.history.length, 4);
     assert.equal(resumed.metrics.bestEpoch, full.metrics.bestEpoch);
     for (const k of ["accuracy", "f1", "auc"] as const) {
@@ -100,7 +100,7 @@ describe("Study I", function () {
   });
 
   it("reuses a finished run with the same config instead of training again", async () => {
-    const r = await runStudyOne({ model: "densenet169", positives: "covid-ct-all", profile: "smoke", seed: 3, epochs: 4, out: runDir });
+    const r = finished(await runStudyOne({ model: "densenet169", positives: "covid-ct-all", profile: "smoke", seed: 3, epochs: 4, out: runDir }));
     assert.equal(r.reused, true);
   });
 

@@ -34,13 +34,19 @@ export class ImageDecodeError extends Error {
   ) {
     const why = cause instanceof Error ? cause.message : String(cause);
     super(
-      `Cannot decode image ${file}: ${why}. The file is corrupt, truncated or not an image: ` +
-        "run `npx covid-ct verify-data` to check the data against its manifest, and `npx covid-ct fetch-data` to restore it.",
+      /pixel limit/i.test(why)
+        ? `Cannot decode image ${file}: it has more pixels than the decoder accepts (limit ${PIXEL_LIMIT.toLocaleString("en")} pixels, ` +
+            "about 16384 × 16384). The file is not damaged: downscale it (CT slices are at most a few thousand pixels wide) or remove it from the data."
+        : `Cannot decode image ${file}: ${why}. The file is corrupt, truncated or not an image: ` +
+            "run `npx covid-ct verify-data` to check the data against its manifest, and `npx covid-ct fetch-data` to restore it.",
       { cause },
     );
     this.name = "ImageDecodeError";
   }
 }
+
+/** sharp's default limitInputPixels (0x3FFF × 0x3FFF); larger inputs are refused before decoding. */
+export const PIXEL_LIMIT = 0x3fff * 0x3fff;
 
 // Fail on truncation and decoder errors, but not on the benign warnings some paper figures carry.
 const SHARP_INPUT: sharp.SharpOptions = { failOn: "truncated" };

@@ -9,7 +9,7 @@
  */
 import * as fs from "fs";
 import * as path from "path";
-import { DataFrame, readCSV, readExcel } from "danfojs-node";
+import { DataFrame, readCSV } from "danfojs-node";
 import { resolveDataRoot } from "../config";
 import { COVID_META_XLSX, DataRootError, FileMatcher, MatchKind, imageDirRel, isImageFile } from "./dataset";
 
@@ -143,6 +143,29 @@ function dropBlank(frame: DataFrame, keyColumn: string): DataFrame {
 }
 
 /**
+ * The first sheet of an xlsx file as a DataFrame. danfojs' readExcel parses inside an fs callback,
+ * so a damaged file threw outside every handler (a raw stack trace naming no file); here the same
+ * SheetJS build that danfojs uses parses synchronously and errors name the file.
+ */
+export function readExcelFile(file: string): DataFrame {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const XLSX = require(require.resolve("xlsx", { paths: [path.dirname(require.resolve("danfojs-node/package.json"))] }));
+  const fail = (why: string) =>
+    new Error(`${file} cannot be read as a spreadsheet: ${why}. The file is damaged or truncated: run \`npx covid-ct verify-data\`, and \`npx covid-ct fetch-data --force\` to restore it.`);
+  let wb: { SheetNames: string[]; Sheets: Record<string, unknown> };
+  try {
+    wb = XLSX.read(fs.readFileSync(file), { type: "buffer" });
+  } catch (e) {
+    throw fail((e as Error).message);
+  }
+  const ws = wb.SheetNames.length ? wb.Sheets[wb.SheetNames[0]] : undefined;
+  if (!ws) throw fail("it has no sheet");
+  const rows = XLSX.utils.sheet_to_json(ws, { defval: null }) as Record<string, unknown>[];
+  if (rows.length === 0) throw fail("its first sheet has no rows");
+  return new DataFrame(rows);
+}
+
+/**
  * Read the COVID metadata sheet (xlsx, or its CSV export if only that exists) as a DataFrame plus
  * typed rows matched to the images of CT_COVID.
  */
@@ -154,7 +177,7 @@ export async function loadCovidMetadata(root?: string): Promise<CovidMetadata> {
   let source: string;
   if (fs.existsSync(xlsx)) {
     source = xlsx;
-    raw = (await readExcel(xlsx)) as DataFrame;
+    raw = readExcelFile(xlsx);
   } else if (fs.existsSync(csv)) {
     source = csv;
     raw = (await readCSV(csv)) as DataFrame;

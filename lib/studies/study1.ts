@@ -16,13 +16,15 @@ import seedrandom from "seedrandom";
 import { initBackend } from "../backend";
 import { PROJECT_ROOT, resolveDataRoot, resolveMedsegRoot } from "../config";
 import { openDataset } from "../data/dataset";
+import { CLASS_DIR, ImageClass, Split, splitListRel } from "../data/dataset";
 import { BinaryMetrics, binaryMetrics, bootstrapCI, chooseThreshold, metricFn, officialMetrics, rocAuc } from "../evaluation";
 import { makeManifest, sha256OfManifest, writeManifest } from "../manifest";
-import { buildModel, featureExtractor, headModel, isModelName, ModelName } from "../models";
-import { loadImagenetWeights, preprocessFor } from "../models/weights";
+import { buildModel, featureExtractor, headModel, isModelName, MODEL_NAMES, ModelName } from "../models";
+import { findWeightsDir, hasImagenetWeights, loadImagenetWeights, preprocessFor, weightsChecksum } from "../models/weights";
+import { openRun, PredictionRow, readRunManifest, readPredictions as readPredictionsFile, writePredictions } from "../runs";
 import { EpochLog, ExampleSource, predictProbabilities, StepLog, trainClassifier } from "../training/loop";
 import { getProfile, ProfileName, StudyProfile } from "../training/profiles";
-import { writeFileAtomic, writeJsonAtomic } from "../util/fs";
+import { writeJsonAtomic } from "../util/fs";
 import { computeFeatures, Example, FeatureNormalisation, featureNormalisation, FeatureSource, foldNormalisation, ImageSource } from "./inputs";
 
 /** Training-set feature statistics of a frozen-features run (part of its model). */
@@ -78,9 +80,35 @@ function take<T>(xs: readonly T[], n: number | undefined, rng: () => number): T[
   return out;
 }
 
+/**
+ * Refuse a split that cannot give an honest result: a file listed twice (in one list or in two
+ * splits), or a split/class with no image (0 training positives; a test set with one class has no
+ * AUC; validation with one class cannot select a checkpoint).
+ */
+function checkSplit(ds: ReturnType<typeof openDataset>): void {
+  if (ds.multiListed.length) {
+    const lines = ds.multiListed.slice(0, 10).map((m) => `  ${CLASS_DIR[m.cls]}/${m.file}: listed in ${m.splits.join(" and ")}`);
+    throw new Error(
+      `${ds.multiListed.length} image(s) are listed more than once in ${ds.root}/Data-split:\n${lines.join("\n")}\n` +
+        "Each image must be in exactly one split list, once. Fix the lists (\`npx covid-ct audit\` shows every case).",
+    );
+  }
+  for (const split of ["train", "val", "test"] as Split[]) {
+    for (const cls of ["covid", "noncovid"] as ImageClass[]) {
+      if (ds.bySplit(split, cls).length === 0) {
+        throw new Error(
+          `${path.join(ds.root, splitListRel(cls, split))} lists no image of ${CLASS_DIR[cls]}: the ${split} set would have no ${cls} example ` +
+            `(${split === "train" ? "nothing to learn the class from" : "its AUC and the checkpoint selection are undefined"}). Restore the list (\`npx covid-ct verify-data\`).`,
+        );
+      }
+    }
+  }
+}
+
 /** The examples of one arm. `limitPerClass` (smoke profile) caps every class/split. */
 export function studyOneData(arm: PositiveArm, seed: number, o: { dataRoot?: string; medsegRoot?: string; limitPerClass?: number } = {}): StudyOneData {
   const ds = openDataset(resolveDataRoot(o.dataRoot).dir);
+  checkSplit(ds);
   const medseg = resolveMedsegRoot(o.medsegRoot).dir;
   const ex = (split: "train" | "val" | "test", cls: "covid" | "noncovid"): Example[] =>
     ds.bySplit(split, cls).map((r) => ({ id: `covid-ct/${cls}/${r.file}`, path: r.path, label: cls === "covid" ? 1 : 0 }));
@@ -122,6 +150,7 @@ export interface StudyOneMetrics {
   selectedOn: "validation AUC";
 }
 
+/** A finished (or reused) Study I run. */
 export interface StudyOneResult {
   config: StudyOneConfig;
   runDir: string;
@@ -129,8 +158,15 @@ export interface StudyOneResult {
   history: EpochLog[];
   /** True when an earlier finished run was reused. */
   reused: boolean;
-  /** True when stopAfterEpochs ended the call early (no metrics yet). */
-  interrupted?: boolean;
+  interrupted: false;
+}
+
+/** A run that stopped early (stopAfterEpochs): checkpoints, no metrics; continue with resume. */
+export interface StudyOneInterrupted {
+  config: StudyOneConfig;
+  runDir: string;
+  history: EpochLog[];
+  interrupted: true;
 }
 
 function setMetrics(labels: number[], scores: number[], threshold: number, positive: "covid" | "noncovid" = "covid"): SetMetrics {
@@ -173,35 +209,11 @@ export function metricsFromPredictions(rows: PredictionRow[], bestEpoch: number,
   };
 }
 
-export interface PredictionRow {
-  set: "val" | "test" | "medseg-test";
-  file: string;
-  label: number;
-  probability: number;
-}
-
-export const PREDICTIONS_HEADER = "set,file,label,probability";
-
-export function writePredictions(file: string, rows: PredictionRow[]): void {
-  const q = (s: string) => (/[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s);
-  writeFileAtomic(file, [PREDICTIONS_HEADER, ...rows.map((r) => `${r.set},${q(r.file)},${r.label},${r.probability}`)].join("\n") + "\n");
-}
-
-export function readPredictions(file: string): PredictionRow[] {
-  if (!fs.existsSync(file)) throw new Error(`No predictions at ${file}: is this a finished run directory?`);
-  const lines = fs.readFileSync(file, "utf8").trim().split("\n");
-  if (lines[0] !== PREDICTIONS_HEADER) throw new Error(`${file}: expected header '${PREDICTIONS_HEADER}', got '${lines[0]}'`);
-  return lines.slice(1).map((line, i) => {
-    const m = line.match(/^([^,]+),("(?:[^"]|"")*"|[^,]*),([01]),([^,]+)$/);
-    if (!m) throw new Error(`${file}:${i + 2}: cannot parse '${line}'`);
-    const f = m[2].startsWith('"') ? m[2].slice(1, -1).replace(/""/g, '"') : m[2];
-    return { set: m[1] as PredictionRow["set"], file: f, label: Number(m[3]), probability: Number(m[4]) };
-  });
-}
-
-function sameConfig(a: unknown, b: unknown): boolean {
-  return JSON.stringify(a) === JSON.stringify(b);
-}
+/** The sets a Study I run evaluates (predictions.csv `set` column). */
+export const STUDY1_SETS = ["val", "test", "medseg-test"] as const;
+export type { PredictionRow };
+export { writePredictions };
+export const readPredictions = (file: string): PredictionRow[] => readPredictionsFile(file, STUDY1_SETS);
 
 export interface StudyOneHooks {
   log?: (msg: string) => void;
@@ -224,35 +236,117 @@ function recordedConfig(c: StudyOneConfig, p: StudyProfile) {
   };
 }
 
-/** Train and evaluate one Study I cell (model × arm × seed), or reuse a finished identical run. */
-export async function runStudyOne(c: StudyOneConfig, hooks: StudyOneHooks = {}): Promise<StudyOneResult> {
-  if (!isModelName(c.model)) throw new Error(`Unknown model '${c.model}'.`);
-  if (!(POSITIVE_ARMS as readonly string[]).includes(c.positives)) throw new Error(`Unknown arm '${c.positives}'. Use one of: ${POSITIVE_ARMS.join(", ")}.`);
-  const log = hooks.log ?? (() => undefined);
-  const profile = getProfile(c.profile);
-  const runDir = path.resolve(c.out ?? defaultRunDir(c));
-  const rec = recordedConfig(c, profile);
-  const metricsFile = path.join(runDir, "metrics.json");
-  const manifestFile = path.join(runDir, "manifest.json");
-  if (!c.force && !c.resume && fs.existsSync(metricsFile) && fs.existsSync(manifestFile)) {
-    const old = JSON.parse(fs.readFileSync(manifestFile, "utf8"));
-    if (sameConfig(old.config, rec)) {
-      log(`reusing finished run ${runDir}`);
-      return { config: c, runDir, metrics: JSON.parse(fs.readFileSync(metricsFile, "utf8")), history: JSON.parse(fs.readFileSync(path.join(runDir, "history.json"), "utf8")), reused: true };
-    }
+/** Integer flag check with a message naming the flag and the value. */
+export function requireInteger(name: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
+    throw new Error(`${name} must be an integer ${max === Number.MAX_SAFE_INTEGER ? `≥ ${min}` : `in ${min}–${max}`}, got '${String(v)}'.`);
   }
-  if (!c.resume && fs.existsSync(runDir)) fs.rmSync(runDir, { recursive: true, force: true });
-  fs.mkdirSync(runDir, { recursive: true });
-  await initBackend();
+  return v;
+}
 
+/** Refuse a config that could only give a meaningless run (before anything is written). */
+export function checkStudyOneConfig(c: StudyOneConfig): StudyProfile {
+  if (!isModelName(c.model)) throw new Error(`Unknown model '${c.model}'. Use one of: ${MODEL_NAMES.join(", ")}.`);
+  if (!(POSITIVE_ARMS as readonly string[]).includes(c.positives)) throw new Error(`Unknown arm '${c.positives}'. Use one of: ${POSITIVE_ARMS.join(", ")}.`);
+  const profile = getProfile(c.profile);
+  requireInteger("--seed", c.seed, 0);
+  if (c.epochs !== undefined) requireInteger("--epochs", c.epochs, 1, 100000);
+  return profile;
+}
+
+/** The model actually built: the smoke profile swaps in a tiny model of the same family. */
+function builtModelName(c: StudyOneConfig, profile: StudyProfile): ModelName {
+  return profile.tinyModels ? (c.model.startsWith("resnet") ? "tiny-resnet" : "tiny-densenet") : c.model;
+}
+
+/** Checksums of every input of a run (what reuse and --resume compare besides the config). */
+function inputChecksums(c: StudyOneConfig, profile: StudyProfile): Record<string, string> {
+  const out: Record<string, string> = { "data/covid-ct.sha256": sha256OfManifest() };
+  const name = builtModelName(c, profile);
+  if (profile.imagenet) {
+    if (!hasImagenetWeights(name)) throw new Error(`No ImageNet weights exist for '${name}' (profile ${profile.name} needs them): use densenet169 or resnet50.`);
+    out[`weights/${name}`] = weightsChecksum(findWeightsDir(name, c.weightsRoot)).sha256;
+  }
+  return out;
+}
+
+/** Train and evaluate one Study I cell (model × arm × seed), or reuse a finished identical run. */
+export async function runStudyOne(c: StudyOneConfig, hooks: StudyOneHooks = {}): Promise<StudyOneResult | StudyOneInterrupted> {
+  const log = hooks.log ?? (() => undefined);
+  // Everything is validated before the run directory is touched.
+  const profile = checkStudyOneConfig(c);
   const data = studyOneData(c.positives, c.seed, { dataRoot: c.dataRoot, medsegRoot: c.medsegRoot, limitPerClass: profile.limitPerClass });
-  const modelName: ModelName = profile.tinyModels ? (c.model.startsWith("resnet") ? "tiny-resnet" : "tiny-densenet") : c.model;
+  const rec = recordedConfig(c, profile);
+  const checksums = inputChecksums(c, profile);
+  const run = openRun({
+    out: c.out,
+    defaultDir: defaultRunDir(c),
+    kind: "study1",
+    config: rec,
+    checksums,
+    resume: c.resume,
+    force: c.force,
+    protect: [rec.dataRoot, rec.medsegRoot, ...(c.weightsRoot ? [c.weightsRoot] : [])],
+  });
+  if (run.state === "reused") {
+    log(`reusing finished run ${run.dir}`);
+    return { config: c, runDir: run.dir, metrics: readRunMetrics(run.dir), history: readHistory(run.dir), reused: true, interrupted: false };
+  }
+  try {
+    const r = await trainAndEvaluate(c, profile, data, rec, checksums, run.workDir, hooks);
+    if (r === "interrupted") {
+      const history = readHistory(run.workDir);
+      run.abandon();
+      log(`stopped after ${history.length} epochs; continue with --resume`);
+      return { config: c, runDir: run.dir, history, interrupted: true };
+    }
+    run.finish();
+    log(`test AUC ${r.test.auc.toFixed(3)}, accuracy ${r.test.accuracy.toFixed(3)}, F1 ${r.test.f1.toFixed(3)} → ${run.dir}`);
+    return { config: c, runDir: run.dir, metrics: r, history: readHistory(run.dir), reused: false, interrupted: false };
+  } catch (e) {
+    const outcome = run.abandon();
+    if (outcome === "kept" && e instanceof Error) e.message += `\n(The run in ${run.dir} keeps its last checkpoint: continue it with --resume.)`;
+    throw e;
+  }
+}
+
+/** The result of a run that must have finished (grids, notebooks); an interrupted one is an error. */
+export function finished(r: StudyOneResult | StudyOneInterrupted): StudyOneResult {
+  if (r.interrupted) throw new Error(`Run ${r.runDir} stopped after ${r.history.length} epochs; continue it with --resume.`);
+  return r;
+}
+
+function readHistory(dir: string): EpochLog[] {
+  const f = path.join(dir, "history.json");
+  return fs.existsSync(f) ? JSON.parse(fs.readFileSync(f, "utf8")) : [];
+}
+
+/** metrics.json of a finished run, typed. */
+export function readRunMetrics(dir: string): StudyOneMetrics {
+  const f = path.join(dir, "metrics.json");
+  try {
+    return JSON.parse(fs.readFileSync(f, "utf8")) as StudyOneMetrics;
+  } catch (e) {
+    throw new Error(`Cannot read ${f}: ${(e as Error).message}. Recompute it with \`npx covid-ct evaluate --run ${dir} --write\`.`);
+  }
+}
+
+async function trainAndEvaluate(
+  c: StudyOneConfig,
+  profile: StudyProfile,
+  data: StudyOneData,
+  rec: ReturnType<typeof recordedConfig>,
+  checksums: Record<string, string>,
+  runDir: string,
+  hooks: StudyOneHooks,
+): Promise<StudyOneMetrics | "interrupted"> {
+  const log = hooks.log ?? (() => undefined);
+  await initBackend();
+  const modelName = builtModelName(c, profile);
   const built = buildModel(modelName, { inputSize: profile.inputSize, seed: c.seed });
   const pre = preprocessFor(profile.imagenet ? c.model : modelName);
-  const checksums: Record<string, string> = { "data/covid-ct.sha256": sha256OfManifest() };
   if (profile.imagenet) {
     const w = await loadImagenetWeights(built.model, modelName, c.weightsRoot);
-    checksums[`weights/${modelName}`] = w.sha256;
     log(`ImageNet weights: ${w.loaded} tensors from ${w.dir}${w.verified ? " (checksum verified)" : " (checksum differs from the tested copy)"}`);
   }
   writeManifest(runDir, makeManifest("study1", rec, checksums, c.seed, { examples: { train: data.train.length, val: data.val.length, test: data.test.length, medsegTest: data.medsegTest.length }, modelBuilt: modelName }));
@@ -290,47 +384,54 @@ export async function runStudyOne(c: StudyOneConfig, hooks: StudyOneHooks = {}):
   }
 
   const opt = tf.train.adam(profile.schedule.lr);
-  const result = await trainClassifier(trainable, opt, sources.train, sources.val, {
-    epochs,
-    batchSize: profile.batchSize,
-    microBatch: profile.microBatch,
-    schedule: profile.schedule,
-    seed: c.seed,
-    runDir,
-    resume: c.resume,
-    stopAfterEpochs: c.stopAfterEpochs,
-    onStep: hooks.onStep,
-    onEpoch: hooks.onEpoch,
-  });
-
-  if (result.interrupted) {
-    log(`stopped after ${result.history.length} epochs; continue with --resume`);
-    return { config: c, runDir, metrics: undefined as unknown as StudyOneMetrics, history: result.history, reused: false, interrupted: true };
+  try {
+    const result = await trainClassifier(trainable, opt, sources.train, sources.val, {
+      epochs,
+      batchSize: profile.batchSize,
+      microBatch: profile.microBatch,
+      schedule: profile.schedule,
+      seed: c.seed,
+      runDir,
+      resume: c.resume,
+      stopAfterEpochs: c.stopAfterEpochs,
+      onStep: hooks.onStep,
+      onEpoch: hooks.onEpoch,
+    });
+    if (result.interrupted) return "interrupted";
+    // Test once, with the checkpoint selected on validation AUC.
+    const rows: PredictionRow[] = [];
+    for (const [set, src] of [["val", sources.val], ["test", sources.test], ["medseg-test", sources.medseg]] as const) {
+      const probs = await predictProbabilities(trainable, src);
+      probs.forEach((p, i) => rows.push({ set, file: src.ids[i], label: src.labels[i], probability: p }));
+    }
+    writePredictions(path.join(runDir, "predictions.csv"), rows);
+    const metrics = metricsFromPredictions(rows, result.bestEpoch, c.seed);
+    writeJsonAtomic(path.join(runDir, "metrics.json"), metrics);
+    return metrics;
+  } finally {
+    opt.dispose();
+    if (trainable !== built.model) trainable.dispose?.();
+    built.model.dispose();
   }
-  // Test once, with the checkpoint selected on validation AUC.
-  const rows: PredictionRow[] = [];
-  for (const [set, src] of [["val", sources.val], ["test", sources.test], ["medseg-test", sources.medseg]] as const) {
-    const probs = await predictProbabilities(trainable, src);
-    probs.forEach((p, i) => rows.push({ set, file: src.ids[i], label: src.labels[i], probability: p }));
-  }
-  writePredictions(path.join(runDir, "predictions.csv"), rows);
-  const metrics = metricsFromPredictions(rows, result.bestEpoch, c.seed);
-  writeJsonAtomic(metricsFile, metrics);
-  opt.dispose();
-  if (trainable !== built.model) trainable.dispose?.();
-  built.model.dispose();
-  log(`test AUC ${metrics.test.auc.toFixed(3)}, accuracy ${metrics.test.accuracy.toFixed(3)}, F1 ${metrics.test.f1.toFixed(3)} → ${runDir}`);
-  return { config: c, runDir, metrics, history: result.history, reused: false };
 }
 
 /** Recompute metrics.json from predictions.csv of a finished run (the `evaluate` command). */
 export function evaluateRun(runDir: string): StudyOneMetrics {
-  const rows = readPredictions(path.join(runDir, "predictions.csv"));
-  const manifest = JSON.parse(fs.readFileSync(path.join(runDir, "manifest.json"), "utf8"));
-  const history: EpochLog[] = JSON.parse(fs.readFileSync(path.join(runDir, "history.json"), "utf8"));
+  const manifest = readRunManifest(runDir);
+  if (!manifest) throw new Error(`${runDir} is not a run directory of covid-ct (no manifest.json of ours). Pass the directory \`covid-ct train\` wrote.`);
+  const file = path.join(runDir, "predictions.csv");
+  const rows = readPredictions(file);
+  // Both classes in every set that AUC, F1 and the validation threshold are computed on.
+  for (const set of ["val", "test"] as const) {
+    const labels = new Set(rows.filter((r) => r.set === set).map((r) => r.label));
+    if (labels.size < 2) {
+      throw new Error(`${file}: the ${set} set has ${labels.size === 0 ? "no rows" : `only label ${[...labels][0]}`}; metrics need both classes. Nothing was written. Re-create the run with \`covid-ct train --force\`.`);
+    }
+  }
+  const history = readHistory(runDir);
   let best = -1, bestAuc = -Infinity;
   history.forEach((h) => { if (h.valAuc > bestAuc) { bestAuc = h.valAuc; best = h.epoch; } });
-  return metricsFromPredictions(rows, best, manifest.seed);
+  return metricsFromPredictions(rows, best, manifest.seed ?? 0);
 }
 
 export interface StudyOneGrid {
@@ -359,7 +460,7 @@ export async function runStudyOneGrid(g: StudyOneGrid, hooks: StudyOneHooks & { 
   const out: StudyOneResult[] = [];
   for (let i = 0; i < cells.length; i++) {
     hooks.onRun?.(cells[i], i, cells.length);
-    out.push(await runStudyOne(cells[i], hooks));
+    out.push(finished(await runStudyOne(cells[i], hooks)));
   }
   return out;
 }

@@ -143,9 +143,17 @@ export async function trainClassifier(model: tf.LayersModel, opt: tf.Optimizer, 
   const ckptBest = o.runDir ? path.join(o.runDir, "checkpoints", "best") : undefined;
   let state: LoopState = { epoch: -1, history: [], bestEpoch: -1, bestValAuc: -Infinity };
   if (o.resume && ckptLast && fs.existsSync(path.join(ckptLast, "state.json"))) {
-    state = readCheckpointState<LoopState>(ckptLast)!;
-    await loadWeightsInto(model, ckptLast);
-    await loadOptimizer(opt, ckptLast);
+    try {
+      state = readCheckpointState<LoopState>(ckptLast)!;
+      await loadWeightsInto(model, ckptLast);
+      await loadOptimizer(opt, ckptLast);
+    } catch (e) {
+      throw new Error(
+        `Cannot resume from the checkpoint ${ckptLast}: ${(e as Error).message}. ` +
+          "The checkpoint is damaged or from another model; start the run again with --force.",
+        { cause: e },
+      );
+    }
   }
   const micro = Math.max(1, Math.min(o.microBatch ?? o.batchSize, o.batchSize));
   // Without a run directory the selected weights are kept in memory instead of checkpoints/best.
