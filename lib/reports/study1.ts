@@ -2,6 +2,8 @@
  * Notebook 02 (Study I): Table 5 with the paper beside ours, ROC curves, training curves,
  * the MedSeg domain-shift check and Grad-CAM overlays, from finished run directories.
  */
+import { escapeHtml } from "../util/html";
+import { sampleWithoutReplacement } from "../util/random";
 import * as tf from "@tensorflow/tfjs";
 import * as path from "path";
 import seedrandom from "seedrandom";
@@ -13,7 +15,13 @@ import { loadGrayImages, toModelInput } from "../studies/inputs";
 import { loadRunModel, PredictionRow, readPredictions, StudyOneResult } from "../studies/study1";
 import { PROFILES, StudyProfile } from "../training/profiles";
 
-const MODEL_LABEL: Record<string, string> = { densenet169: "DenseNet-169", resnet50: "ResNet-50" };
+const MODEL_NAMES_PRETTY: Record<string, string> = { densenet169: "DenseNet-169", resnet50: "ResNet-50" };
+/** Table label of a group of runs: the paper's model name, and the stand-in that really ran. */
+function modelLabel(model: string, runs: readonly StudyOneResult[]): string {
+  const name = MODEL_NAMES_PRETTY[model] ?? model;
+  const built = runs[0]?.modelBuilt;
+  return built && built !== model ? `${name} → ${built} (stand-in)` : name;
+}
 const pct = (x: number) => (Number.isFinite(x) ? (100 * x).toFixed(1) : "–");
 
 function groups(results: readonly StudyOneResult[]): Map<string, StudyOneResult[]> {
@@ -63,7 +71,7 @@ export function table5(results: readonly StudyOneResult[]) {
       return `${pct(ms.mean)} ± ${runs.length > 1 ? pct(ms.sd) : "–"} [${pct(lo)}, ${pct(hi)}]`;
     };
     rows.push([
-      MODEL_LABEL[model] ?? model,
+      modelLabel(model, runs),
       `${arm} (paper: ${PAPER_ARM_NAMES[arm] ?? "–"})`,
       paper ? `${paper.accuracy} / ${paper.f1} / ${paper.auc}` : "–",
       cell("accuracy"),
@@ -85,7 +93,7 @@ export function medsegTable(results: readonly StudyOneResult[]) {
     const [model, arm] = k.split("|");
     const a = meanSd(runs.map((r) => r.metrics.medsegTest.recall));
     const b = meanSd(runs.map((r) => r.metrics.medsegTest.recallAtValThreshold));
-    rows.push([MODEL_LABEL[model] ?? model, arm, runs[0].metrics.medsegTest.n, `${pct(a.mean)} ± ${runs.length > 1 ? pct(a.sd) : "–"}`, `${pct(b.mean)} ± ${runs.length > 1 ? pct(b.sd) : "–"}`]);
+    rows.push([modelLabel(model, runs), arm, runs[0].metrics.medsegTest.n, `${pct(a.mean)} ± ${runs.length > 1 ? pct(a.sd) : "–"}`, `${pct(b.mean)} ± ${runs.length > 1 ? pct(b.sd) : "–"}`]);
   }
   return tableBundle(["model", "positive training set", "MedSeg test slices", "recall @ 0.5 (%)", "recall @ validation threshold (%)"], rows, {
     caption: "Recall on original CT slices (MedSeg test, all COVID-19): does a model trained on paper figures recognise real scans?",
@@ -108,7 +116,7 @@ export function rocFigure(results: readonly StudyOneResult[], model: string): Fi
   return {
     data,
     layout: {
-      title: { text: `ROC on the test set — ${MODEL_LABEL[model] ?? model} (probabilities averaged over seeds)` },
+      title: { text: `ROC on the test set — ${modelLabel(model, results.filter((r) => r.config.model === model))} (probabilities averaged over seeds)` },
       xaxis: { title: { text: "false positive rate" }, range: [0, 1] },
       yaxis: { title: { text: "true positive rate (COVID)" }, range: [0, 1] },
       height: 420,
@@ -128,7 +136,7 @@ export function trainingCurves(results: readonly StudyOneResult[], model: string
   return {
     data,
     layout: {
-      title: { text: `Training curves — ${MODEL_LABEL[model] ?? model}` },
+      title: { text: `Training curves — ${modelLabel(model, results.filter((r) => r.config.model === model))}` },
       xaxis: { title: { text: "epoch" } },
       yaxis: { title: { text: "validation AUC" } },
       yaxis2: { title: { text: "training loss" }, overlaying: "y", side: "right" },
@@ -164,7 +172,7 @@ export async function gradCamGallery(runDir: string, opts: { perClass?: number; 
   const pick = (label: number) => {
     const pool = preds.filter((p) => p.label === label);
     const out: PredictionRow[] = [];
-    while (out.length < per && pool.length) out.push(pool.splice(Math.floor(rng() * pool.length), 1)[0]);
+    out.push(...sampleWithoutReplacement(pool, per, rng));
     return out;
   };
   const { openDataset } = await import("../data/dataset");
@@ -181,7 +189,7 @@ export async function gradCamGallery(runDir: string, opts: { perClass?: number; 
       const cam = gradCam(built, x, 1);
       x.dispose();
       const [g, o] = await Promise.all([grayPng(gray, profile.inputSize), camOverlayPng(gray, cam)]);
-      cells.push(`<figure style="display:inline-block;margin:6px;text-align:center"><img src="${g}"/><img src="${o}"/><figcaption style="font-size:11px">${label ? "COVID" : "NonCOVID"} · P(COVID) ${cam.probability.toFixed(2)}<br/>${file.replace(/&/g, "&amp;").replace(/</g, "&lt;")}</figcaption></figure>`);
+      cells.push(`<figure style="display:inline-block;margin:6px;text-align:center"><img src="${g}"/><img src="${o}"/><figcaption style="font-size:11px">${label ? "COVID" : "NonCOVID"} · P(COVID) ${cam.probability.toFixed(2)}<br/>${escapeHtml(file)}</figcaption></figure>`);
       text.push(`${label ? "COVID" : "NonCOVID"} ${file}: P(COVID) ${cam.probability.toFixed(3)}`);
     }
   }
@@ -201,7 +209,7 @@ export function armOrdering(results: readonly StudyOneResult[]) {
       .map(([arm, v]) => ({ arm, auc: v.auc / 100 }))
       .sort((a, b) => b.auc - a.auc);
     const fmt = (xs: { arm: string; auc: number }[], names?: Record<string, string>) => xs.map((x) => `${names?.[x.arm] ?? x.arm} (AUC ${pct(x.auc)})`).join(" > ");
-    lines.push(`${MODEL_LABEL[model] ?? model} — ours: ${fmt(ours)}; paper: ${fmt(paper, PAPER_ARM_NAMES)}.`);
+    lines.push(`${modelLabel(model, results.filter((r) => r.config.model === model))} — ours: ${fmt(ours)}; paper: ${fmt(paper, PAPER_ARM_NAMES)}.`);
   }
-  return { "text/plain": lines.join("\n"), "text/html": `<ul>${lines.map((l) => `<li>${l.replace(/&/g, "&amp;").replace(/</g, "&lt;")}</li>`).join("")}</ul>` };
+  return { "text/plain": lines.join("\n"), "text/html": `<ul>${lines.map((l) => `<li>${escapeHtml(l)}</li>`).join("")}</ul>` };
 }

@@ -25,6 +25,7 @@ import { openRun, PredictionRow, readRunManifest, readPredictions as readPredict
 import { EpochLog, ExampleSource, predictProbabilities, StepLog, trainClassifier } from "../training/loop";
 import { getProfile, ProfileName, StudyProfile } from "../training/profiles";
 import { writeJsonAtomic } from "../util/fs";
+import { sampleWithoutReplacement } from "../util/random";
 import { computeFeatures, Example, FeatureNormalisation, featureNormalisation, FeatureSource, foldNormalisation, ImageSource } from "./inputs";
 
 /** Training-set feature statistics of a frozen-features run (part of its model). */
@@ -47,6 +48,8 @@ export interface StudyOneConfig {
   force?: boolean;
   /** Override the profile's epoch count (ablations, tests). */
   epochs?: number;
+  /** Override any knob of the profile (ablations, tests); recorded in the manifest with the rest. */
+  profileOverrides?: Partial<Omit<StudyProfile, "name">>;
   dataRoot?: string;
   medsegRoot?: string;
   weightsRoot?: string;
@@ -72,13 +75,6 @@ function listMedseg(root: string, part: "train" | "test"): Example[] {
   return files.map((f) => ({ id: `medseg/${part}/${f}`, path: path.join(dir, f), label: 1 as const }));
 }
 
-function take<T>(xs: readonly T[], n: number | undefined, rng: () => number): T[] {
-  if (n === undefined || n >= xs.length) return [...xs];
-  const pool = [...xs];
-  const out: T[] = [];
-  while (out.length < n) out.push(pool.splice(Math.floor(rng() * pool.length), 1)[0]);
-  return out;
-}
 
 /**
  * Refuse a split that cannot give an honest result: a file listed twice (in one list or in two
@@ -116,9 +112,9 @@ export function studyOneData(arm: PositiveArm, seed: number, o: { dataRoot?: str
   const lim = o.limitPerClass;
   let positives: Example[];
   if (arm === "covid-ct-all") positives = ex("train", "covid");
-  else if (arm === "covid-ct-118") positives = take(ex("train", "covid"), 118, rng);
+  else if (arm === "covid-ct-118") positives = sampleWithoutReplacement(ex("train", "covid"), 118, rng);
   else positives = listMedseg(medseg, "train");
-  const pick = (xs: Example[]) => take(xs, lim, rng);
+  const pick = (xs: Example[]) => sampleWithoutReplacement(xs, lim, rng);
   return {
     train: [...pick(positives), ...pick(ex("train", "noncovid"))],
     val: [...pick(ex("val", "covid")), ...pick(ex("val", "noncovid"))],
@@ -127,8 +123,9 @@ export function studyOneData(arm: PositiveArm, seed: number, o: { dataRoot?: str
   };
 }
 
+/** runs/study1/<profile>/<built model>-<arm>-seed<N> (under smoke the tiny model names the run). */
 export function defaultRunDir(c: Pick<StudyOneConfig, "model" | "positives" | "profile" | "seed">): string {
-  return path.join(PROJECT_ROOT, "runs", "study1", c.profile, `${c.model}-${c.positives}-seed${c.seed}`);
+  return path.join(PROJECT_ROOT, "runs", "study1", c.profile, `${builtModelName(c, getProfile(c.profile))}-${c.positives}-seed${c.seed}`);
 }
 
 /** Metrics of one set of predictions, as stored in metrics.json. */
@@ -156,6 +153,8 @@ export interface StudyOneResult {
   runDir: string;
   metrics: StudyOneMetrics;
   history: EpochLog[];
+  /** The model that was trained: c.model, or its tiny stand-in under the smoke profile. */
+  modelBuilt: ModelName;
   /** True when an earlier finished run was reused. */
   reused: boolean;
   interrupted: false;
@@ -227,6 +226,7 @@ function recordedConfig(c: StudyOneConfig, p: StudyProfile) {
   return {
     study: "study1",
     model: c.model,
+    modelBuilt: builtModelName(c, p),
     positives: c.positives,
     profile: p,
     seed: c.seed,
@@ -248,14 +248,14 @@ export function requireInteger(name: string, v: unknown, min: number, max = Numb
 export function checkStudyOneConfig(c: StudyOneConfig): StudyProfile {
   if (!isModelName(c.model)) throw new Error(`Unknown model '${c.model}'. Use one of: ${MODEL_NAMES.join(", ")}.`);
   if (!(POSITIVE_ARMS as readonly string[]).includes(c.positives)) throw new Error(`Unknown arm '${c.positives}'. Use one of: ${POSITIVE_ARMS.join(", ")}.`);
-  const profile = getProfile(c.profile);
+  const profile: StudyProfile = { ...getProfile(c.profile), ...(c.profileOverrides ?? {}) };
   requireInteger("--seed", c.seed, 0);
   if (c.epochs !== undefined) requireInteger("--epochs", c.epochs, 1, 100000);
   return profile;
 }
 
 /** The model actually built: the smoke profile swaps in a tiny model of the same family. */
-function builtModelName(c: StudyOneConfig, profile: StudyProfile): ModelName {
+export function builtModelName(c: Pick<StudyOneConfig, "model">, profile: StudyProfile): ModelName {
   return profile.tinyModels ? (c.model.startsWith("resnet") ? "tiny-resnet" : "tiny-densenet") : c.model;
 }
 
@@ -290,7 +290,7 @@ export async function runStudyOne(c: StudyOneConfig, hooks: StudyOneHooks = {}):
   });
   if (run.state === "reused") {
     log(`reusing finished run ${run.dir}`);
-    return { config: c, runDir: run.dir, metrics: readRunMetrics(run.dir), history: readHistory(run.dir), reused: true, interrupted: false };
+    return { config: c, runDir: run.dir, metrics: readRunMetrics(run.dir), history: readHistory(run.dir), modelBuilt: rec.modelBuilt, reused: true, interrupted: false };
   }
   try {
     const r = await trainAndEvaluate(c, profile, data, rec, checksums, run.workDir, hooks);
@@ -302,7 +302,7 @@ export async function runStudyOne(c: StudyOneConfig, hooks: StudyOneHooks = {}):
     }
     run.finish();
     log(`test AUC ${r.test.auc.toFixed(3)}, accuracy ${r.test.accuracy.toFixed(3)}, F1 ${r.test.f1.toFixed(3)} → ${run.dir}`);
-    return { config: c, runDir: run.dir, metrics: r, history: readHistory(run.dir), reused: false, interrupted: false };
+    return { config: c, runDir: run.dir, metrics: r, history: readHistory(run.dir), modelBuilt: rec.modelBuilt, reused: false, interrupted: false };
   } catch (e) {
     const outcome = run.abandon();
     if (outcome === "kept" && e instanceof Error) e.message += `\n(The run in ${run.dir} keeps its last checkpoint: continue it with --resume.)`;
@@ -342,7 +342,8 @@ async function trainAndEvaluate(
 ): Promise<StudyOneMetrics | "interrupted"> {
   const log = hooks.log ?? (() => undefined);
   await initBackend();
-  const modelName = builtModelName(c, profile);
+  const modelName = rec.modelBuilt;
+  if (modelName !== c.model) log(`profile ${profile.name}: ${c.model} is replaced by ${modelName} (run directory and tables name ${modelName})`);
   const built = buildModel(modelName, { inputSize: profile.inputSize, seed: c.seed });
   const pre = preprocessFor(profile.imagenet ? c.model : modelName);
   if (profile.imagenet) {

@@ -13,6 +13,7 @@ import seedrandom from "seedrandom";
 import { loadOptimizer, readCheckpointState, writeCheckpoint, loadWeightsInto } from "./checkpoint";
 import { CosineSchedule, cosineLr } from "./schedule";
 import { writeJsonAtomic } from "../util/fs";
+import { permutationOf } from "../util/random";
 import { auc } from "../evaluation";
 import { categoricalCrossEntropy, trainStepAccumulated } from "./accumulate";
 
@@ -93,13 +94,7 @@ export function oneHot(labels: readonly number[]): tf.Tensor2D {
 
 /** Deterministic permutation of n for (seed, epoch). */
 export function permutation(n: number, seed: number, epoch: number): number[] {
-  const rng = seedrandom(`${seed}:perm:${epoch}`);
-  const idx = Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(rng() * (i + 1));
-    [idx[i], idx[j]] = [idx[j], idx[i]];
-  }
-  return idx;
+  return permutationOf(n, seedrandom(`${seed}:perm:${epoch}`));
 }
 
 /** P(COVID) for every example of src, batched, in order. */

@@ -2,6 +2,7 @@
  * Live training progress: a terminal progress bar for the CLI (cli-progress) and an updating
  * display for notebooks (one output replaced in place through tslab's display id).
  */
+import { escapeHtml } from "../util/html";
 import { SingleBar, Presets } from "cli-progress";
 import * as crypto from "crypto";
 import { displayBundle } from "../plots";
@@ -66,7 +67,7 @@ export function notebookProgress(title: string): ProgressSink {
     if (!force && now - last < 500) return; // at most two updates a second
     last = now;
     const text = [`${title}: ${status}`, ...epochs.slice(-12)].join("\n");
-    displayBundle({ "text/plain": text, "text/html": `<pre>${text.replace(/&/g, "&amp;").replace(/</g, "&lt;")}</pre>` }, id, !first);
+    displayBundle({ "text/plain": text, "text/html": `<pre>${escapeHtml(text)}</pre>` }, id, !first);
     first = false;
   };
   return {
