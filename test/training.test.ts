@@ -67,8 +67,8 @@ describe("training loop", () => {
     const h = r.history;
     assert.equal(h.length, 6);
     assert.ok(h[h.length - 1].trainLoss < h[0].trainLoss * 0.8, `loss ${h[0].trainLoss} → ${h[h.length - 1].trainLoss}`);
-    assert.ok(r.bestValAuc > 0.8, `val AUC ${r.bestValAuc}`);
-    assert.equal(r.bestValAuc, Math.max(...h.map((e) => e.valAuc)));
+    assert.ok(r.bestValue > 0.8, `val AUC ${r.bestValue}`);
+    assert.equal(r.bestValue, Math.max(...h.map((e) => e.valAuc)));
     const counts = h.slice(1).map((e) => e.numTensors);
     assert.ok(counts.every((c) => c === counts[0]), `tensor count per epoch: ${h.map((e) => e.numTensors)}`);
     model.dispose();

@@ -11,14 +11,35 @@
  */
 import * as tf from "@tensorflow/tfjs";
 
-/** Mean loss over the examples of (x, y). */
-export type LossFn = (x: tf.Tensor, y: tf.Tensor) => tf.Scalar;
+/** One tensor, or one per model input/output (multi-input or multi-task models). */
+export type Tensors = tf.Tensor | tf.Tensor[];
+
+/**
+ * Mean loss over the examples of (x, y). Declared method-style so a function written for single
+ * tensors ((x: tf.Tensor, y: tf.Tensor) => …) is accepted too.
+ */
+export type LossFn = { fn(x: Tensors, y: Tensors): tf.Scalar }["fn"];
+/** Loss of targets vs model outputs (one tensor each, or lists for multi-output models). */
+export type TargetLoss = { fn(yTrue: Tensors, yPred: Tensors): tf.Tensor }["fn"];
+
+/** Examples in a batch (the first dimension, the same for every tensor). */
+export function batchSize(t: Tensors): number {
+  return Array.isArray(t) ? t[0].shape[0] : t.shape[0];
+}
+
+/** Examples [start, start + size) of every tensor. */
+export function sliceBatch(t: Tensors, start: number, size: number): Tensors {
+  return Array.isArray(t) ? t.map((x) => x.slice(start, size)) : t.slice(start, size);
+}
 
 export interface AccumulateOptions {
   /** Variables to train (default: the model's trainable weights, or every trainable variable). */
   vars?: tf.Variable[];
-  /** Loss for a LayersModel (default: its compiled loss, else categorical cross-entropy on probabilities). */
-  loss?: (yTrue: tf.Tensor, yPred: tf.Tensor) => tf.Tensor;
+  /**
+   * Loss for a LayersModel (default: its compiled loss, else categorical cross-entropy on
+   * probabilities). Multi-output models get (and return) lists: write a task loss over them.
+   */
+  loss?: TargetLoss;
   /**
    * When a pass runs out of (wasm heap) memory: "halve" (default) retries the whole step with half
    * the micro-batch, down to 1, then throws MicroBatchTooLargeError; "throw" rethrows at once.
@@ -66,8 +87,8 @@ function resolve(modelOrLoss: tf.LayersModel | LossFn, opts: AccumulateOptions):
   if (!isLayersModel(modelOrLoss)) return { lossFn: modelOrLoss, vars: opts.vars };
   const model = modelOrLoss;
   const compiled = (model as unknown as { lossFunctions?: ((a: tf.Tensor, b: tf.Tensor) => tf.Tensor)[] }).lossFunctions?.[0];
-  const loss = opts.loss ?? compiled ?? categoricalCrossEntropy;
-  const lossFn: LossFn = (x, y) => tf.mean(loss(y, model.apply(x, { training: true }) as tf.Tensor)) as tf.Scalar;
+  const loss: TargetLoss = opts.loss ?? (compiled as TargetLoss | undefined) ?? categoricalCrossEntropy;
+  const lossFn: LossFn = (x, y) => tf.mean(loss(y, model.apply(x, { training: true }) as Tensors)) as tf.Scalar;
   const vars = opts.vars ?? model.trainableWeights.map((w) => (w as unknown as { read(): tf.Variable }).read());
   return { lossFn, vars };
 }
@@ -78,13 +99,13 @@ function resolve(modelOrLoss: tf.LayersModel | LossFn, opts: AccumulateOptions):
  */
 export function accumulateGradients(
   modelOrLoss: tf.LayersModel | LossFn,
-  xs: tf.Tensor,
-  ys: tf.Tensor,
+  xs: Tensors,
+  ys: Tensors,
   microBatch: number,
   opts: AccumulateOptions = {},
 ): { loss: number; grads: tf.NamedTensorMap; passes: number } {
-  const n = xs.shape[0];
-  if (ys.shape[0] !== n) throw new Error(`accumulateGradients: ${n} inputs but ${ys.shape[0]} targets`);
+  const n = batchSize(xs);
+  for (const t of [xs, ys].flat()) if (t.shape[0] !== n) throw new Error(`accumulateGradients: ${n} inputs but a tensor of ${t.shape[0]} examples`);
   if (!Number.isInteger(microBatch) || microBatch < 1) throw new Error(`accumulateGradients: microBatch must be a positive integer, got ${microBatch}`);
   const { lossFn, vars } = resolve(modelOrLoss, opts);
   const m0 = Math.min(microBatch, n);
@@ -98,8 +119,8 @@ export function accumulateGradients(
     let grads: tf.NamedTensorMap;
     try {
       ({ value, grads } = tf.variableGrads(() => {
-        const x = whole ? xs : xs.slice(s, m);
-        const y = whole ? ys : ys.slice(s, m);
+        const x = whole ? xs : sliceBatch(xs, s, m);
+        const y = whole ? ys : sliceBatch(ys, s, m);
         return lossFn(x, y);
       }, vars));
     } catch (e) {
@@ -130,12 +151,12 @@ export function accumulateGradients(
 export function trainStepAccumulated(
   modelOrLoss: tf.LayersModel | LossFn,
   optimizer: tf.Optimizer,
-  xs: tf.Tensor,
-  ys: tf.Tensor,
+  xs: Tensors,
+  ys: Tensors,
   microBatch: number,
   opts: AccumulateOptions = {},
 ): StepResult {
-  let micro = Math.min(microBatch, xs.shape[0]);
+  let micro = Math.min(microBatch, batchSize(xs));
   for (;;) {
     let result: { loss: number; grads: tf.NamedTensorMap; passes: number };
     try {

@@ -1,6 +1,9 @@
 /**
- * The training loop shared by every study: Adam + cosine schedule stepped per iteration, seeded
- * shuffling, model selection on validation AUC, a checkpoint every epoch and exact resume.
+ * The training engine shared by every study: one loop for classification, segmentation and
+ * multi-task models. A TrainingTask says how a batch is made (named inputs and targets), what the
+ * loss is and which validation metric selects the checkpoint; the loop does the rest: the
+ * optimiser with the cosine schedule stepped per iteration, seeded shuffling, micro-batching,
+ * a checkpoint every epoch, exact resume, selection of the best epoch, progress callbacks.
  *
  * Determinism: the permutation of epoch e and the augmentation of step s depend only on
  * (seed, e, s), never on how many epochs ran in this process, so a resumed run replays the same
@@ -15,7 +18,7 @@ import { CosineSchedule, cosineLr } from "./schedule";
 import { writeJsonAtomic } from "../util/fs";
 import { permutationOf } from "../util/random";
 import { auc } from "../evaluation";
-import { categoricalCrossEntropy, trainStepAccumulated } from "./accumulate";
+import { categoricalCrossEntropy, TargetLoss, Tensors, trainStepAccumulated } from "./accumulate";
 
 /** A source of labelled examples (images or cached features). */
 export interface ExampleSource {
@@ -53,6 +56,26 @@ export interface TrainOptions {
   onEpoch?: (e: EpochLog) => void;
 }
 
+export interface BatchContext {
+  /** Training batch (augmentation on) or evaluation. */
+  train: boolean;
+  /** Derived from (run seed, epoch, step): the same batch gets the same augmentation on resume. */
+  seed: string;
+}
+
+/** What the engine trains: how a batch is made, the loss, and how validation selects a checkpoint. */
+export interface TrainingTask<S extends ExampleSource = ExampleSource> {
+  readonly name: string;
+  /** Model inputs and training targets of these examples (one tensor or one per model input/output); the caller disposes them. */
+  batch(src: S, indices: readonly number[], ctx: BatchContext): { x: Tensors; y: Tensors };
+  /** Mean loss of targets vs model outputs, differentiated for every step. */
+  readonly loss: TargetLoss;
+  /** Validation metrics by name: at least `loss` and the selection metric. */
+  evaluate(model: tf.LayersModel, src: S): Promise<Record<string, number>>;
+  /** The evaluate() metric that selects the checkpoint (higher is better; NaN never selects). */
+  readonly selectOn: string;
+}
+
 export interface StepLog {
   epoch: number;
   step: number;
@@ -61,22 +84,24 @@ export interface StepLog {
   lr: number;
 }
 
-export interface EpochLog {
+/**
+ * One epoch in history.json: the task's validation metrics appear prefixed with `val`
+ * (classification: valLoss, valAuc, valAccuracy; segmentation: valLoss, valDice, …).
+ */
+export type EpochLog = {
   epoch: number;
   lr: number;
   trainLoss: number;
-  valLoss: number;
-  valAuc: number;
-  valAccuracy: number;
   seconds: number;
   /** tf.memory().numTensors after the epoch: flat across epochs means no leak. */
   numTensors: number;
-}
+} & { [metric: `val${string}`]: number };
 
 export interface TrainResult {
   history: EpochLog[];
   bestEpoch: number;
-  bestValAuc: number;
+  /** The selection metric at bestEpoch. */
+  bestValue: number;
   /** True when the loop stopped early because of stopAfterEpochs. */
   interrupted: boolean;
 }
@@ -85,7 +110,11 @@ interface LoopState {
   epoch: number; // last completed epoch
   history: EpochLog[];
   bestEpoch: number;
-  bestValAuc: number;
+  bestValue: number;
+}
+
+function valKey(metric: string): `val${string}` {
+  return `val${metric[0].toUpperCase()}${metric.slice(1)}`;
 }
 
 export function oneHot(labels: readonly number[]): tf.Tensor2D {
@@ -113,7 +142,8 @@ export async function predictProbabilities(model: tf.LayersModel, src: ExampleSo
   return out;
 }
 
-async function evaluate(model: tf.LayersModel, src: ExampleSource): Promise<{ loss: number; auc: number; accuracy: number; probs: number[] }> {
+/** Cross-entropy, AUC and accuracy (threshold 0.5) of P(COVID) against the labels. */
+export async function evaluateClassifier(model: tf.LayersModel, src: ExampleSource): Promise<{ loss: number; auc: number; accuracy: number }> {
   const probs = await predictProbabilities(model, src);
   let loss = 0, correct = 0;
   probs.forEach((p, i) => {
@@ -121,25 +151,44 @@ async function evaluate(model: tf.LayersModel, src: ExampleSource): Promise<{ lo
     loss -= Math.log(Math.min(1, Math.max(1e-7, y === 1 ? p : 1 - p)));
     if ((p >= 0.5 ? 1 : 0) === y) correct++;
   });
-  return { loss: loss / Math.max(1, probs.length), auc: auc(src.labels, probs), accuracy: correct / Math.max(1, probs.length), probs };
+  return { loss: loss / Math.max(1, probs.length), auc: auc(src.labels, probs), accuracy: correct / Math.max(1, probs.length) };
 }
+
+/**
+ * Study I's task: softmax over [NonCOVID, COVID] with categorical cross-entropy on one-hot labels,
+ * the checkpoint selected on validation AUC.
+ */
+export const classificationTask: TrainingTask = {
+  name: "classification",
+  batch: (src, idx, ctx) => ({ x: src.inputs(idx, ctx), y: oneHot(idx.map((i) => src.labels[i])) }),
+  loss: categoricalCrossEntropy,
+  evaluate: evaluateClassifier,
+  selectOn: "auc",
+};
 
 function setLearningRate(opt: tf.Optimizer, lr: number): void {
   // Adam reads this.learningRate on every applyGradients call.
   (opt as unknown as { learningRate: number }).learningRate = lr;
 }
 
+/** Train a classifier (classificationTask): Study I's call. */
+export function trainClassifier(model: tf.LayersModel, opt: tf.Optimizer, train: ExampleSource, val: ExampleSource, o: TrainOptions): Promise<TrainResult> {
+  return trainModel(model, opt, classificationTask, train, val, o);
+}
+
 /**
- * Train `model` (softmax over [NonCOVID, COVID]) on `train`, select the epoch with the best
- * validation AUC (earliest on ties), and leave the model holding the selected weights.
+ * Train `model` on `train` for the task, select the epoch with the best validation value of
+ * task.selectOn (earliest on ties), and leave the model holding the selected weights.
  */
-export async function trainClassifier(model: tf.LayersModel, opt: tf.Optimizer, train: ExampleSource, val: ExampleSource, o: TrainOptions): Promise<TrainResult> {
+export async function trainModel<S extends ExampleSource>(model: tf.LayersModel, opt: tf.Optimizer, task: TrainingTask<S>, train: S, val: S, o: TrainOptions): Promise<TrainResult> {
   const ckptLast = o.runDir ? path.join(o.runDir, "checkpoints", "last") : undefined;
   const ckptBest = o.runDir ? path.join(o.runDir, "checkpoints", "best") : undefined;
-  let state: LoopState = { epoch: -1, history: [], bestEpoch: -1, bestValAuc: -Infinity };
+  let state: LoopState = { epoch: -1, history: [], bestEpoch: -1, bestValue: -Infinity };
   if (o.resume && ckptLast && fs.existsSync(path.join(ckptLast, "state.json"))) {
     try {
-      state = readCheckpointState<LoopState>(ckptLast)!;
+      const stored = readCheckpointState<LoopState & { bestValAuc?: number }>(ckptLast)!;
+      // Checkpoints written before the engine took tasks called the selection value bestValAuc.
+      state = { ...stored, bestValue: stored.bestValue ?? stored.bestValAuc ?? -Infinity };
       await loadWeightsInto(model, ckptLast);
       await loadOptimizer(opt, ckptLast);
     } catch (e) {
@@ -157,7 +206,7 @@ export async function trainClassifier(model: tf.LayersModel, opt: tf.Optimizer, 
   let ranThisCall = 0;
   for (let epoch = state.epoch + 1; epoch < o.epochs; epoch++) {
     if (o.stopAfterEpochs !== undefined && ranThisCall >= o.stopAfterEpochs) {
-      return { history: state.history, bestEpoch: state.bestEpoch, bestValAuc: state.bestValAuc, interrupted: true };
+      return { history: state.history, bestEpoch: state.bestEpoch, bestValue: state.bestValue, interrupted: true };
     }
     const t0 = Date.now();
     const perm = permutation(train.size, o.seed, epoch);
@@ -167,32 +216,31 @@ export async function trainClassifier(model: tf.LayersModel, opt: tf.Optimizer, 
       const idx = perm.slice(s * o.batchSize, (s + 1) * o.batchSize);
       lr = cosineLr(o.schedule, epoch, s, steps);
       setLearningRate(opt, lr);
-      const x = train.inputs(idx, { train: true, seed: `${o.seed}:aug:${epoch}:${s}` });
-      const y = oneHot(idx.map((i) => train.labels[i]));
-      const { loss } = trainStepAccumulated(model, opt, x, y, micro, { loss: categoricalCrossEntropy });
-      tf.dispose([x, y]);
+      const { x, y } = task.batch(train, idx, { train: true, seed: `${o.seed}:aug:${epoch}:${s}` });
+      const { loss } = trainStepAccumulated(model, opt, x, y, micro, { loss: task.loss });
+      tf.dispose([x, y].flat());
       lossSum += loss * idx.length;
       o.onStep?.({ epoch, step: s, steps, loss, lr });
       await tf.nextFrame?.().catch(() => undefined);
     }
-    const v = await evaluate(model, val);
-    const log: EpochLog = {
+    const v = await task.evaluate(model, val);
+    const selected = v[task.selectOn];
+    if (selected === undefined) throw new Error(`task ${task.name}: evaluate() returned no '${task.selectOn}' (its selection metric)`);
+    const log = {
       epoch,
       lr,
       trainLoss: lossSum / train.size,
-      valLoss: v.loss,
-      valAuc: v.auc,
-      valAccuracy: v.accuracy,
+      ...Object.fromEntries(Object.entries(v).map(([k, x]) => [valKey(k), x])),
       seconds: (Date.now() - t0) / 1000,
       numTensors: tf.memory().numTensors,
-    };
+    } as EpochLog;
     state.history.push(log);
     state.epoch = epoch;
-    const improved = !(v.auc <= state.bestValAuc) && !Number.isNaN(v.auc);
+    const improved = !(selected <= state.bestValue) && !Number.isNaN(selected);
     if (improved || state.bestEpoch < 0) {
       state.bestEpoch = epoch;
-      state.bestValAuc = v.auc;
-      if (ckptBest) await writeCheckpoint(ckptBest, model, null, { epoch, valAuc: v.auc });
+      state.bestValue = selected;
+      if (ckptBest) await writeCheckpoint(ckptBest, model, null, { epoch, [valKey(task.selectOn)]: selected });
       else {
         if (bestInMemory) tf.dispose(bestInMemory);
         bestInMemory = model.getWeights().map((w) => w.clone());
@@ -208,5 +256,5 @@ export async function trainClassifier(model: tf.LayersModel, opt: tf.Optimizer, 
     model.setWeights(bestInMemory);
     tf.dispose(bestInMemory);
   }
-  return { history: state.history, bestEpoch: state.bestEpoch, bestValAuc: state.bestValAuc, interrupted: false };
+  return { history: state.history, bestEpoch: state.bestEpoch, bestValue: state.bestValue, interrupted: false };
 }
