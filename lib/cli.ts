@@ -197,7 +197,7 @@ program
 program
   .command("train")
   .description("Study I: train and evaluate one model on one positive training set (writes a run directory)")
-  .requiredOption("--model <name>", "densenet169 | resnet50 (also densenet121, resnet18, tiny-densenet, tiny-resnet)")
+  .requiredOption("--model <name>", "densenet169 | resnet50 | shortcut (the non-anatomical cue baseline); also densenet121, resnet18, tiny-densenet, tiny-resnet under smoke")
   .requiredOption("--positives <arm>", "covid-ct-all | covid-ct-118 | original-ct")
   .option("--profile <name>", "paper | quick | smoke (see README, Profiles)", oneOf("--profile", PROFILES), "quick")
   .option("--seed <n>", "seed of shuffling, augmentation, subsets and initialisation (integer ≥ 0)", intArg("--seed", 0), 1)
@@ -211,7 +211,7 @@ program
   .action(async (o: { model: string; positives: string; profile: string; seed: number; epochs?: number; out?: string; resume?: boolean; force?: boolean; data?: string; weights?: string; json?: boolean }) => {
     const { runStudyOne } = await import("./studies/study1");
     const { isModelName } = await import("./models");
-    if (!isModelName(o.model)) throw new Error(`--model '${o.model}' is not a model; use densenet169 or resnet50 (or densenet121, resnet18, tiny-densenet, tiny-resnet).`);
+    if (!isModelName(o.model) && o.model !== "shortcut") throw new Error(`--model '${o.model}' is not a model; use densenet169 or resnet50 (or densenet121, resnet18, tiny-densenet, tiny-resnet, or shortcut: the non-anatomical cue baseline).`);
     const { cliProgress } = await import("./training/progress");
     const { abandonActiveRuns } = await import("./runs");
     if (o.resume && o.force) throw new Error("--resume and --force contradict each other: --resume continues the stored run, --force replaces it. Use one.");

@@ -8,6 +8,7 @@ import { resolveDataRoot, resolveMedsegRoot } from "../lib/config";
 import { auc, binaryMetrics } from "../lib/evaluation";
 import { featureNormalisation, FeatureSource, foldNormalisation } from "../lib/studies/inputs";
 import { preprocessFor } from "../lib/models/weights";
+import { SHORTCUT_CUES, shortcutCues } from "../lib/protocols/shortcut";
 import { ImageSource } from "../lib/studies/inputs";
 import { evaluateRun, finished, loadRunModel, readPredictions, runStudyOne, studyOneData } from "../lib/studies/study1";
 import { predictProbabilities } from "../lib/training/loop";
@@ -124,6 +125,23 @@ describe("Study I", function () {
     const probs = await predictProbabilities(built.model, src);
     probs.forEach((p, i) => assert.ok(Math.abs(p - rows[i].probability) < 1e-4, `${rows[i].file}: full model ${p} vs run ${rows[i].probability}`));
     built.model.dispose();
+  });
+
+  it("the shortcut baseline trains like the real models on cue vectors, and its cues see framing", async () => {
+    const out = path.join(tmp, "shortcut");
+    const r = finished(await runStudyOne({ model: "shortcut", positives: "covid-ct-all", profile: "smoke", seed: 1, out }));
+    assert.equal(r.modelBuilt, "shortcut");
+    assert.deepEqual(evaluateRun(out).test, r.metrics.test);
+    assert.equal(JSON.parse(fs.readFileSync(path.join(out, "manifest.json"), "utf8")).config.model, "shortcut");
+    // The same slice with wide black margins: the file's dark share and size cues move, nothing else is added.
+    const src = studyOneData("covid-ct-all", 1).test[0];
+    const padded = path.join(tmp, "padded.png");
+    const sharp = (await import("sharp")).default;
+    await sharp(src.path).extend({ top: 100, bottom: 100, left: 100, right: 100, background: "#000000" }).png().toFile(padded);
+    const [a, b] = await shortcutCues([src, { ...src, id: "padded", path: padded }], 32);
+    assert.equal(a.length, SHORTCUT_CUES.length);
+    assert.ok(b[3] > a[3] + 0.1, `file dark share ${a[3]} → ${b[3]}`);
+    assert.ok(b[0] > a[0] && b[1] > a[1], "file size grows");
   });
 
   it("folding the feature standardisation into the head gives the same probabilities", () => {

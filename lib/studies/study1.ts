@@ -24,6 +24,7 @@ import { findWeightsDir, hasImagenetWeights, loadImagenetWeights, preprocessFor,
 import { openRun, PredictionRow, readRunManifest, readPredictions as readPredictionsFile, writePredictions } from "../runs";
 import { EpochLog, ExampleSource, predictProbabilities, StepLog, trainClassifier } from "../training/loop";
 import { getProfile, ProfileName, StudyProfile } from "../training/profiles";
+import { shortcutCues, shortcutModel } from "../protocols/shortcut";
 import { writeJsonAtomic } from "../util/fs";
 import { sampleWithoutReplacement } from "../util/random";
 import { computeFeatures, Example, FeatureNormalisation, featureNormalisation, FeatureSource, foldNormalisation, ImageSource } from "./inputs";
@@ -35,8 +36,13 @@ export const POSITIVE_ARMS = ["covid-ct-all", "covid-ct-118", "original-ct"] as 
 export type PositiveArm = (typeof POSITIVE_ARMS)[number];
 export const STUDY1_MODELS = ["densenet169", "resnet50"] as const;
 
+/** The shortcut baseline "model" (lib/protocols/shortcut): a logistic regression on non-anatomical cues. */
+export const SHORTCUT_MODEL = "shortcut" as const;
+export type StudyOneModel = ModelName | typeof SHORTCUT_MODEL;
+
 export interface StudyOneConfig {
-  model: ModelName;
+  /** A backbone (densenet169, resnet50, …) or "shortcut", the non-anatomical cue baseline. */
+  model: StudyOneModel;
   positives: PositiveArm;
   profile: ProfileName;
   seed: number;
@@ -154,7 +160,7 @@ export interface StudyOneResult {
   metrics: StudyOneMetrics;
   history: EpochLog[];
   /** The model that was trained: c.model, or its tiny stand-in under the smoke profile. */
-  modelBuilt: ModelName;
+  modelBuilt: StudyOneModel;
   /** True when an earlier finished run was reused. */
   reused: boolean;
   interrupted: false;
@@ -246,7 +252,7 @@ export function requireInteger(name: string, v: unknown, min: number, max = Numb
 
 /** Refuse a config that could only give a meaningless run (before anything is written). */
 export function checkStudyOneConfig(c: StudyOneConfig): StudyProfile {
-  if (!isModelName(c.model)) throw new Error(`Unknown model '${c.model}'. Use one of: ${MODEL_NAMES.join(", ")}.`);
+  if (!isModelName(c.model) && c.model !== SHORTCUT_MODEL) throw new Error(`Unknown model '${c.model}'. Use one of: ${[...MODEL_NAMES, SHORTCUT_MODEL].join(", ")}.`);
   if (!(POSITIVE_ARMS as readonly string[]).includes(c.positives)) throw new Error(`Unknown arm '${c.positives}'. Use one of: ${POSITIVE_ARMS.join(", ")}.`);
   const profile: StudyProfile = { ...getProfile(c.profile), ...(c.profileOverrides ?? {}) };
   requireInteger("--seed", c.seed, 0);
@@ -255,7 +261,8 @@ export function checkStudyOneConfig(c: StudyOneConfig): StudyProfile {
 }
 
 /** The model actually built: the smoke profile swaps in a tiny model of the same family. */
-export function builtModelName(c: Pick<StudyOneConfig, "model">, profile: StudyProfile): ModelName {
+export function builtModelName(c: Pick<StudyOneConfig, "model">, profile: StudyProfile): StudyOneModel {
+  if (c.model === SHORTCUT_MODEL) return c.model;
   return profile.tinyModels ? (c.model.startsWith("resnet") ? "tiny-resnet" : "tiny-densenet") : c.model;
 }
 
@@ -263,7 +270,7 @@ export function builtModelName(c: Pick<StudyOneConfig, "model">, profile: StudyP
 function inputChecksums(c: StudyOneConfig, profile: StudyProfile): Record<string, string> {
   const out: Record<string, string> = { "data/covid-ct.sha256": sha256OfManifest() };
   const name = builtModelName(c, profile);
-  if (profile.imagenet) {
+  if (profile.imagenet && name !== SHORTCUT_MODEL) {
     if (!hasImagenetWeights(name)) throw new Error(`No ImageNet weights exist for '${name}' (profile ${profile.name} needs them): use densenet169 or resnet50.`);
     out[`weights/${name}`] = weightsChecksum(findWeightsDir(name, c.weightsRoot)).sha256;
   }
@@ -331,6 +338,69 @@ export function readRunMetrics(dir: string): StudyOneMetrics {
   }
 }
 
+type SetName = "train" | "val" | "test" | "medseg";
+
+/** What a run trains (backbone+head, head on cached features, or the cue regression) and on which sources. */
+interface Prepared {
+  trainable: tf.LayersModel;
+  sources: Record<SetName, ExampleSource>;
+  dispose(): void;
+}
+
+/** Frozen features (cached backbone outputs, or the shortcut cues) as sources, z-scored when asked. */
+function featureSources(data: StudyOneData, trainF: Float32Array[][], restF: Float32Array[][], standardise: boolean, runDir: string): Record<SetName, ExampleSource> {
+  const nv = data.val.length, nt = data.test.length;
+  const norm = standardise ? featureNormalisation(trainF) : undefined;
+  if (norm) writeJsonAtomic(path.join(runDir, NORMALISATION_FILE), norm);
+  return {
+    train: new FeatureSource(trainF, data.train, norm),
+    val: new FeatureSource(restF.slice(0, nv), data.val, norm),
+    test: new FeatureSource(restF.slice(nv, nv + nt), data.test, norm),
+    medseg: new FeatureSource(restF.slice(nv + nt), data.medsegTest, norm),
+  };
+}
+
+/** The shortcut baseline: a logistic regression on non-anatomical cues, z-scored (lib/protocols/shortcut). */
+async function prepareShortcut(c: StudyOneConfig, profile: StudyProfile, data: StudyOneData, runDir: string, log: (m: string) => void): Promise<Prepared> {
+  const rest = [...data.val, ...data.test, ...data.medsegTest];
+  log(`shortcut cues of ${data.train.length + rest.length} images (size, framing, grey levels; no anatomy)`);
+  const trainF = (await shortcutCues(data.train, profile.inputSize)).map((v) => [v]);
+  const restF = (await shortcutCues(rest, profile.inputSize)).map((v) => [v]);
+  const model = shortcutModel(c.seed);
+  return { trainable: model, sources: featureSources(data, trainF, restF, true, runDir), dispose: () => model.dispose() };
+}
+
+async function prepareBackbone(c: StudyOneConfig, profile: StudyProfile, data: StudyOneData, modelName: ModelName, checksums: Record<string, string>, runDir: string, hooks: StudyOneHooks): Promise<Prepared> {
+  const log = hooks.log ?? (() => undefined);
+  const built = buildModel(modelName, { inputSize: profile.inputSize, seed: c.seed });
+  const pre = preprocessFor(profile.imagenet ? (c.model as ModelName) : modelName);
+  if (profile.imagenet) {
+    const w = await loadImagenetWeights(built.model, modelName, c.weightsRoot);
+    log(`ImageNet weights: ${w.loaded} tensors from ${w.dir}${w.verified ? " (checksum verified)" : " (checksum differs from the tested copy)"}`);
+  }
+  if (profile.strategy === "frozen-features") {
+    const extractor = featureExtractor(built, "pooled");
+    const key = { model: modelName, weightsSha256: checksums[`weights/${modelName}`] ?? "random", size: profile.inputSize };
+    const rest = [...data.val, ...data.test, ...data.medsegTest];
+    log(`frozen features: ${data.train.length + rest.length} images at ${profile.inputSize}² (cached after the first run)`);
+    const trainF = await computeFeatures(extractor, data.train, key, pre, { views: profile.trainViews, onProgress: hooks.onFeatures });
+    const restF = await computeFeatures(extractor, rest, key, pre, { views: 1, onProgress: hooks.onFeatures });
+    const head = headModel(built, "pooled");
+    return { trainable: head, sources: featureSources(data, trainF, restF, profile.standardiseFeatures, runDir), dispose: () => { head.dispose(); built.model.dispose(); } };
+  }
+  const aug = profile.augment;
+  return {
+    trainable: built.model,
+    sources: {
+      train: await ImageSource.create(data.train, profile.inputSize, pre, aug),
+      val: await ImageSource.create(data.val, profile.inputSize, pre, null),
+      test: await ImageSource.create(data.test, profile.inputSize, pre, null),
+      medseg: await ImageSource.create(data.medsegTest, profile.inputSize, pre, null),
+    },
+    dispose: () => built.model.dispose(),
+  };
+}
+
 async function trainAndEvaluate(
   c: StudyOneConfig,
   profile: StudyProfile,
@@ -344,50 +414,13 @@ async function trainAndEvaluate(
   await initBackend();
   const modelName = rec.modelBuilt;
   if (modelName !== c.model) log(`profile ${profile.name}: ${c.model} is replaced by ${modelName} (run directory and tables name ${modelName})`);
-  const built = buildModel(modelName, { inputSize: profile.inputSize, seed: c.seed });
-  const pre = preprocessFor(profile.imagenet ? c.model : modelName);
-  if (profile.imagenet) {
-    const w = await loadImagenetWeights(built.model, modelName, c.weightsRoot);
-    log(`ImageNet weights: ${w.loaded} tensors from ${w.dir}${w.verified ? " (checksum verified)" : " (checksum differs from the tested copy)"}`);
-  }
   writeManifest(runDir, makeManifest("study1", rec, checksums, c.seed, { examples: { train: data.train.length, val: data.val.length, test: data.test.length, medsegTest: data.medsegTest.length }, modelBuilt: modelName }));
-
-  const epochs = c.epochs ?? profile.epochs;
-  let trainable: tf.LayersModel;
-  let sources: Record<"train" | "val" | "test" | "medseg", ExampleSource>;
-  if (profile.strategy === "frozen-features") {
-    const extractor = featureExtractor(built, "pooled");
-    const key = { model: modelName, weightsSha256: checksums[`weights/${modelName}`] ?? "random", size: profile.inputSize };
-    const all = [...data.train, ...data.val, ...data.test, ...data.medsegTest];
-    log(`frozen features: ${all.length} images at ${profile.inputSize}² (cached after the first run)`);
-    const trainF = await computeFeatures(extractor, data.train, key, pre, { views: profile.trainViews, onProgress: hooks.onFeatures });
-    const restEx = [...data.val, ...data.test, ...data.medsegTest];
-    const restF = await computeFeatures(extractor, restEx, key, pre, { views: 1, onProgress: hooks.onFeatures });
-    const nv = data.val.length, nt = data.test.length;
-    const norm = profile.standardiseFeatures ? featureNormalisation(trainF) : undefined;
-    if (norm) writeJsonAtomic(path.join(runDir, NORMALISATION_FILE), norm);
-    sources = {
-      train: new FeatureSource(trainF, data.train, norm),
-      val: new FeatureSource(restF.slice(0, nv), data.val, norm),
-      test: new FeatureSource(restF.slice(nv, nv + nt), data.test, norm),
-      medseg: new FeatureSource(restF.slice(nv + nt), data.medsegTest, norm),
-    };
-    trainable = headModel(built, "pooled");
-  } else {
-    const aug = profile.augment;
-    sources = {
-      train: await ImageSource.create(data.train, profile.inputSize, pre, aug),
-      val: await ImageSource.create(data.val, profile.inputSize, pre, null),
-      test: await ImageSource.create(data.test, profile.inputSize, pre, null),
-      medseg: await ImageSource.create(data.medsegTest, profile.inputSize, pre, null),
-    };
-    trainable = built.model;
-  }
-
+  const prepared = modelName === SHORTCUT_MODEL ? await prepareShortcut(c, profile, data, runDir, log) : await prepareBackbone(c, profile, data, modelName, checksums, runDir, hooks);
+  const { trainable, sources } = prepared;
   const opt = tf.train.adam(profile.schedule.lr);
   try {
     const result = await trainClassifier(trainable, opt, sources.train, sources.val, {
-      epochs,
+      epochs: c.epochs ?? profile.epochs,
       batchSize: profile.batchSize,
       microBatch: profile.microBatch,
       schedule: profile.schedule,
@@ -411,8 +444,7 @@ async function trainAndEvaluate(
     return metrics;
   } finally {
     opt.dispose();
-    if (trainable !== built.model) trainable.dispose?.();
-    built.model.dispose();
+    prepared.dispose();
   }
 }
 
@@ -471,6 +503,7 @@ export async function loadRunModel(runDir: string, weightsRoot?: string): Promis
   const { loadModel } = await import("../training/checkpoint");
   const manifest = JSON.parse(fs.readFileSync(path.join(runDir, "manifest.json"), "utf8"));
   const cfg = manifest.config as ReturnType<typeof recordedConfig>;
+  if (cfg.model === SHORTCUT_MODEL) throw new Error(`${runDir} is a shortcut-baseline run: it has no image model to rebuild (its inputs are cue vectors).`);
   const profile = cfg.profile;
   const name: ModelName = manifest.extra?.modelBuilt ?? cfg.model;
   const built = buildModel(name, { inputSize: profile.inputSize, seed: cfg.seed });
@@ -494,5 +527,5 @@ export async function loadRunModel(runDir: string, weightsRoot?: string): Promis
     built.model.setWeights(saved.getWeights());
   }
   saved.dispose();
-  return { built, pre: preprocessFor(profile.imagenet ? cfg.model : name), profile };
+  return { built, pre: preprocessFor(profile.imagenet ? (cfg.model as ModelName) : name), profile };
 }
