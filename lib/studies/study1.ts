@@ -480,8 +480,8 @@ export interface StudyOneGrid {
   weightsRoot?: string;
 }
 
-/** Every cell of Table 5 (models × arms × seeds), reusing finished runs. */
-export async function runStudyOneGrid(g: StudyOneGrid, hooks: StudyOneHooks & { onRun?: (c: StudyOneConfig, i: number, n: number) => void } = {}): Promise<StudyOneResult[]> {
+/** Every cell of Table 5 (models × arms × seeds) as run configs: the one list the notebook, the CLI and a cluster see. */
+export function studyOneCells(g: StudyOneGrid): StudyOneConfig[] {
   const p = getProfile(g.profile);
   const models = g.models ?? STUDY1_MODELS;
   const arms = g.arms ?? POSITIVE_ARMS;
@@ -490,6 +490,19 @@ export async function runStudyOneGrid(g: StudyOneGrid, hooks: StudyOneHooks & { 
   for (const model of models) for (const positives of arms) for (const seed of seeds) {
     cells.push({ model, positives, profile: g.profile, seed, force: g.force, epochs: g.epochs, dataRoot: g.dataRoot, medsegRoot: g.medsegRoot, weightsRoot: g.weightsRoot });
   }
+  return cells;
+}
+
+/** Where a cell stands on disk: finished (metrics written), partial (started or interrupted), missing. */
+export function runState(c: StudyOneConfig): "finished" | "partial" | "missing" {
+  const dir = path.resolve(c.out ?? defaultRunDir(c));
+  if (fs.existsSync(path.join(dir, "metrics.json")) && readRunManifest(dir)) return "finished";
+  return fs.existsSync(dir) && fs.readdirSync(dir).length > 0 ? "partial" : "missing";
+}
+
+/** Every cell of Table 5, reusing finished runs. */
+export async function runStudyOneGrid(g: StudyOneGrid, hooks: StudyOneHooks & { onRun?: (c: StudyOneConfig, i: number, n: number) => void } = {}): Promise<StudyOneResult[]> {
+  const cells = studyOneCells(g);
   const out: StudyOneResult[] = [];
   for (let i = 0; i < cells.length; i++) {
     hooks.onRun?.(cells[i], i, cells.length);
