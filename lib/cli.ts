@@ -200,6 +200,7 @@ program
   .requiredOption("--model <name>", "densenet169 | resnet50 | shortcut (the non-anatomical cue baseline); also densenet121, resnet18, tiny-densenet, tiny-resnet under smoke")
   .requiredOption("--positives <arm>", "covid-ct-all | covid-ct-118 | original-ct")
   .option("--profile <name>", "paper | quick | smoke (see README, Profiles)", oneOf("--profile", PROFILES), "quick")
+  .option("--protocol <name>", "evaluation protocol: official (the release's split) | paper (original CTs: COVID-Seg + LUNA)", oneOf("--protocol", ["official", "paper"]), "official")
   .option("--seed <n>", "seed of shuffling, augmentation, subsets and initialisation (integer ≥ 0)", intArg("--seed", 0), 1)
   .option("--epochs <n>", "override the profile's epoch count (integer ≥ 1)", intArg("--epochs", 1, 100000))
   .option("--out <dir>", "run directory (default runs/study1/<profile>/<model>-<arm>-seed<n>)")
@@ -208,7 +209,7 @@ program
   .addOption(dataOption())
   .option("--weights <dir>", "pretrained weights root")
   .option("--json", "print metrics.json when done")
-  .action(async (o: { model: string; positives: string; profile: string; seed: number; epochs?: number; out?: string; resume?: boolean; force?: boolean; data?: string; weights?: string; json?: boolean }) => {
+  .action(async (o: { model: string; positives: string; profile: string; protocol: string; seed: number; epochs?: number; out?: string; resume?: boolean; force?: boolean; data?: string; weights?: string; json?: boolean }) => {
     const { runStudyOne } = await import("./studies/study1");
     const { isModelName } = await import("./models");
     if (!isModelName(o.model) && o.model !== "shortcut") throw new Error(`--model '${o.model}' is not a model; use densenet169 or resnet50 (or densenet121, resnet18, tiny-densenet, tiny-resnet, or shortcut: the non-anatomical cue baseline).`);
@@ -226,7 +227,7 @@ program
       process.exit(130);
     });
     const r = await runStudyOne(
-      { model: o.model, positives: o.positives as never, profile: o.profile as never, seed: o.seed, epochs: o.epochs, out: o.out, resume: o.resume, force: o.force, dataRoot: o.data, weightsRoot: o.weights },
+      { model: o.model, positives: o.positives as never, profile: o.profile as never, protocol: o.protocol as never, seed: o.seed, epochs: o.epochs, out: o.out, resume: o.resume, force: o.force, dataRoot: o.data, weightsRoot: o.weights },
       { log: (m) => bar.log(m), onStep: bar.onStep, onEpoch: bar.onEpoch, onFeatures: bar.onFeatures },
     );
     bar.stop();

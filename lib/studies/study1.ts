@@ -33,6 +33,9 @@ import { computeFeatures, Example, FeatureNormalisation, featureNormalisation, F
 export const NORMALISATION_FILE = "feature-normalisation.json";
 
 export const POSITIVE_ARMS = ["covid-ct-all", "covid-ct-118", "original-ct"] as const;
+/** Evaluation protocols: the release's split, or the paper's original-CT design (lib/protocols). */
+export const PROTOCOL_NAMES = ["official", "paper"] as const;
+export type ProtocolName = (typeof PROTOCOL_NAMES)[number];
 export type PositiveArm = (typeof POSITIVE_ARMS)[number];
 export const STUDY1_MODELS = ["densenet169", "resnet50"] as const;
 
@@ -45,6 +48,8 @@ export interface StudyOneConfig {
   model: StudyOneModel;
   positives: PositiveArm;
   profile: ProfileName;
+  /** Evaluation protocol (which images are in which split): "official" (default) or "paper". */
+  protocol?: ProtocolName;
   seed: number;
   /** Run directory; default runs/study1/<profile>/<model>-<arm>-seed<seed>. */
   out?: string;
@@ -129,9 +134,9 @@ export function studyOneData(arm: PositiveArm, seed: number, o: { dataRoot?: str
   };
 }
 
-/** runs/study1/<profile>/<built model>-<arm>-seed<N> (under smoke the tiny model names the run). */
-export function defaultRunDir(c: Pick<StudyOneConfig, "model" | "positives" | "profile" | "seed">): string {
-  return path.join(PROJECT_ROOT, "runs", "study1", c.profile, `${builtModelName(c, getProfile(c.profile))}-${c.positives}-seed${c.seed}`);
+/** runs/study1/<protocol>/<profile>/<built model>-<arm>-seed<N> (under smoke the tiny model names the run). */
+export function defaultRunDir(c: Pick<StudyOneConfig, "model" | "positives" | "profile" | "seed" | "protocol">): string {
+  return path.join(PROJECT_ROOT, "runs", "study1", c.protocol ?? "official", c.profile, `${builtModelName(c, getProfile(c.profile))}-${c.positives}-seed${c.seed}`);
 }
 
 /** Metrics of one set of predictions, as stored in metrics.json. */
@@ -231,6 +236,7 @@ export interface StudyOneHooks {
 function recordedConfig(c: StudyOneConfig, p: StudyProfile) {
   return {
     study: "study1",
+    protocol: c.protocol ?? "official",
     model: c.model,
     modelBuilt: builtModelName(c, p),
     positives: c.positives,
@@ -255,6 +261,9 @@ export function checkStudyOneConfig(c: StudyOneConfig): StudyProfile {
   if (!isModelName(c.model) && c.model !== SHORTCUT_MODEL) throw new Error(`Unknown model '${c.model}'. Use one of: ${[...MODEL_NAMES, SHORTCUT_MODEL].join(", ")}.`);
   if (!(POSITIVE_ARMS as readonly string[]).includes(c.positives)) throw new Error(`Unknown arm '${c.positives}'. Use one of: ${POSITIVE_ARMS.join(", ")}.`);
   const profile: StudyProfile = { ...getProfile(c.profile), ...(c.profileOverrides ?? {}) };
+  const protocol = c.protocol ?? "official";
+  if (!(PROTOCOL_NAMES as readonly string[]).includes(protocol)) throw new Error(`Unknown protocol '${protocol}'. Use one of: ${PROTOCOL_NAMES.join(", ")}.`);
+  if (protocol === "paper") throw new Error("The paper protocol (COVID-Seg + LUNA test design) is not available in this version yet; use --protocol official.");
   requireInteger("--seed", c.seed, 0);
   if (c.epochs !== undefined) requireInteger("--epochs", c.epochs, 1, 100000);
   return profile;
@@ -469,6 +478,7 @@ export function evaluateRun(runDir: string): StudyOneMetrics {
 
 export interface StudyOneGrid {
   profile: ProfileName;
+  protocol?: ProtocolName;
   models?: readonly ModelName[];
   arms?: readonly PositiveArm[];
   /** Default: the profile's seeds. */
@@ -488,7 +498,7 @@ export function studyOneCells(g: StudyOneGrid): StudyOneConfig[] {
   const seeds = g.seeds ?? p.seeds;
   const cells: StudyOneConfig[] = [];
   for (const model of models) for (const positives of arms) for (const seed of seeds) {
-    cells.push({ model, positives, profile: g.profile, seed, force: g.force, epochs: g.epochs, dataRoot: g.dataRoot, medsegRoot: g.medsegRoot, weightsRoot: g.weightsRoot });
+    cells.push({ model, positives, profile: g.profile, protocol: g.protocol ?? "official", seed, force: g.force, epochs: g.epochs, dataRoot: g.dataRoot, medsegRoot: g.medsegRoot, weightsRoot: g.weightsRoot });
   }
   return cells;
 }
