@@ -1,0 +1,84 @@
+/**
+ * Run directories: where a run may be written, and whether a directory is one of ours.
+ *
+ * A run directory is "ours" when it holds a manifest.json written by makeManifest (kind, createdAt,
+ * git). Nothing else is ever removed or overwritten: a mistyped --out must cost an error message,
+ * never a user's files.
+ */
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { PROJECT_ROOT } from "../config";
+
+/** A refused run directory; the message names the path, what is there and what to do. */
+export class RunDirError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "RunDirError";
+  }
+}
+
+export const MANIFEST_FILE = "manifest.json";
+export const METRICS_FILE = "metrics.json";
+export const LOCK_FILE = ".lock";
+
+/** The manifest of a run directory of ours, or null (absent, unreadable, or not ours). */
+export function readRunManifest(dir: string): { kind: string; config: unknown; checksums?: Record<string, string>; seed?: number; [k: string]: unknown } | null {
+  const f = path.join(dir, MANIFEST_FILE);
+  if (!fs.existsSync(f)) return null;
+  try {
+    const m = JSON.parse(fs.readFileSync(f, "utf8"));
+    if (m && typeof m.kind === "string" && typeof m.createdAt === "string" && m.git && typeof m.git === "object" && "config" in m) return m;
+  } catch {
+    /* not ours: an unparsable manifest is treated like a foreign file */
+  }
+  return null;
+}
+
+export function isOurRunDir(dir: string): boolean {
+  return readRunManifest(dir) !== null;
+}
+
+function isInside(child: string, parent: string): boolean {
+  const rel = path.relative(parent, child);
+  return rel === "" || (!rel.startsWith("..") && !path.isAbsolute(rel));
+}
+
+/** What a directory holds, for error messages ("12 entries: a.txt, b/, …"). */
+export function describeContents(dir: string, max = 5): string {
+  const entries = fs.readdirSync(dir, { withFileTypes: true });
+  const names = entries.slice(0, max).map((e) => (e.isDirectory() ? `${e.name}/` : e.name));
+  return `${entries.length} entr${entries.length === 1 ? "y" : "ies"}: ${names.join(", ")}${entries.length > max ? ", …" : ""}`;
+}
+
+/**
+ * Validate a requested run directory before anything is written. `raw` is the flag's text (an
+ * empty string is refused before path.resolve turns it into the working directory). `protect` are
+ * folders that must be neither the run directory, inside it, nor contain it (data roots).
+ * Returns the absolute path.
+ */
+export function checkRunDirPath(raw: string, opts: { flag?: string; protect?: readonly string[] } = {}): string {
+  const flag = opts.flag ?? "--out";
+  if (raw.trim() === "") throw new RunDirError(`${flag} is empty: give the directory the run should be written to (or leave ${flag} out for the default under runs/).`);
+  const dir = path.resolve(raw);
+  const refuse = (why: string) => new RunDirError(`${flag} ${raw} (${dir}) ${why}. Choose a new directory, e.g. ${flag} runs/my-run.`);
+  if (dir === path.parse(dir).root) throw refuse("is the filesystem root");
+  if (dir === os.homedir()) throw refuse("is your home directory");
+  if (isInside(PROJECT_ROOT, dir)) throw refuse(dir === PROJECT_ROOT ? "is the project root" : "contains the project");
+  for (const p of opts.protect ?? []) {
+    const abs = path.resolve(p);
+    if (isInside(abs, dir)) throw refuse(`contains the data root ${abs}`);
+    if (isInside(dir, abs)) throw refuse(`is inside the data root ${abs}`);
+  }
+  if (fs.existsSync(dir)) {
+    const st = fs.statSync(dir);
+    if (!st.isDirectory()) throw refuse("is a file, not a directory");
+  }
+  return dir;
+}
+
+/** True when dir does not exist, or exists and is empty apart from a lock file. */
+export function isEmptyDir(dir: string): boolean {
+  if (!fs.existsSync(dir)) return true;
+  return fs.readdirSync(dir).every((n) => n === LOCK_FILE);
+}
