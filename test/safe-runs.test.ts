@@ -154,6 +154,25 @@ describe("safe runs", function () {
       assert.ok(!fs.existsSync(path.join(dir, ".lock")), "lock released");
     });
 
+    it("a run that fails before its first checkpoint leaves no directory; Ctrl-C after one says how to resume", async () => {
+      const data = linkedCopyOfRealData();
+      const dir = path.join(data, "Images-processed", "CT_COVID");
+      for (const f of fs.readdirSync(dir)) { fs.rmSync(path.join(dir, f)); fs.writeFileSync(path.join(dir, f), ""); }
+      const out = path.join(tempDir("fails"), "run");
+      const r = cli(["train", ...SMOKE, "--data", data, "--out", out]);
+      refused(r, /Cannot decode image .*CT_COVID/);
+      assert.ok(!fs.existsSync(out), "no half-written run directory");
+      const kept = path.join(tempDir("sigint"), "run");
+      const { child, done } = cliAsync(["train", ...SMOKE, "--seed", "8", "--epochs", "60", "--out", kept]);
+      await waitFor(() => historyLength(kept) >= 1, "one epoch");
+      child.kill("SIGINT");
+      const c = await done;
+      assert.equal(c.code, 130);
+      assert.match(c.stderr, new RegExp(`keeps its last checkpoint. Continue with:\\n\\s+npx covid-ct train .*--out ${kept.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}.* --resume`));
+      assert.ok(fs.existsSync(path.join(kept, "checkpoints", "last", "state.json")));
+      assert.ok(!fs.existsSync(path.join(kept, ".lock")), "lock released");
+    });
+
     it("the run layer refuses the same paths in-process", () => {
       assert.throws(() => checkRunDirPath(""), RunDirError);
       assert.throws(() => checkRunDirPath(path.dirname(PROJECT_ROOT)), /contains the project/);
