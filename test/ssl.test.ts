@@ -6,7 +6,7 @@ import seedrandom from "seedrandom";
 import { initBackend } from "../lib/backend";
 import { imageDirRel, listImages } from "../lib/data/dataset";
 import { imagesToBatch, preprocessImage } from "../lib/data/preprocess";
-import { readWeights } from "../lib/models/weights";
+import { findWeightsDir, readWeights } from "../lib/models/weights";
 import { MOCO_V2_AUGMENT, MocoAugmentConfig, applyViews, drawViewParams, gaussianKernel1d, twoViews } from "../lib/ssl/augment";
 import {
   MocoConfig,
@@ -105,6 +105,7 @@ describe("CSSL: MoCo", function () {
       const names = st.query.trainableWeights.map((w) => w.originalName);
       const keyByName = new Map(st.key.weights.map((w) => [w.originalName, w]));
       const q0 = st.query.trainableWeights.map((w) => w.read().clone());
+      const keyBnMean0 = keyByName.get("bn_conv1/moving_mean")!.read().clone();
       const k0 = names.map((n) => keyByName.get(n)!.read().clone());
       const r = mocoStep(st, x, "momentum");
       assert.ok(Number.isFinite(r.loss) && r.accuracy >= 0 && r.accuracy <= 1 && r.step === 1);
@@ -117,7 +118,9 @@ describe("CSSL: MoCo", function () {
       });
       assert.ok(worst <= 1e-7, `key weights deviate from the momentum update by ${worst}`);
       assert.ok(queryMoved > 1e-4, `the query encoder was updated (max change ${queryMoved})`);
-      tf.dispose([...q0, ...k0]);
+      // Like MoCo's key encoder (train mode under no_grad): BN uses batch statistics and keeps its own moving ones.
+      assert.ok(maxAbsDiff(keyByName.get("bn_conv1/moving_mean")!.read().dataSync(), keyBnMean0.dataSync()) > 0, "key BN moving mean updated");
+      tf.dispose([...q0, ...k0, keyBnMean0]);
     } finally {
       x.dispose();
       disposeMoco(st);
@@ -212,6 +215,30 @@ describe("CSSL: MoCo", function () {
       assert.ok(evalLate.accuracy > evalEarly.accuracy, `fixed-set top-1 ${evalEarly.accuracy} → ${evalLate.accuracy}`);
     } finally {
       x.dispose();
+      disposeMoco(st);
+    }
+  });
+
+  it("starts from ImageNet weights (the paper's CSSL: ImageNet + MoCo), key = query, head seeded", async function () {
+    let dir: string;
+    try {
+      dir = findWeightsDir("densenet169");
+    } catch {
+      this.skip();
+    }
+    const st = await createMoco({ backbone: "densenet169", inputSize: 32, queueSize: 16, dim: 8, seed: 4 });
+    const { tensors } = readWeights(dir!, ["fc1000"]);
+    try {
+      const q = new Map(st.query.weights.map((w) => [w.originalName, w.read()]));
+      const k = new Map(st.key.weights.map((w) => [w.originalName, w.read()]));
+      for (const name of ["conv1/conv/kernel", "conv5_block32_2_conv/kernel", "bn/moving_variance"]) {
+        assert.equal(maxAbsDiff(q.get(name)!.dataSync(), tensors[name].dataSync()), 0, `query ${name} from the file`);
+        assert.equal(maxAbsDiff(k.get(name)!.dataSync(), tensors[name].dataSync()), 0, `key ${name} = query`);
+      }
+      assert.equal(maxAbsDiff(q.get("moco_fc/kernel")!.dataSync(), k.get("moco_fc/kernel")!.dataSync()), 0);
+      assert.deepEqual(q.get("moco_fc_hidden/kernel")!.shape, [1664, 1664], "MoCo v2 head: dim_mlp = pooled width");
+    } finally {
+      tf.dispose(Object.values(tensors));
       disposeMoco(st);
     }
   });
