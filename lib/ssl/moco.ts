@@ -35,6 +35,18 @@
  * query gradient (BN γ/β and biases included, as MoCo does) before tf.train.momentum's update
  * (accum ← 0.9·accum + g; w ← w − lr·accum, PyTorch's SGD with dampening 0). The reported loss is
  * InfoNCE alone, without the L2 term.
+ *
+ * Other differences from builder.py: K need not be a multiple of the batch (the queue wraps row by
+ * row); the projection head is Glorot-initialised and seeded (PyTorch: Kaiming-uniform); BN
+ * momentum defaults to PyTorch's (`bnMomentum` 0.9 in Keras terms). The learning-rate schedule
+ * (MoCo v2: cosine) is the caller's: pass `lr` per step. What to hand on for fine-tuning: MoCo's
+ * linear evaluation loads encoder_q; saveMoco writes both encoders in the tfjs layers format.
+ *
+ * Small-scale caveat, measured on the 2-core machine: with a tiny backbone, few images and a fast
+ * key encoder (m = 0.9), the step's positive-key accuracy climbs while instance discrimination on a
+ * fixed set (mocoEvaluate) does not: the only key computed by the current key encoder is the
+ * positive, so a quickly drifting key encoder is itself a shortcut. Keep m high (0.99–0.999) and
+ * judge progress with mocoEvaluate or the k-NN probe, not with the step accuracy alone.
  */
 import * as tf from "@tensorflow/tfjs";
 import * as fs from "fs";
@@ -165,6 +177,8 @@ export function resolveMocoConfig(c: Partial<MocoConfig> = {}): MocoConfig {
   };
   (["inputSize", "dim", "queueSize", "batchSize", "microBatch"] as const).forEach(positiveInt);
   if (!(cfg.momentum >= 0 && cfg.momentum <= 1)) throw new Error(`MoCo: momentum must be in [0, 1] (MoCo: 0.999), got ${cfg.momentum}`);
+  if (!(cfg.bnMomentum >= 0 && cfg.bnMomentum < 1)) throw new Error(`MoCo: bnMomentum must be in [0, 1) (PyTorch default = 0.9 here), got ${cfg.bnMomentum}`);
+  if (!Number.isInteger(cfg.mlpHidden) || cfg.mlpHidden < 0) throw new Error(`MoCo: mlpHidden must be an integer ≥ 0 (0 = pooled width), got ${cfg.mlpHidden}`);
   if (!(cfg.temperature > 0)) throw new Error(`MoCo: temperature must be > 0 (v2: 0.2, v1: 0.07), got ${cfg.temperature}`);
   if (!(cfg.lr > 0) || !(cfg.weightDecay >= 0) || !(cfg.sgdMomentum >= 0)) {
     throw new Error(`MoCo: lr must be > 0, weightDecay and sgdMomentum ≥ 0; got lr ${cfg.lr}, weightDecay ${cfg.weightDecay}, sgdMomentum ${cfg.sgdMomentum}`);
@@ -173,12 +187,12 @@ export function resolveMocoConfig(c: Partial<MocoConfig> = {}): MocoConfig {
 }
 
 /** Backbone (pooled features) + projection head as one layers model; the head is seeded. */
-async function buildEncoder(cfg: MocoConfig, seedOffset: number): Promise<tf.LayersModel> {
-  const built = buildModel(cfg.backbone, { includeHead: false, inputSize: cfg.inputSize, channels: 3, seed: cfg.seed + seedOffset, bnMomentum: cfg.bnMomentum });
+async function buildEncoder(cfg: MocoConfig): Promise<tf.LayersModel> {
+  const built = buildModel(cfg.backbone, { includeHead: false, inputSize: cfg.inputSize, channels: 3, seed: cfg.seed, bnMomentum: cfg.bnMomentum });
   if (cfg.init === "imagenet") await loadImagenetWeights(built.model, cfg.backbone, cfg.weightsRoot);
   const pooled = built.model.outputs[0];
   const width = pooled.shape[pooled.shape.length - 1] as number;
-  const init = (k: number) => tf.initializers.glorotUniform({ seed: cfg.seed + seedOffset + 200003 + k });
+  const init = (k: number) => tf.initializers.glorotUniform({ seed: cfg.seed + 200003 + k });
   let x: tf.SymbolicTensor = pooled;
   if (cfg.mlp) {
     x = tf.layers.dense({ units: cfg.mlpHidden || width, activation: "relu", kernelInitializer: init(0), name: MOCO_FC_HIDDEN }).apply(x) as tf.SymbolicTensor;
@@ -187,7 +201,7 @@ async function buildEncoder(cfg: MocoConfig, seedOffset: number): Promise<tf.Lay
   return tf.model({ inputs: built.model.inputs, outputs: x, name: "moco_encoder" });
 }
 
-/** Trainable weights as tf.Variables, keyed by their layer-scoped name ("conv1/conv/kernel"). */
+/** A model's (trainable or all) weights as tf.Variables, keyed by layer-scoped name ("conv1/conv/kernel"). */
 function namedVariables(model: tf.LayersModel, which: "trainable" | "all"): Map<string, tf.Variable> {
   const ws = which === "trainable" ? model.trainableWeights : model.weights;
   return new Map(ws.map((w) => [w.originalName, (w as unknown as { read(): tf.Variable }).read()]));
@@ -219,9 +233,9 @@ export function l2Normalize(x: tf.Tensor): tf.Tensor {
  */
 export async function createMoco(config: Partial<MocoConfig> = {}): Promise<MocoState> {
   const cfg = resolveMocoConfig(config);
-  const query = await buildEncoder(cfg, 0);
+  const query = await buildEncoder(cfg);
   // Key init = query init, as builder.py's param_k.data.copy_(param_q.data) (BN statistics included).
-  const key = await buildEncoder({ ...cfg, init: "random" }, 0);
+  const key = await buildEncoder({ ...cfg, init: "random" });
   key.setWeights(query.getWeights());
   key.trainable = false;
   const q0 = initialQueue(cfg);
@@ -295,8 +309,8 @@ export function infoNce(q: tf.Tensor2D, k: tf.Tensor2D, queue: tf.Tensor2D, temp
   });
 }
 
-/** Permutation of 0..n−1 from a seed (Fisher–Yates). */
-function seededPermutation(n: number, seed: string): number[] {
+/** The key shuffle of a step: a permutation of 0..n−1 from the step seed (Fisher–Yates). */
+export function keyShufflePermutation(n: number, seed: string): number[] {
   const rng = seedrandom(seed);
   const p = Array.from({ length: n }, (_, i) => i);
   for (let i = n - 1; i > 0; i--) {
@@ -314,7 +328,7 @@ function seededPermutation(n: number, seed: string): number[] {
 export function encodeKeys(state: MocoState, xk: tf.Tensor4D, seed: string): tf.Tensor2D {
   const n = xk.shape[0];
   const m = Math.min(state.config.microBatch, n);
-  const perm = state.config.shuffleKeys ? seededPermutation(n, `${seed}:shuffle`) : Array.from({ length: n }, (_, i) => i);
+  const perm = state.config.shuffleKeys ? keyShufflePermutation(n, `${seed}:shuffle`) : Array.from({ length: n }, (_, i) => i);
   const inverse = new Array<number>(n);
   perm.forEach((p, i) => (inverse[p] = i));
   return tf.tidy(() => {
