@@ -129,6 +129,29 @@ describe("CSSL: MoCo", function () {
     }
   });
 
+  it("weight decay joins the gradient as in torch SGD (first step: Δw = −lr·(g + wd·w)); the loss excludes it", async () => {
+    const x = randomImages(16, 40, 12);
+    const plain = await createMoco({ ...TINY, weightDecay: 0 });
+    const decayed = await createMoco({ ...TINY, weightDecay: 0.05 });
+    try {
+      const w0 = plain.query.trainableWeights.map((w) => w.read().dataSync().slice());
+      const a = mocoStep(plain, x, "wd");
+      const b = mocoStep(decayed, x, "wd");
+      assert.equal(a.loss, b.loss, "the reported loss is InfoNCE alone");
+      let worst = 0;
+      plain.query.trainableWeights.forEach((w, i) => {
+        const pa = w.read().dataSync();
+        const pb = decayed.query.trainableWeights[i].read().dataSync();
+        for (let j = 0; j < pa.length; j++) worst = Math.max(worst, Math.abs(pb[j] - pa[j] - -0.1 * 0.05 * w0[i][j]));
+      });
+      assert.ok(worst < 1e-6, `decayed − plain deviates from −lr·wd·w by ${worst}`);
+    } finally {
+      x.dispose();
+      disposeMoco(plain);
+      disposeMoco(decayed);
+    }
+  });
+
   it("encodes keys in BN groups of a shuffled batch and un-shuffles them back to their images", async () => {
     const st = await createMoco({ ...TINY, microBatch: 4 });
     const x = tf.tidy(() => tf.tile(randomImages(12, 32, 8), [1, 1, 1, 3]) as tf.Tensor4D);
