@@ -99,35 +99,37 @@ describe("CSSL: MoCo", function () {
     }
   });
 
-  it("the key encoder gets no gradient and follows k = m·k + (1 − m)·q after a step; the query learns", async () => {
-    const st = await createMoco({ ...TINY, momentum: 0.9 });
-    const x = randomImages(16, 40, 1);
-    try {
-      assert.equal(st.key.trainableWeights.length, 0, "key encoder is not trainable");
-      const names = st.query.trainableWeights.map((w) => w.originalName);
-      const keyByName = new Map(st.key.weights.map((w) => [w.originalName, w]));
-      const q0 = st.query.trainableWeights.map((w) => w.read().clone());
-      const keyBnMean0 = keyByName.get("bn_conv1/moving_mean")!.read().clone();
-      const k0 = names.map((n) => keyByName.get(n)!.read().clone());
-      const r = mocoStep(st, x, "momentum");
-      assert.ok(Number.isFinite(r.loss) && r.accuracy >= 0 && r.accuracy <= 1 && r.step === 1);
-      let worst = 0;
-      let queryMoved = 0;
-      names.forEach((n, i) => {
-        const expected = tf.tidy(() => tf.add(tf.mul(k0[i], 0.9), tf.mul(q0[i], 1 - 0.9)).dataSync());
-        worst = Math.max(worst, maxAbsDiff(keyByName.get(n)!.read().dataSync(), expected));
-        queryMoved = Math.max(queryMoved, maxAbsDiff(st.query.trainableWeights[i].read().dataSync(), q0[i].dataSync()));
-      });
-      assert.ok(worst <= 1e-7, `key weights deviate from the momentum update by ${worst}`);
-      assert.ok(queryMoved > 1e-4, `the query encoder was updated (max change ${queryMoved})`);
-      // Like MoCo's key encoder (train mode under no_grad): BN uses batch statistics and keeps its own moving ones.
-      assert.ok(maxAbsDiff(keyByName.get("bn_conv1/moving_mean")!.read().dataSync(), keyBnMean0.dataSync()) > 0, "key BN moving mean updated");
-      tf.dispose([...q0, ...k0, keyBnMean0]);
-    } finally {
-      x.dispose();
-      disposeMoco(st);
-    }
-  });
+  for (const [backbone, firstBn] of [["tiny-resnet", "bn_conv1/moving_mean"], ["tiny-densenet", "conv1/bn/moving_mean"]] as const) {
+    it(`${backbone}: the key encoder gets no gradient and follows k = m·k + (1 − m)·q after a step; the query learns`, async () => {
+      const st = await createMoco({ ...TINY, backbone, momentum: 0.9 });
+      const x = randomImages(16, 40, 1);
+      try {
+        assert.equal(st.key.trainableWeights.length, 0, "key encoder is not trainable");
+        const names = st.query.trainableWeights.map((w) => w.originalName);
+        const keyByName = new Map(st.key.weights.map((w) => [w.originalName, w]));
+        const q0 = st.query.trainableWeights.map((w) => w.read().clone());
+        const keyBnMean0 = keyByName.get(firstBn)!.read().clone();
+        const k0 = names.map((n) => keyByName.get(n)!.read().clone());
+        const r = mocoStep(st, x, "momentum");
+        assert.ok(Number.isFinite(r.loss) && r.accuracy >= 0 && r.accuracy <= 1 && r.step === 1);
+        let worst = 0;
+        let queryMoved = 0;
+        names.forEach((n, i) => {
+          const expected = tf.tidy(() => tf.add(tf.mul(k0[i], 0.9), tf.mul(q0[i], 1 - 0.9)).dataSync());
+          worst = Math.max(worst, maxAbsDiff(keyByName.get(n)!.read().dataSync(), expected));
+          queryMoved = Math.max(queryMoved, maxAbsDiff(st.query.trainableWeights[i].read().dataSync(), q0[i].dataSync()));
+        });
+        assert.ok(worst <= 1e-7, `key weights deviate from the momentum update by ${worst}`);
+        assert.ok(queryMoved > 1e-4, `the query encoder was updated (max change ${queryMoved})`);
+        // Like MoCo's key encoder (train mode under no_grad): BN uses batch statistics and keeps its own moving ones.
+        assert.ok(maxAbsDiff(keyByName.get(firstBn)!.read().dataSync(), keyBnMean0.dataSync()) > 0, "key BN moving mean updated");
+        tf.dispose([...q0, ...k0, keyBnMean0]);
+      } finally {
+        x.dispose();
+        disposeMoco(st);
+      }
+    });
+  }
 
   it("weight decay joins the gradient as in torch SGD (first step: Δw = −lr·(g + wd·w)); the loss excludes it", async () => {
     const x = randomImages(16, 40, 12);
