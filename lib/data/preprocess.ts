@@ -10,6 +10,7 @@
 import * as tf from "@tensorflow/tfjs";
 import sharp from "sharp";
 import { decodeRaw } from "./decode";
+import { Orientation, orientPixels } from "./orientation";
 
 export interface CropBox {
   top: number;
@@ -187,6 +188,12 @@ export interface PreprocessOptions {
   /** "fill" stretches to the square (default); "contain" pads with black to keep the aspect ratio. */
   fit?: "fill" | "contain";
   cropOptions?: ChestCropOptions;
+  /**
+   * Turn the source to the common orientation before the crop (default "identity"; the per-source
+   * value comes from sourceOrientation in lib/data/sources.ts). Identity leaves the cache key of
+   * earlier versions unchanged.
+   */
+  orientation?: Orientation;
 }
 
 export interface PreprocessedImage {
@@ -194,14 +201,22 @@ export interface PreprocessedImage {
   data: Uint8Array;
   size: number;
   channels: 1 | 3;
-  /** The crop that was applied; null when crop was off. */
+  /** The crop that was applied (in oriented pixels); null when crop was off. */
   crop: ChestCrop | null;
   source: { height: number; width: number };
   file: string;
 }
 
-export function normalisePreprocessOptions(o: PreprocessOptions = {}): Required<Omit<PreprocessOptions, "cropOptions">> & { cropOptions: Required<ChestCropOptions> } {
-  return { size: o.size ?? 224, crop: o.crop ?? true, channels: o.channels ?? 3, fit: o.fit ?? "fill", cropOptions: { ...CROP_DEFAULTS, ...(o.cropOptions ?? {}) } };
+export type NormalisedPreprocessOptions = Required<Omit<PreprocessOptions, "cropOptions" | "orientation">> & {
+  cropOptions: Required<ChestCropOptions>;
+  orientation?: Orientation;
+};
+
+/** Every knob with its default; `orientation` only when it is not the identity (stable cache keys). */
+export function normalisePreprocessOptions(o: PreprocessOptions = {}): NormalisedPreprocessOptions {
+  const n: NormalisedPreprocessOptions = { size: o.size ?? 224, crop: o.crop ?? true, channels: o.channels ?? 3, fit: o.fit ?? "fill", cropOptions: { ...CROP_DEFAULTS, ...(o.cropOptions ?? {}) } };
+  if (o.orientation && o.orientation !== "identity") n.orientation = o.orientation;
+  return n;
 }
 
 /** Crop + resize raw 8-bit pixels already in memory. */
@@ -214,6 +229,7 @@ export async function preprocessPixels(
   file = "<memory>",
 ): Promise<PreprocessedImage> {
   const o = normalisePreprocessOptions(options);
+  if (o.orientation) ({ data: pixels, height, width } = orientPixels(pixels, height, width, channels, o.orientation));
   let crop: ChestCrop | null = null;
   if (o.crop) {
     let gray: ArrayLike<number> = pixels;
