@@ -16,7 +16,7 @@
  */
 import * as fs from "fs";
 import * as path from "path";
-import { resolveCovidSegRoot, resolveDataRoot, resolveLunaRoot, resolveMedsegRoot } from "../config";
+import { PROJECT_ROOT, ResolvedRoot, resolveCovidSegRoot, resolveDataRoot, resolveLunaRoot, resolveMedsegRoot } from "../config";
 import { ImageClass, Split, isImageFile, openDataset } from "./dataset";
 import { patientMap } from "./metadata";
 import { Orientation } from "./orientation";
@@ -43,12 +43,15 @@ export interface SourceImage {
   officialSplit: Split | null;
 }
 
+/** Folder name of each source under data/ or ../shared/datasets/. */
+export const SOURCE_FOLDERS: Record<SourceName, string> = { "covid-ct": "covid-ct", "covid19-ct-seg": "covid19-ct-seg-slices", luna16: "luna16-slices", medseg: "medseg-covid19" };
+
 /** A source folder that is absent or lacks its layout. */
 export class SourceRootError extends Error {
   constructor(readonly source: SourceName, readonly dir: string, what: string, envName: string) {
     super(
       `${source} data not found: ${dir} ${what}. Set ${envName} to the folder (see README, "Data and weights"), ` +
-        `or place it at data/${path.basename(dir)} or ../shared/datasets/${path.basename(dir)}.`,
+        `or place it at data/${SOURCE_FOLDERS[source]} or ../shared/datasets/${SOURCE_FOLDERS[source]}.`,
     );
     this.name = "SourceRootError";
   }
@@ -145,4 +148,19 @@ export function sourceOrientation(source: SourceName, file = ""): Orientation {
       return p.volume.startsWith("coronacases") ? "rotate90ccw" : "transpose";
     }
   }
+}
+
+/** Root of a source's files (flag → env → data/… → ../shared/datasets/…), as lib/config.ts resolves it. */
+export function resolveSourceRoot(source: SourceName, flag?: string): ResolvedRoot {
+  switch (source) {
+    case "covid-ct": return resolveDataRoot(flag);
+    case "covid19-ct-seg": return resolveCovidSegRoot(flag);
+    case "luna16": return resolveLunaRoot(flag);
+    case "medseg": return resolveMedsegRoot(flag);
+  }
+}
+
+/** The committed SHA-256 manifest of a source (sha256sum format, paths relative to its root). */
+export function sourceManifestFile(source: SourceName): string {
+  return path.join(PROJECT_ROOT, "data", `${source}.sha256`);
 }
