@@ -45,9 +45,32 @@ export interface ChestCropOptions {
    * way down to the background keeps soft tissue (the body outline) in both window settings.
    */
   bodyLevel?: number;
+  /**
+   * Morphological opening of the body mask, radius in working-copy pixels (default 0: off). The
+   * LUNA slices show the scanner table as thin bright arcs touching the back; an opening detaches
+   * them so the crop frames the body alone, as in the tightly cropped Inf-Net slices.
+   */
+  openRadius?: number;
 }
 
-const CROP_DEFAULTS: Required<ChestCropOptions> = { workSide: 256, keepFraction: 0.25, margin: 0.02, minAreaFraction: 0.05, bodyLevel: 0.5 };
+const CROP_DEFAULTS: Required<ChestCropOptions> = { workSide: 256, keepFraction: 0.25, margin: 0.02, minAreaFraction: 0.05, bodyLevel: 0.5, openRadius: 0 };
+
+/** Square min (erode) or max (dilate) filter of radius r on a 0/1 mask, separable. */
+function morph(mask: Uint8Array, h: number, w: number, r: number, op: "erode" | "dilate"): Uint8Array {
+  const tmp = new Uint8Array(h * w), out = new Uint8Array(h * w);
+  const want = op === "erode" ? 0 : 1; // the value that wins inside the window
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
+    let v = 1 - want;
+    for (let d = -r; d <= r && v !== want; d++) { const xx = x + d; v = xx < 0 || xx >= w ? (op === "erode" ? 0 : v) : mask[y * w + xx] === want ? want : v; }
+    tmp[y * w + x] = v;
+  }
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
+    let v = 1 - want;
+    for (let d = -r; d <= r && v !== want; d++) { const yy = y + d; v = yy < 0 || yy >= h ? (op === "erode" ? 0 : v) : tmp[yy * w + x] === want ? want : v; }
+    out[y * w + x] = v;
+  }
+  return out;
+}
 
 /** Otsu's threshold of 8-bit values, returned in [0, 255]. */
 export function otsuThreshold(values: ArrayLike<number>): number {
@@ -143,7 +166,7 @@ function shrink(gray: ArrayLike<number>, height: number, width: number, side: nu
  * degenerate input: it falls back to the full frame and says why.
  */
 export function chestCropBox(gray: ArrayLike<number>, height: number, width: number, options: ChestCropOptions = {}): ChestCrop {
-  const o = { ...CROP_DEFAULTS, ...options };
+  const o = { ...CROP_DEFAULTS, ...options, openRadius: options.openRadius ?? 0 };
   const full: CropBox = { top: 0, left: 0, height, width };
   if (height < 8 || width < 8) return { box: full, hull: [], threshold: NaN, fallback: "tiny-image" };
   const { data, h, w, step } = shrink(gray, height, width, o.workSide);
@@ -151,8 +174,9 @@ export function chestCropBox(gray: ArrayLike<number>, height: number, width: num
   for (let i = 0; i < data.length; i++) { lo = Math.min(lo, data[i]); hi = Math.max(hi, data[i]); }
   if (hi - lo < 8) return { box: full, hull: [], threshold: NaN, fallback: "flat-image" };
   const t = lo + o.bodyLevel * (otsuThreshold(data) - lo);
-  const mask = new Uint8Array(h * w);
+  let mask = new Uint8Array(h * w);
   for (let i = 0; i < mask.length; i++) mask[i] = data[i] > t ? 1 : 0;
+  if (o.openRadius > 0) mask = morph(morph(mask, h, w, o.openRadius, "erode"), h, w, o.openRadius, "dilate");
   const { labels, areas } = connectedComponents(mask, h, w);
   const largest = Math.max(0, ...areas.slice(1));
   if (largest === 0) return { box: full, hull: [], threshold: t / 255, fallback: "no-foreground" };
@@ -208,13 +232,17 @@ export interface PreprocessedImage {
 }
 
 export type NormalisedPreprocessOptions = Required<Omit<PreprocessOptions, "cropOptions" | "orientation">> & {
-  cropOptions: Required<ChestCropOptions>;
+  cropOptions: Required<Omit<ChestCropOptions, "openRadius">> & { openRadius?: number };
   orientation?: Orientation;
 };
 
 /** Every knob with its default; `orientation` only when it is not the identity (stable cache keys). */
 export function normalisePreprocessOptions(o: PreprocessOptions = {}): NormalisedPreprocessOptions {
-  const n: NormalisedPreprocessOptions = { size: o.size ?? 224, crop: o.crop ?? true, channels: o.channels ?? 3, fit: o.fit ?? "fill", cropOptions: { ...CROP_DEFAULTS, ...(o.cropOptions ?? {}) } };
+  const cropOptions = { ...CROP_DEFAULTS, ...(o.cropOptions ?? {}) };
+  // Knobs at their "off" value stay out of the normalised options, so cache keys written before
+  // they existed still match (COVID-CT output is unchanged by them).
+  if (!cropOptions.openRadius) delete (cropOptions as ChestCropOptions).openRadius;
+  const n: NormalisedPreprocessOptions = { size: o.size ?? 224, crop: o.crop ?? true, channels: o.channels ?? 3, fit: o.fit ?? "fill", cropOptions };
   if (o.orientation && o.orientation !== "identity") n.orientation = o.orientation;
   return n;
 }

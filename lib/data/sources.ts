@@ -20,6 +20,7 @@ import { PROJECT_ROOT, ResolvedRoot, resolveCovidSegRoot, resolveDataRoot, resol
 import { ImageClass, Split, isImageFile, openDataset } from "./dataset";
 import { patientMap } from "./metadata";
 import { Orientation } from "./orientation";
+import { PreprocessOptions } from "./preprocess";
 
 export const SOURCES = ["covid-ct", "covid19-ct-seg", "luna16", "medseg"] as const;
 export type SourceName = (typeof SOURCES)[number];
@@ -163,4 +164,18 @@ export function resolveSourceRoot(source: SourceName, flag?: string): ResolvedRo
 /** The committed SHA-256 manifest of a source (sha256sum format, paths relative to its root). */
 export function sourceManifestFile(source: SourceName): string {
   return path.join(PROJECT_ROOT, "data", `${source}.sha256`);
+}
+
+/**
+ * The per-source part of preprocessing: the orientation transform, and for LUNA a 2-pixel opening
+ * of the body mask before the chest crop (it detaches the scanner table's arcs under the back, so
+ * LUNA slices come out framed like the tightly cropped Inf-Net slices: the body filling the frame).
+ * COVID-CT gets nothing: its preprocessing (and cache keys) are as before.
+ */
+export function sourcePreprocessing(source: SourceName, file = ""): Pick<PreprocessOptions, "orientation" | "cropOptions"> {
+  const orientation = sourceOrientation(source, file);
+  const out: Pick<PreprocessOptions, "orientation" | "cropOptions"> = {};
+  if (orientation !== "identity") out.orientation = orientation;
+  if (source === "luna16") out.cropOptions = { openRadius: 2 };
+  return out;
 }

@@ -2,7 +2,7 @@
  * Audit across sources (issue 8, point 4): near-duplicate images between every pair of sources,
  * and patient/volume leaks across the splits of a protocol.
  *
- * Images are compared after the source's orientation transform and the chest crop, so that a LUNA
+ * Images are compared after the source's orientation transform and chest crop (sourcePreprocessing), so that a LUNA
  * slice (upright, wide black margins) and the same slice cropped into a paper figure, or an Inf-Net
  * COVID-Seg slice (turned 90°) and a figure of the same Radiopaedia case, hash alike. The hash is
  * the audit's 64-bit pHash (sharp-phash of the decoded gray pixels, lib/audit.ts) of that view,
@@ -14,8 +14,8 @@ import { DiskCache, cacheKey, contentHash, mapLimit } from "../data/cache";
 import { ImageClass, Split } from "../data/dataset";
 import { decodeRaw } from "../data/decode";
 import { Orientation, orientPixels } from "../data/orientation";
-import { chestCropBox } from "../data/preprocess";
-import { SourceName, sourceOrientation } from "../data/sources";
+import { ChestCropOptions, chestCropBox } from "../data/preprocess";
+import { SourceName, sourceOrientation, sourcePreprocessing } from "../data/sources";
 
 /** Bump when the hashed view changes (orientation table, crop) so cached hashes are not reused. */
 export const VIEW_PHASH_VERSION = 1;
@@ -27,10 +27,10 @@ export interface HashableImage {
 }
 
 /** pHash (16 hex digits) of the image as every source is compared: oriented, then chest-cropped. */
-export async function viewPhash(file: string, orientation: Orientation): Promise<string> {
+export async function viewPhash(file: string, orientation: Orientation, cropOptions: ChestCropOptions = {}): Promise<string> {
   const raw = await decodeRaw(file, 1);
   const o = orientPixels(new Uint8Array(raw.data.buffer, raw.data.byteOffset, raw.data.byteLength), raw.height, raw.width, 1, orientation);
-  const box = chestCropBox(o.data, o.height, o.width).box;
+  const box = chestCropBox(o.data, o.height, o.width, cropOptions).box;
   const crop = new Uint8Array(box.width * box.height);
   for (let y = 0; y < box.height; y++) crop.set(o.data.subarray((box.top + y) * o.width + box.left, (box.top + y) * o.width + box.left + box.width), y * box.width);
   const bits = await phash(Buffer.from(crop.buffer, crop.byteOffset, crop.byteLength), { raw: { width: box.width, height: box.height, channels: 1 } });
@@ -56,10 +56,11 @@ export async function hashImages(images: readonly HashableImage[], opts: HashOpt
   await mapLimit(images, opts.concurrency ?? 4, async (img) => {
     try {
       const orientation = sourceOrientation(img.source, img.path);
-      const key = cacheKey("view-phash", VIEW_PHASH_VERSION, contentHash(img.path), orientation);
+      const crop = sourcePreprocessing(img.source, img.path).cropOptions;
+      const key = cacheKey("view-phash", VIEW_PHASH_VERSION, contentHash(img.path), orientation, ...(crop ? [crop] : []));
       let h = store?.get("view-phash", key)?.toString("utf8") ?? null;
       if (!h || !/^[0-9a-f]{16}$/.test(h)) {
-        h = await viewPhash(img.path, orientation);
+        h = await viewPhash(img.path, orientation, crop);
         store?.put("view-phash", key, h);
       }
       hashes.set(img.id, h);
