@@ -17,6 +17,7 @@ import {
   protocolLeaksOf, spreadIndices, writeProtocol,
 } from "../lib/protocols";
 import { studyOneData } from "../lib/studies/study1";
+import * as datasetReport from "../lib/reports/dataset";
 import { HAVE_REAL_DATA, REAL_ROOT, cleanupTempDirs, linkedCopyOfRealData, tempDir } from "./data-fixtures";
 
 const HAVE_SOURCES = HAVE_REAL_DATA && fs.existsSync(path.join(resolveCovidSegRoot().dir, "images")) && fs.existsSync(resolveLunaRoot().dir);
@@ -107,6 +108,14 @@ describe("protocols: paper (draw only, no audit)", function () {
     const other = await buildProtocol("paper", { dedupe: false, seed: 2 });
     assert.notEqual(other.hash, p.hash);
     assert.notDeepEqual(ids(other).filter((x) => x.startsWith("test/")), ids(p).filter((x) => x.startsWith("test/")));
+  });
+
+  it("notebook 01's Tables 2–4 put the paper's counts beside ours", function () {
+    const t = datasetReport.protocolTables(p)["text/plain"];
+    const row = (label: string) => t.split("\n").find((l) => l.startsWith(label))!.split(/\s{2,}/);
+    assert.deepEqual(row("Table 3 (test)   COVID     covid19-ct-seg").slice(3, 7), ["173", "4", "173", "4"]);
+    assert.deepEqual(row("Table 4 (val)    NonCOVID  luna16").slice(3, 7), ["48", "38", "48", "24"]);
+    assert.match(row("Table 3 (test)   NonCOVID  radiopaedia")[5], /absent here/);
   });
 
   it("protocol.json is written atomically and its hash follows the membership", function () {

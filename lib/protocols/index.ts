@@ -90,8 +90,8 @@ export interface Protocol {
   /** SHA-256 of the membership (see protocolHash). */
   hash: string;
   splits: ProtocolSplits;
-  /** Evaluation images taken out (near-duplicate of a training image), with why. */
-  removed: { id: string; reason: string }[];
+  /** Evaluation images taken out (near-duplicate of a training image), with why and from where. */
+  removed: { id: string; reason: string; split: Split; cls: ImageClass }[];
   /** Named positive training pools (paper: covid-ct-349, covid-ct-118, covid-seg-118): ids. */
   pools: Record<string, string[]>;
   /** What differs from the paper and what is left over. */
@@ -310,7 +310,7 @@ async function paperProtocol(o: ProtocolOptions): Promise<Protocol> {
             const d = hammingHex(h, hashes.get(t.id)!);
             if (d <= threshold && (!best || d < best.d)) best = { id: t.id, d };
           }
-          if (best) removed.push({ id: m.id, reason: `near-duplicate of training image ${best.id} (pHash distance ${best.d} ≤ ${threshold})` });
+          if (best) removed.push({ id: m.id, reason: `near-duplicate of training image ${best.id} (pHash distance ${best.d} ≤ ${threshold})`, split: s, cls: c });
           return !best;
         });
       }

@@ -8,7 +8,8 @@ import sharp from "sharp";
 import { AuditReport } from "../audit";
 import { CovidCtDataset, ImageClass } from "../data/dataset";
 import { DatasetStats } from "../data/stats";
-import { PAPER_DATASET, PAPER_SPLIT } from "../paper";
+import { PAPER_DATASET, PAPER_PROTOCOL_TABLES, PAPER_SPLIT } from "../paper";
+import { Protocol, protocolCounts } from "../protocols";
 import { Figure, tableBundle } from "../plots";
 
 type Row = (string | number | null)[];
@@ -174,4 +175,37 @@ export async function duplicatePairsGallery(a: AuditReport, ds: CovidCtDataset, 
     "text/html": `<table><thead><tr><th>image A</th><th>image B</th><th>pHash distance</th><th>kind</th></tr></thead><tbody>${rows.join("")}</tbody></table>`,
     "text/plain": pairs.map((d) => `d=${d.distance} ${d.a} <-> ${d.b} (${d.kind})`).join("\n"),
   };
+}
+
+/**
+ * (g) The paper's Tables 2–4 as our `paper` protocol builds them: images and patients per split,
+ * class and source, beside the paper's counts (lib/paper.ts), plus what was removed and why.
+ */
+export function protocolTables(p: Protocol) {
+  const c = protocolCounts(p);
+  const sources = ["covid-ct", "covid19-ct-seg", "luna16", "radiopaedia", "all"] as const;
+  const title = { train: "Table 2 (train)", val: "Table 4 (val)", test: "Table 3 (test)" } as const;
+  const rows: Row[] = [];
+  for (const split of ["train", "val", "test"] as const) {
+    for (const cls of ["covid", "noncovid"] as const) {
+      for (const src of sources) {
+        const paper = PAPER_PROTOCOL_TABLES.find((r) => r.split === split && r.cls === cls && r.source === src);
+        const ours = src === "all" ? { images: c[split][cls].images, patients: c[split][cls].patients } : src === "radiopaedia" ? null : c[split][cls].bySource[src];
+        if (!paper && !ours) continue;
+        const removed = p.removed.filter((r) => r.split === split && r.cls === cls && (src === "all" || r.id.startsWith(`${src}/`))).length;
+        rows.push([
+          title[split], cls === "covid" ? "COVID" : "NonCOVID", src === "all" ? "all sources" : src,
+          paper?.images ?? null, paper?.patients ?? null,
+          ours ? ours.images : src === "radiopaedia" ? "absent here" : 0, ours ? ours.patients : null,
+          split === "train" ? null : removed || null,
+        ]);
+      }
+    }
+  }
+  return tableBundle(["table", "class", "source", "paper images", "paper patients", "ours images", "ours patients", "removed (eval)"], rows, {
+    caption: `The paper's evaluation protocol (Tables 2–4) rebuilt by protocol '${p.name}' v${p.version}, seed ${p.seed}, hash ${p.hash.slice(0, 12)}`,
+    note:
+      `Patients: COVID-Seg volume, LUNA series, COVID-CT source paper + Patient ID. "removed" counts evaluation images of that source ` +
+      `taken out for a near-duplicate in training (all splits together: ${p.removed.length}). ${p.notes.join(" ")}`,
+  });
 }
