@@ -5,6 +5,7 @@
  * evaluation.
  */
 import { strict as assert } from "assert";
+import { execFileSync, spawnSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import sharp from "sharp";
@@ -14,7 +15,7 @@ import { imageDirRel } from "../lib/data/dataset";
 import { listCovidSeg, listLuna, parseCovidSegName } from "../lib/data/sources";
 import {
   PAPER_TARGETS, Protocol, allocateSlices, buildProtocol, covidSegUnit, crossSourcePairs, hashImages, protocolCounts, protocolHash,
-  protocolLeaksOf, spreadIndices, writeProtocol,
+  protocolExamples, protocolLeaksOf, spreadIndices, writeProtocol,
 } from "../lib/protocols";
 import { studyOneData } from "../lib/studies/study1";
 import * as datasetReport from "../lib/reports/dataset";
@@ -132,15 +133,36 @@ describe("protocols: paper (draw only, no audit)", function () {
 });
 
 describe("protocols: official", function () {
-  it("is the release's split with Study I's ids", async function () {
+  this.timeout(60_000);
+  before(function () {
     if (!HAVE_REAL_DATA) this.skip();
-    const p = await buildProtocol("official");
+  });
+  let p: Protocol;
+  it("is the release's split with Study I's ids", async function () {
+    p = await buildProtocol("official");
     const c = protocolCounts(p);
     assert.deepEqual([c.train.covid.images, c.val.covid.images, c.test.covid.images], [191, 60, 98]);
     assert.deepEqual([c.train.noncovid.images, c.val.noncovid.images, c.test.noncovid.images], [234, 58, 105]);
     const s1 = studyOneData("covid-ct-all", 1);
     assert.deepEqual(new Set(p.splits.test.covid.map((m) => m.id).concat(p.splits.test.noncovid.map((m) => m.id))), new Set(s1.test.map((e) => e.id)));
     await assert.rejects(buildProtocol("nope" as never), /Unknown protocol "nope": use one of official, paper/);
+    const ex = protocolExamples(p, "val");
+    assert.equal(ex.length, 118);
+    assert.deepEqual(new Set(ex.map((e) => e.label)), new Set([0, 1]));
+    assert.ok(ex.every((e) => e.source === "covid-ct" && fs.existsSync(e.path)));
+  });
+
+  it("`covid-ct protocol official --json` prints the membership; an unknown name fails naming the choices", function () {
+    const cli = path.join(__dirname, "..", "lib", "cli.js");
+    const out = JSON.parse(execFileSync(process.execPath, [cli, "protocol", "official", "--json"], { encoding: "utf8" }));
+    assert.equal(out.name, "official");
+    assert.match(out.hash, /^[0-9a-f]{64}$/);
+    assert.equal(out.splits.test.covid.length, 98);
+    assert.deepEqual(Object.keys(out.splits.train.noncovid[0]).sort(), ["id", "path", "patient", "source"]);
+    assert.deepEqual(out.removed, []);
+    const bad = spawnSync(process.execPath, [cli, "protocol", "nope"], { encoding: "utf8" });
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr, /protocol 'nope' is unknown; use one of official, paper/);
   });
 });
 

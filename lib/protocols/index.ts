@@ -42,6 +42,7 @@ import { DEFAULT_PHASH_THRESHOLD, hammingHex } from "../audit";
 import { resolveCovidSegRoot, resolveDataRoot, resolveLunaRoot } from "../config";
 import { ImageClass, Split } from "../data/dataset";
 import { SourceImage, SourceName, listCovidCt, listCovidSeg, listLuna } from "../data/sources";
+import type { Example } from "../studies/inputs";
 import { writeJsonAtomic } from "../util/fs";
 import { CrossSourcePair, HashOptions, ProtocolLeak, crossSourcePairs, hashImages, pairCounts, protocolLeaks } from "./audit";
 
@@ -378,4 +379,13 @@ export function writeProtocol(p: Protocol, file: string): string {
 /** Leaks of a protocol: patients (by source) in more than one split. */
 export function protocolLeaksOf(p: Protocol): ProtocolLeak[] {
   return protocolLeaks(p.splits);
+}
+
+/**
+ * A split of a protocol as Examples for the input pipelines (label 1 = COVID), each carrying its
+ * source so preprocessing applies that source's orientation and crop.
+ */
+export function protocolExamples(p: Protocol, split: Split, cls?: ImageClass): Example[] {
+  const classes: ImageClass[] = cls ? [cls] : ["covid", "noncovid"];
+  return classes.flatMap((c) => p.splits[split][c].map((m) => ({ id: m.id, path: m.path, label: (c === "covid" ? 1 : 0) as 0 | 1, source: m.source })));
 }
