@@ -9,10 +9,11 @@ import * as path from "path";
 import sharp from "sharp";
 import { resolveCovidSegRoot, resolveLunaRoot, resolveMedsegRoot } from "../lib/config";
 import { cacheKey } from "../lib/data/cache";
+import { readManifest, verifyData } from "../lib/data/checksums";
 import { decodeRaw } from "../lib/data/decode";
 import { normalisePreprocessOptions, preprocessImage } from "../lib/data/preprocess";
 import { orientPixels, uprightMeasure } from "../lib/data/orientation";
-import { SourceImage, SourceRootError, listCovidCt, listCovidSeg, listLuna, listMedsegSlices, parseCovidSegName, parseLunaName, sourceOrientation, sourcePreprocessing } from "../lib/data/sources";
+import { SourceImage, SourceRootError, listCovidCt, listCovidSeg, listLuna, listMedsegSlices, parseCovidSegName, parseLunaName, sourceManifestFile, sourceOrientation, sourcePreprocessing } from "../lib/data/sources";
 import { HAVE_REAL_DATA, cleanupTempDirs, requireRealData, tempDir } from "./data-fixtures";
 
 const HAVE_SOURCES = HAVE_REAL_DATA && fs.existsSync(path.join(resolveCovidSegRoot().dir, "images")) && fs.existsSync(resolveLunaRoot().dir) && fs.existsSync(path.join(resolveMedsegRoot().dir, "train", "images"));
@@ -80,6 +81,23 @@ describe("sources: readers", function () {
     assert.equal(cct.length, 746);
     assert.ok(cct.some((c) => c.id === "covid-ct/noncovid/0.jpg" && c.officialSplit !== null));
     assert.ok(cct.filter((c) => c.cls === "covid").every((c) => c.patient.includes("#"))); // source paper # patient id
+  });
+
+  it("the committed manifests verify the shared copies, and a changed slice is reported", async function () {
+    this.timeout(60_000);
+    const ok = await verifyData(resolveLunaRoot().dir, { manifest: sourceManifestFile("luna16") });
+    assert.deepEqual([ok.ok, ok.checked, ok.missing.length, ok.mismatched.length], [true, 250, 0, 0]);
+    const entries = readManifest(sourceManifestFile("covid19-ct-seg"));
+    assert.equal(entries.length, 3200); // images/ and pseudo-infection/
+    // A copy of two LUNA slices, one altered and one absent.
+    const root = tempDir("luna");
+    const two = readManifest(sourceManifestFile("luna16")).slice(0, 2);
+    fs.copyFileSync(path.join(resolveLunaRoot().dir, two[0].path), path.join(root, two[0].path));
+    fs.appendFileSync(path.join(root, two[0].path), "x");
+    const bad = await verifyData(root, { manifest: two });
+    assert.equal(bad.ok, false);
+    assert.deepEqual(bad.mismatched.map((m) => m.path), [two[0].path]);
+    assert.deepEqual(bad.missing, [two[1].path]);
   });
 
   it("a missing folder is an error naming it and the variable to set", function () {
