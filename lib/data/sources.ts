@@ -170,6 +170,9 @@ export function sourceManifestFile(source: SourceName): string {
  * The per-source part of preprocessing: the orientation transform, and for LUNA a 2-pixel opening
  * of the body mask before the chest crop (it detaches the scanner table's arcs under the back, so
  * LUNA slices come out framed like the tightly cropped Inf-Net slices: the body filling the frame).
+ * Measured on 30 slices per source, the body's box covers 100 % of the preprocessed frame for
+ * COVID-Seg and 99–100 % for LUNA, MedSeg and COVID-CT (uncropped LUNA: about 70 %); the opening
+ * adds little on average (LUNA 99.5 → 99.8 %) but removes the table arcs where they touch the body.
  * COVID-CT gets nothing: its preprocessing (and cache keys) are as before.
  */
 export function sourcePreprocessing(source: SourceName, file = ""): Pick<PreprocessOptions, "orientation" | "cropOptions"> {
