@@ -244,9 +244,12 @@ async function paperProtocol(o: ProtocolOptions): Promise<Protocol> {
 
   // Cross-source audit first: LUNA series already among the NonCOVID images belong to training.
   let crossSource: Protocol["crossSource"] = null;
+  let hashes = new Map<string, string>();
   if (o.dedupe !== false) {
     const all = [...cct, ...seg, ...luna];
-    const { hashes, unreadable } = await hashImages(all, o.hash);
+    const hashed = await hashImages(all, o.hash);
+    hashes = hashed.hashes;
+    const unreadable = hashed.unreadable;
     const pairs = crossSourcePairs(all, hashes, threshold);
     crossSource = { threshold, pairs, counts: pairCounts(pairs), unreadable };
   }
@@ -299,7 +302,6 @@ async function paperProtocol(o: ProtocolOptions): Promise<Protocol> {
   // Remove evaluation images with a near-duplicate anywhere in training.
   const removed: Protocol["removed"] = [];
   if (crossSource) {
-    const { hashes } = await hashImages([...splits.train.covid, ...splits.train.noncovid, ...splits.val.covid, ...splits.val.noncovid, ...splits.test.covid, ...splits.test.noncovid], o.hash);
     const train = [...splits.train.covid, ...splits.train.noncovid].filter((m) => hashes.has(m.id));
     for (const s of ["val", "test"] as Split[]) {
       for (const c of ["covid", "noncovid"] as ImageClass[]) {
