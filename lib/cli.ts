@@ -150,15 +150,23 @@ program
     if (o.source !== undefined && !isSourceName(o.source)) throw new Error(`--source '${o.source}' is not a source; use one of ${SOURCES.join(", ")}.`);
     const sources = o.source ? [o.source] : [...SOURCES];
     const reports: Record<string, Awaited<ReturnType<typeof verifyData>>> = {};
+    const absent: string[] = [];
     for (const src of sources) {
       const root = src === "covid-ct" ? resolveDataRoot(o.data) : resolveSourceRoot(src);
-      if (!fs.existsSync(root.dir)) throw new Error(`${src}: data root ${root.dir} does not exist; set ${src === "covid-ct" ? "--data / COVIDCT_DATA" : src === "luna16" ? "COVIDCT_LUNA" : src === "medseg" ? "COVIDCT_MEDSEG" : "COVIDCT_COVIDSEG"} to the folder (see README, "Data and weights").`);
+      const hint = `set ${src === "covid-ct" ? "--data / COVIDCT_DATA" : src === "luna16" ? "COVIDCT_LUNA" : src === "medseg" ? "COVIDCT_MEDSEG" : "COVIDCT_COVIDSEG"} to the folder (see README, "Data and weights")`;
+      if (!fs.existsSync(root.dir)) {
+        // The release itself, or a source asked for by name, must exist; the optional sources are reported as absent.
+        if (src === "covid-ct" || o.source) throw new Error(`${src}: data root ${root.dir} does not exist; ${hint}.`);
+        absent.push(`${src}: not present at ${root.dir} (skipped; ${hint})`);
+        continue;
+      }
       reports[src] = await verifyData(root.dir, src === "covid-ct" ? {} : { manifest: sourceManifestFile(src) });
     }
     // One source: its report as before; several: keyed by source.
-    const single = sources.length === 1 ? reports[sources[0]] : null;
-    print(!!o.json, single ?? reports, () => sources.map((src) => `${src}: ${describeVerify(reports[src])}`).join("\n"));
-    const bad = sources.filter((src) => !reports[src].ok);
+    const checked = Object.keys(reports);
+    const single = o.source ? reports[o.source] : null;
+    print(!!o.json, single ?? { ...reports, absent }, () => [...checked.map((src) => `${src}: ${describeVerify(reports[src])}`), ...absent].join("\n"));
+    const bad = checked.filter((src) => !reports[src].ok);
     if (bad.length > 0) {
       if (!o.json) for (const src of bad) process.stderr.write(`${src}: data root ${reports[src].root} does not match data/${src}.sha256: ${src === "covid-ct" ? `run 'npx covid-ct fetch-data --data ${reports[src].root} --force' or point --data / COVIDCT_DATA at a complete copy` : "point its environment variable at a complete copy"}.\n`);
       process.exitCode = 1;
