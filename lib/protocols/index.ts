@@ -32,6 +32,12 @@
  *   met in training already, so its unit is never drawn for val/test; likewise for LUNA series
  *   matched by a NonCOVID image (see above). Matches across classes steer nothing (checked by eye:
  *   NonCOVID 81%2.jpg ↔ coronacases_org_006 at distance 4 are different patients).
+ *   Measured at the default threshold 5 (protocol v1): 38 COVID-CT ↔ COVID-Seg pairs, mostly
+ *   kjr-21-e25-p1-6/-12 ↔ 30-odd slices of Radiopaedia case 10 (distance 2–5; by eye the same
+ *   lesions at matching levels: a published figure of that case), and 1 COVID-CT ↔ LUNA pair,
+ *   NonCOVID 996.png ↔ series …308183340111270052562662456038 (distance 5), which by eye are
+ *   different patients: none of the 397 NonCOVID images is one of our LUNA slices. Steering a series
+ *   into training on such a false match costs nothing; removals err on the side of a cleaner test.
  *   Removed: any val/test image with a near-duplicate (view pHash, lib/protocols/audit.ts) in the
  *   training set is taken out of evaluation and listed in `removed`.
  */
