@@ -34,7 +34,8 @@
  *   NonCOVID 81%2.jpg ↔ coronacases_org_006 at distance 4 are different patients).
  *   Measured at the default threshold 5 (protocol v1): 38 COVID-CT ↔ COVID-Seg pairs, mostly
  *   kjr-21-e25-p1-6/-12 ↔ 30-odd slices of Radiopaedia case 10 (distance 2–5; by eye the same
- *   lesions at matching levels: a published figure of that case), and 1 COVID-CT ↔ LUNA pair,
+ *   lesions at matching levels: a published figure of that case; bmj.m606-p4-22%5 ↔
+ *   coronacases_org_008 slice 8 at distance 5 is by eye a false match), and 1 COVID-CT ↔ LUNA pair,
  *   NonCOVID 996.png ↔ series …308183340111270052562662456038 (distance 5), which by eye are
  *   different patients: none of the 397 NonCOVID images is one of our LUNA slices. Steering a series
  *   into training on such a false match costs nothing; removals err on the side of a cleaner test.
