@@ -14,6 +14,7 @@ import { decodeRaw } from "../lib/data/decode";
 import { chestCropBox, normalisePreprocessOptions, preprocessImage } from "../lib/data/preprocess";
 import { orientPixels, uprightMeasure } from "../lib/data/orientation";
 import { SourceImage, SourceRootError, listCovidCt, listCovidSeg, listLuna, listMedsegSlices, parseCovidSegName, parseLunaName, sourceManifestFile, sourceOrientation, sourcePreprocessing } from "../lib/data/sources";
+import * as datasetReport from "../lib/reports/dataset";
 import { HAVE_REAL_DATA, cleanupTempDirs, requireRealData, tempDir } from "./data-fixtures";
 
 const HAVE_SOURCES = HAVE_REAL_DATA && fs.existsSync(path.join(resolveCovidSegRoot().dir, "images")) && fs.existsSync(resolveLunaRoot().dir) && fs.existsSync(path.join(resolveMedsegRoot().dir, "train", "images"));
@@ -178,6 +179,16 @@ describe("orientation: the spine at the bottom for every source", function () {
     }
     const raw = mean(await Promise.all(sets.luna16.slice(0, 10).map((x) => coverage(x, false))));
     assert.ok(raw < 0.85, `uncropped LUNA slices: body covers ${(raw * 100).toFixed(0)} % (expected wide margins)`);
+  });
+
+  it("notebook 01's orientation gallery shows Inf-Net slices not upright as stored and upright after", async function () {
+    const g = await datasetReport.orientationGallery([...sets["covid19-ct-seg coronacases"], ...sets.luna16], { perSource: 2, side: 64 });
+    const lines = g["text/plain"].split("\n");
+    assert.equal(lines.length, 4);
+    assert.ok(lines.filter((l) => l.startsWith("covid19-ct-seg/")).every((l) => /stored not upright .*after rotate90ccw upright/.test(l)), g["text/plain"]);
+    // LUNA is left as stored: the same measure before and after (about 9 in 10 LUNA slices pass it).
+    assert.ok(lines.filter((l) => l.startsWith("luna16/")).every((l) => /stored (not )?upright (\(.*\)); after identity (not )?upright \2$/.test(l)), g["text/plain"]);
+    assert.equal((g["text/html"].match(/<img /g) ?? []).length, 8);
   });
 
   it("preprocessing with the source's options yields an upright square crop", async function () {
