@@ -225,8 +225,8 @@ export async function orientationGallery(images: readonly SourceImage[], opts: {
   const side = opts.side ?? 112;
   const parts: string[] = [];
   const text: string[] = [];
-  const uri = async (data: Uint8Array, w: number, h: number) =>
-    `data:image/jpeg;base64,${(await sharp(Buffer.from(data), { raw: { width: w, height: h, channels: 1 } }).jpeg({ quality: 75 }).toBuffer()).toString("base64")}`;
+  const uri = async (data: Uint8Array, w: number, h: number, channels: 1 | 2 | 3 | 4 = 1) =>
+    `data:image/jpeg;base64,${(await sharp(Buffer.from(data), { raw: { width: w, height: h, channels } }).jpeg({ quality: 75 }).toBuffer()).toString("base64")}`;
   for (const source of [...new Set(images.map((i) => i.source))]) {
     const pool = images.filter((i) => i.source === source);
     const pick = Array.from({ length: Math.min(per, pool.length) }, (_, k) => pool[Math.floor(((k + 0.5) * pool.length) / Math.min(per, pool.length))]);
@@ -242,7 +242,7 @@ export async function orientationGallery(images: readonly SourceImage[], opts: {
       const after = uprightMeasure(raw2.data, raw2.height, raw2.width);
       const fig = (src: string, cap: string) => `<figure style="display:inline-block;margin:2px;text-align:center;vertical-align:top"><img src="${src}"/><figcaption style="font-size:10px">${esc(cap)}</figcaption></figure>`;
       cells.push(
-        fig(await uri(new Uint8Array(shown.data), shown.info.width, shown.info.height), `stored: ${asStored.upright ? "upright" : "not upright"}`) +
+        fig(await uri(new Uint8Array(shown.data), shown.info.width, shown.info.height, shown.info.channels as 1 | 3), `stored: ${asStored.upright ? "upright" : "not upright"}`) +
           fig(await uri(pre.data, side, side), `${o}: ${after.upright ? "upright" : "not upright"}`),
       );
       text.push(`${x.id}: stored ${asStored.upright ? "upright" : "not upright"} (aspect ${asStored.aspect.toFixed(2)}, bone y ${asStored.boneCentroidY.toFixed(2)}); after ${o} ${after.upright ? "upright" : "not upright"} (aspect ${after.aspect.toFixed(2)}, bone y ${after.boneCentroidY.toFixed(2)})`);
