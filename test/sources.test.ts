@@ -47,6 +47,10 @@ describe("orientation: pixel transforms", function () {
     assert.equal(cacheKey("preprocess", 1, "x", normalisePreprocessOptions({ size: 64, channels: 1, orientation: "identity", cropOptions: { openRadius: 0 } })), before);
     assert.notEqual(cacheKey("preprocess", 1, "x", normalisePreprocessOptions({ size: 64, channels: 1, orientation: "transpose" })), before);
     assert.deepEqual(sourcePreprocessing("covid-ct"), {});
+    // Exactly the options object of PREPROCESS_VERSION 1 before orientation existed: old cache entries still hit.
+    assert.deepEqual(normalisePreprocessOptions({ size: 64, channels: 1, orientation: "identity" }), {
+      size: 64, crop: true, channels: 1, fit: "fill", cropOptions: { workSide: 256, keepFraction: 0.25, margin: 0.02, minAreaFraction: 0.05, bodyLevel: 0.5 },
+    });
   });
 });
 
