@@ -112,7 +112,11 @@ program
   .description("print an evaluation protocol's membership (official | paper): which image is in which split and class")
   .argument("<name>", "official | paper")
   .addOption(dataOption())
-  .option("--seed <n>", "seed of the paper protocol's draws", (v) => parseInt(v, 10))
+  .option("--seed <n>", "seed of the paper protocol's draws (default 1)", (v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n)) throw new Error(`--seed must be an integer, got '${v}'`);
+    return n;
+  })
   .option("--out <file>", "also write the membership (protocol.json) to this file")
   .option("--json", "print the membership as JSON: name, hash, splits.<train|val|test>.<covid|noncovid>[{id, source, patient, path}], removed")
   .action(async (name: string, o: { data?: string; seed?: number; out?: string; json?: boolean }) => {
