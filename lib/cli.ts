@@ -85,10 +85,13 @@ program
     if (!Number.isInteger(n) || n < 0 || n > 64) throw new Error(`--threshold must be an integer 0–64, got '${v}'`);
     return n;
   })
-  .action(async (o: { data?: string; json?: boolean; threshold?: number }) => {
+  .option("--protocol <name>", "also audit a protocol (official | paper): patient leaks across its splits and near-duplicates between sources")
+  .action(async (o: { data?: string; json?: boolean; threshold?: number; protocol?: string }) => {
     const { auditDataset } = await import("./audit");
     const r = await auditDataset(resolveDataRoot(o.data).dir, { threshold: o.threshold });
-    const { hashes, ...rest } = r;
+    const { hashes, ...core } = r;
+    const protocol = o.protocol ? await auditProtocolSection(o.protocol, o.data, o.threshold) : undefined;
+    const rest = protocol ? { ...core, protocol: protocol.json } : core;
     print(!!o.json, rest, () =>
       [
         `root: ${r.root} (${r.images} images, pHash threshold ${r.threshold})`,
@@ -107,6 +110,7 @@ program
         `images without a patient identity (not checked for leaks): ${r.withoutPatient.length}`,
         `near-duplicate pairs: ${r.summary.duplicatePairs} (${Object.entries(r.summary.byKind).map(([k, v]) => `${k} ${v}`).join(", ")}; identical ${r.summary.identicalPairs})`,
         ...r.duplicates.map((d) => `  d=${d.distance} ${d.a} ↔ ${d.b} (${d.kind})`),
+        ...(protocol ? ["", protocol.text] : []),
       ].join("\n"),
     );
     // Findings (leaks, duplicates) are reported; broken data (unreadable files, a file in two splits,
@@ -117,17 +121,97 @@ program
     }
   });
 
+/** The `protocol` part of `audit --protocol`: leaks across its splits, cross-source near-duplicates, removals. */
+async function auditProtocolSection(name: string, data: string | undefined, threshold: number | undefined): Promise<{ json: unknown; text: string }> {
+  const { buildProtocol, isProtocolName, protocolLeaksOf, crossSourcePairs, hashImages, pairCounts, PROTOCOL_NAMES } = await import("./protocols");
+  const { listCovidCt, listCovidSeg, listLuna, listMedsegSlices } = await import("./data/sources");
+  if (!isProtocolName(name)) throw new Error(`--protocol '${name}' is not a protocol; use one of ${PROTOCOL_NAMES.join(", ")}.`);
+  const p = await buildProtocol(name, { dataRoot: data, threshold });
+  const leaks = protocolLeaksOf(p);
+  // Every pair of sources, whether or not the protocol uses them (MedSeg too).
+  const all = [...(await listCovidCt(resolveDataRoot(data).dir)), ...listCovidSeg(), ...listLuna(), ...listMedsegSlices("train"), ...listMedsegSlices("test")];
+  const { hashes, unreadable } = await hashImages(all);
+  const pairs = crossSourcePairs(all, hashes, threshold);
+  const counts = pairCounts(pairs);
+  const json = { name: p.name, hash: p.hash, leaks, crossSourceDuplicates: { threshold: threshold ?? null, counts, pairs, unreadable }, removed: p.removed };
+  const text = [
+    `protocol ${p.name} (hash ${p.hash.slice(0, 12)})`,
+    `patient/volume leaks across its splits: ${leaks.length}`,
+    ...leaks.slice(0, 20).map((l) => `  ${l.patient}: ${l.splits.join(", ")}`),
+    `cross-source near-duplicate pairs: ${pairs.length} (${Object.entries(counts).map(([k, v]) => `${k} ${v}`).join(", ") || "none"})`,
+    ...pairs.slice(0, 20).map((d) => `  d=${d.distance} ${d.a} ↔ ${d.b}`),
+    `removed from evaluation: ${p.removed.length}`,
+    ...p.removed.map((x) => `  ${x.id}: ${x.reason}`),
+  ].join("\n");
+  return { json, text };
+}
+
+program
+  .command("protocol")
+  .description("print an evaluation protocol's membership (official | paper): which image is in which split and class")
+  .argument("<name>", "official | paper")
+  .addOption(dataOption())
+  .option("--seed <n>", "seed of the paper protocol's draws (default 1)", (v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n)) throw new Error(`--seed must be an integer, got '${v}'`);
+    return n;
+  })
+  .option("--out <file>", "also write the membership (protocol.json) to this file")
+  .option("--json", "print the membership as JSON: name, hash, splits.<train|val|test>.<covid|noncovid>[{id, source, patient, path}], removed")
+  .action(async (name: string, o: { data?: string; seed?: number; out?: string; json?: boolean }) => {
+    const { buildProtocol, isProtocolName, protocolCounts, protocolJson, writeProtocol, PROTOCOL_NAMES } = await import("./protocols");
+    if (!isProtocolName(name)) throw new Error(`protocol '${name}' is unknown; use one of ${PROTOCOL_NAMES.join(", ")}.`);
+    const p = await buildProtocol(name, { dataRoot: o.data, seed: o.seed });
+    if (o.out) process.stderr.write(`wrote ${writeProtocol(p, o.out)}\n`);
+    const c = protocolCounts(p);
+    print(!!o.json, protocolJson(p), () => {
+      const rows = (["train", "val", "test"] as const).flatMap((s) =>
+        (["covid", "noncovid"] as const).flatMap((k) =>
+          Object.entries(c[s][k].bySource).map(([src, v]) => `  ${s.padEnd(5)} ${k.padEnd(8)} ${src.padEnd(15)} ${String(v!.images).padStart(6)} ${String(v!.patients).padStart(8)}`),
+        ),
+      );
+      return [
+        `protocol ${p.name} v${p.version} seed ${p.seed}  hash ${p.hash}`,
+        `  split class    source          images patients`,
+        ...rows,
+        `removed from evaluation: ${p.removed.length}`,
+        ...p.removed.map((x) => `  ${x.id}: ${x.reason}`),
+        ...p.notes.map((n) => `note: ${n}`),
+      ].join("\n");
+    });
+  });
+
 program
   .command("verify-data")
   .description("check every file of the data root against the committed SHA-256 manifest (data/covid-ct.sha256)")
   .addOption(dataOption())
   .option("--json", "print the report as JSON")
-  .action(async (o: { data?: string; json?: boolean }) => {
+  .option("--source <name>", "check one source only: covid-ct | covid19-ct-seg | luna16 | medseg (default: every source, data/<source>.sha256)")
+  .action(async (o: { data?: string; json?: boolean; source?: string }) => {
     const { verifyData, describeVerify } = await import("./data/checksums");
-    const r = await verifyData(resolveDataRoot(o.data).dir);
-    print(!!o.json, r, () => describeVerify(r));
-    if (!r.ok) {
-      if (!o.json) process.stderr.write(`Data root ${r.root} does not match the manifest: run 'npx covid-ct fetch-data --data ${r.root} --force' or point --data / COVIDCT_DATA at a complete copy.\n`);
+    const { SOURCES, isSourceName, resolveSourceRoot, sourceManifestFile } = await import("./data/sources");
+    if (o.source !== undefined && !isSourceName(o.source)) throw new Error(`--source '${o.source}' is not a source; use one of ${SOURCES.join(", ")}.`);
+    const sources = o.source ? [o.source] : [...SOURCES];
+    const reports: Record<string, Awaited<ReturnType<typeof verifyData>>> = {};
+    const absent: string[] = [];
+    for (const src of sources) {
+      const root = src === "covid-ct" ? resolveDataRoot(o.data) : resolveSourceRoot(src);
+      const hint = `set ${src === "covid-ct" ? "--data / COVIDCT_DATA" : src === "luna16" ? "COVIDCT_LUNA" : src === "medseg" ? "COVIDCT_MEDSEG" : "COVIDCT_COVIDSEG"} to the folder (see README, "Data and weights")`;
+      if (!fs.existsSync(root.dir)) {
+        // The release itself, or a source asked for by name, must exist; the optional sources are reported as absent.
+        if (src === "covid-ct" || o.source) throw new Error(`${src}: data root ${root.dir} does not exist; ${hint}.`);
+        absent.push(`${src}: not present at ${root.dir} (skipped; ${hint})`);
+        continue;
+      }
+      reports[src] = await verifyData(root.dir, src === "covid-ct" ? {} : { manifest: sourceManifestFile(src) });
+    }
+    // One source: its report as before; several: keyed by source.
+    const checked = Object.keys(reports);
+    const single = o.source ? reports[o.source] : null;
+    print(!!o.json, single ?? { ...reports, absent }, () => [...checked.map((src) => `${src}: ${describeVerify(reports[src])}`), ...absent].join("\n"));
+    const bad = checked.filter((src) => !reports[src].ok);
+    if (bad.length > 0) {
+      if (!o.json) for (const src of bad) process.stderr.write(`${src}: data root ${reports[src].root} does not match data/${src}.sha256: ${src === "covid-ct" ? `run 'npx covid-ct fetch-data --data ${reports[src].root} --force' or point --data / COVIDCT_DATA at a complete copy` : "point its environment variable at a complete copy"}.\n`);
       process.exitCode = 1;
     }
   });

@@ -46,6 +46,16 @@ export function resolveMedsegRoot(flag?: string): ResolvedRoot {
   return resolveRoot(flag, "COVIDCT_MEDSEG", path.join("data", "medseg-covid19"), path.join("datasets", "medseg-covid19"));
 }
 
+/** The paper's COVID-Seg: slices of the 20 COVID-19-CT-Seg volumes (images/, pseudo-infection/). */
+export function resolveCovidSegRoot(flag?: string): ResolvedRoot {
+  return resolveRoot(flag, "COVIDCT_COVIDSEG", path.join("data", "covid19-ct-seg-slices"), path.join("datasets", "covid19-ct-seg-slices"));
+}
+
+/** LUNA16 slices, 2 per series (`<series UID>.mhd_<z>.png`). */
+export function resolveLunaRoot(flag?: string): ResolvedRoot {
+  return resolveRoot(flag, "COVIDCT_LUNA", path.join("data", "luna16-slices"), path.join("datasets", "luna16-slices"));
+}
+
 /* Pretrained weights are located per weight set by models/weights.ts weightsSearchPath. */
 
 /** Cache for preprocessed images and features (safe to delete). */

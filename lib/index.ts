@@ -17,3 +17,6 @@ export * as profiles from "./training/profiles";
 export { notebookProgress, cliProgress } from "./training/progress";
 export * from "./gradcam";
 export * as ssl from "./ssl";
+export * as protocols from "./protocols";
+export * from "./data/sources";
+export * from "./data/orientation";

@@ -46,3 +46,35 @@ export const PAPER_ARM_NAMES: Record<string, string> = {
   "covid-ct-all": "COVID-CT-349",
   "covid-ct-118": "COVID-CT-118",
 };
+
+/**
+ * Tables 2–4 (the paper's evaluation protocol on original CTs): images (and patients where the
+ * paper gives them) per split, class and source. null: not stated. The Radiopaedia negatives do
+ * not exist in our data; the rest of the 463 training negatives beyond COVID-CT's 397 and LUNA's
+ * 36 are not itemised here.
+ */
+export interface PaperProtocolRow {
+  split: "train" | "val" | "test";
+  cls: "covid" | "noncovid";
+  /** Our source name, or "radiopaedia" (absent here) / "all" (the paper's total of the class). */
+  source: "covid-ct" | "covid19-ct-seg" | "luna16" | "radiopaedia" | "all";
+  images: number;
+  patients: number | null;
+}
+
+export const PAPER_PROTOCOL_TABLES: readonly PaperProtocolRow[] = [
+  // Table 2: training set. Positives: COVID-CT-349 and COVID-Seg (118 slices of 12 volumes) = 467.
+  { split: "train", cls: "covid", source: "covid-ct", images: 349, patients: 216 },
+  { split: "train", cls: "covid", source: "covid19-ct-seg", images: 118, patients: 12 },
+  { split: "train", cls: "covid", source: "all", images: 467, patients: null },
+  { split: "train", cls: "noncovid", source: "luna16", images: 36, patients: null },
+  { split: "train", cls: "noncovid", source: "all", images: 463, patients: null },
+  // Table 4: validation set.
+  { split: "val", cls: "covid", source: "covid19-ct-seg", images: 88, patients: 4 },
+  { split: "val", cls: "noncovid", source: "luna16", images: 48, patients: 38 },
+  { split: "val", cls: "noncovid", source: "radiopaedia", images: 16, patients: null },
+  // Table 3: test set.
+  { split: "test", cls: "covid", source: "covid19-ct-seg", images: 173, patients: 4 },
+  { split: "test", cls: "noncovid", source: "luna16", images: 164, patients: 19 },
+  { split: "test", cls: "noncovid", source: "radiopaedia", images: 4, patients: null },
+];

@@ -10,6 +10,7 @@
 import * as tf from "@tensorflow/tfjs";
 import sharp from "sharp";
 import { decodeRaw } from "./decode";
+import { Orientation, orientPixels } from "./orientation";
 
 export interface CropBox {
   top: number;
@@ -44,9 +45,32 @@ export interface ChestCropOptions {
    * way down to the background keeps soft tissue (the body outline) in both window settings.
    */
   bodyLevel?: number;
+  /**
+   * Morphological opening of the body mask, radius in working-copy pixels (default 0: off). The
+   * LUNA slices show the scanner table as thin bright arcs touching the back; an opening detaches
+   * them so the crop frames the body alone, as in the tightly cropped Inf-Net slices.
+   */
+  openRadius?: number;
 }
 
-const CROP_DEFAULTS: Required<ChestCropOptions> = { workSide: 256, keepFraction: 0.25, margin: 0.02, minAreaFraction: 0.05, bodyLevel: 0.5 };
+const CROP_DEFAULTS: Required<ChestCropOptions> = { workSide: 256, keepFraction: 0.25, margin: 0.02, minAreaFraction: 0.05, bodyLevel: 0.5, openRadius: 0 };
+
+/** Square min (erode) or max (dilate) filter of radius r on a 0/1 mask, separable. */
+function morph(mask: Uint8Array, h: number, w: number, r: number, op: "erode" | "dilate"): Uint8Array {
+  const tmp = new Uint8Array(h * w), out = new Uint8Array(h * w);
+  const want = op === "erode" ? 0 : 1; // the value that wins inside the window
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
+    let v = 1 - want;
+    for (let d = -r; d <= r && v !== want; d++) { const xx = x + d; v = xx < 0 || xx >= w ? (op === "erode" ? 0 : v) : mask[y * w + xx] === want ? want : v; }
+    tmp[y * w + x] = v;
+  }
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
+    let v = 1 - want;
+    for (let d = -r; d <= r && v !== want; d++) { const yy = y + d; v = yy < 0 || yy >= h ? (op === "erode" ? 0 : v) : tmp[yy * w + x] === want ? want : v; }
+    out[y * w + x] = v;
+  }
+  return out;
+}
 
 /** Otsu's threshold of 8-bit values, returned in [0, 255]. */
 export function otsuThreshold(values: ArrayLike<number>): number {
@@ -142,7 +166,7 @@ function shrink(gray: ArrayLike<number>, height: number, width: number, side: nu
  * degenerate input: it falls back to the full frame and says why.
  */
 export function chestCropBox(gray: ArrayLike<number>, height: number, width: number, options: ChestCropOptions = {}): ChestCrop {
-  const o = { ...CROP_DEFAULTS, ...options };
+  const o = { ...CROP_DEFAULTS, ...options, openRadius: options.openRadius ?? 0 };
   const full: CropBox = { top: 0, left: 0, height, width };
   if (height < 8 || width < 8) return { box: full, hull: [], threshold: NaN, fallback: "tiny-image" };
   const { data, h, w, step } = shrink(gray, height, width, o.workSide);
@@ -150,8 +174,9 @@ export function chestCropBox(gray: ArrayLike<number>, height: number, width: num
   for (let i = 0; i < data.length; i++) { lo = Math.min(lo, data[i]); hi = Math.max(hi, data[i]); }
   if (hi - lo < 8) return { box: full, hull: [], threshold: NaN, fallback: "flat-image" };
   const t = lo + o.bodyLevel * (otsuThreshold(data) - lo);
-  const mask = new Uint8Array(h * w);
+  let mask = new Uint8Array(h * w);
   for (let i = 0; i < mask.length; i++) mask[i] = data[i] > t ? 1 : 0;
+  if (o.openRadius > 0) mask = morph(morph(mask, h, w, o.openRadius, "erode"), h, w, o.openRadius, "dilate");
   const { labels, areas } = connectedComponents(mask, h, w);
   const largest = Math.max(0, ...areas.slice(1));
   if (largest === 0) return { box: full, hull: [], threshold: t / 255, fallback: "no-foreground" };
@@ -187,6 +212,12 @@ export interface PreprocessOptions {
   /** "fill" stretches to the square (default); "contain" pads with black to keep the aspect ratio. */
   fit?: "fill" | "contain";
   cropOptions?: ChestCropOptions;
+  /**
+   * Turn the source to the common orientation before the crop (default "identity"; the per-source
+   * value comes from sourceOrientation in lib/data/sources.ts). Identity leaves the cache key of
+   * earlier versions unchanged.
+   */
+  orientation?: Orientation;
 }
 
 export interface PreprocessedImage {
@@ -194,14 +225,26 @@ export interface PreprocessedImage {
   data: Uint8Array;
   size: number;
   channels: 1 | 3;
-  /** The crop that was applied; null when crop was off. */
+  /** The crop that was applied (in oriented pixels); null when crop was off. */
   crop: ChestCrop | null;
   source: { height: number; width: number };
   file: string;
 }
 
-export function normalisePreprocessOptions(o: PreprocessOptions = {}): Required<Omit<PreprocessOptions, "cropOptions">> & { cropOptions: Required<ChestCropOptions> } {
-  return { size: o.size ?? 224, crop: o.crop ?? true, channels: o.channels ?? 3, fit: o.fit ?? "fill", cropOptions: { ...CROP_DEFAULTS, ...(o.cropOptions ?? {}) } };
+export type NormalisedPreprocessOptions = Required<Omit<PreprocessOptions, "cropOptions" | "orientation">> & {
+  cropOptions: Required<Omit<ChestCropOptions, "openRadius">> & { openRadius?: number };
+  orientation?: Orientation;
+};
+
+/** Every knob with its default; `orientation` only when it is not the identity (stable cache keys). */
+export function normalisePreprocessOptions(o: PreprocessOptions = {}): NormalisedPreprocessOptions {
+  const cropOptions = { ...CROP_DEFAULTS, ...(o.cropOptions ?? {}) };
+  // Knobs at their "off" value stay out of the normalised options, so cache keys written before
+  // they existed still match (COVID-CT output is unchanged by them).
+  if (!cropOptions.openRadius) delete (cropOptions as ChestCropOptions).openRadius;
+  const n: NormalisedPreprocessOptions = { size: o.size ?? 224, crop: o.crop ?? true, channels: o.channels ?? 3, fit: o.fit ?? "fill", cropOptions };
+  if (o.orientation && o.orientation !== "identity") n.orientation = o.orientation;
+  return n;
 }
 
 /** Crop + resize raw 8-bit pixels already in memory. */
@@ -214,6 +257,7 @@ export async function preprocessPixels(
   file = "<memory>",
 ): Promise<PreprocessedImage> {
   const o = normalisePreprocessOptions(options);
+  if (o.orientation) ({ data: pixels, height, width } = orientPixels(pixels, height, width, channels, o.orientation));
   let crop: ChestCrop | null = null;
   if (o.crop) {
     let gray: ArrayLike<number> = pixels;

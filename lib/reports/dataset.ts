@@ -10,7 +10,12 @@ import sharp from "sharp";
 import { AuditReport } from "../audit";
 import { CovidCtDataset, ImageClass } from "../data/dataset";
 import { DatasetStats } from "../data/stats";
-import { PAPER_DATASET, PAPER_SPLIT } from "../paper";
+import { PAPER_DATASET, PAPER_PROTOCOL_TABLES, PAPER_SPLIT } from "../paper";
+import { Protocol, protocolCounts } from "../protocols";
+import { decodeRaw } from "../data/decode";
+import { orientPixels, uprightMeasure } from "../data/orientation";
+import { preprocessImage } from "../data/preprocess";
+import { SourceImage, sourceOrientation, sourcePreprocessing } from "../data/sources";
 import { Figure, tableBundle } from "../plots";
 
 type Row = (string | number | null)[];
@@ -172,4 +177,75 @@ export async function duplicatePairsGallery(a: AuditReport, ds: CovidCtDataset, 
     "text/html": `<table><thead><tr><th>image A</th><th>image B</th><th>pHash distance</th><th>kind</th></tr></thead><tbody>${rows.join("")}</tbody></table>`,
     "text/plain": pairs.map((d) => `d=${d.distance} ${d.a} <-> ${d.b} (${d.kind})`).join("\n"),
   };
+}
+
+/**
+ * (g) The paper's Tables 2–4 as our `paper` protocol builds them: images and patients per split,
+ * class and source, beside the paper's counts (lib/paper.ts), plus what was removed and why.
+ */
+export function protocolTables(p: Protocol) {
+  const c = protocolCounts(p);
+  const sources = ["covid-ct", "covid19-ct-seg", "luna16", "radiopaedia", "all"] as const;
+  const title = { train: "Table 2 (train)", val: "Table 4 (val)", test: "Table 3 (test)" } as const;
+  const rows: Row[] = [];
+  for (const split of ["train", "val", "test"] as const) {
+    for (const cls of ["covid", "noncovid"] as const) {
+      for (const src of sources) {
+        const paper = PAPER_PROTOCOL_TABLES.find((r) => r.split === split && r.cls === cls && r.source === src);
+        const ours = src === "all" ? { images: c[split][cls].images, patients: c[split][cls].patients } : src === "radiopaedia" ? null : c[split][cls].bySource[src];
+        if (!paper && !ours) continue;
+        const removed = p.removed.filter((r) => r.split === split && r.cls === cls && (src === "all" || r.id.startsWith(`${src}/`))).length;
+        rows.push([
+          title[split], cls === "covid" ? "COVID" : "NonCOVID", src === "all" ? "all sources" : src,
+          paper?.images ?? null, paper?.patients ?? null,
+          ours ? ours.images : src === "radiopaedia" ? "absent here" : 0, ours ? ours.patients : null,
+          split === "train" ? null : removed || null,
+        ]);
+      }
+    }
+  }
+  return tableBundle(["table", "class", "source", "paper images", "paper patients", "ours images", "ours patients", "removed (eval)"], rows, {
+    caption: `The paper's evaluation protocol (Tables 2–4) rebuilt by protocol '${p.name}' v${p.version}, seed ${p.seed}, hash ${p.hash.slice(0, 12)}`,
+    note:
+      `Patients: COVID-Seg volume, LUNA series, COVID-CT source paper + Patient ID. "removed" counts evaluation images of that source ` +
+      `taken out for a near-duplicate in training (all splits together: ${p.removed.length}). ${p.notes.join(" ")}`,
+  });
+}
+
+/**
+ * (g) One orientation for every source: for a few images of each source, the file as stored and
+ * what the shared preprocessing makes of it (the source's orientation transform, then the chest
+ * crop), with the upright measure (lib/data/orientation.ts) of both. Deterministic: evenly spaced
+ * images of each source.
+ */
+export async function orientationGallery(images: readonly SourceImage[], opts: { perSource?: number; side?: number } = {}) {
+  const per = opts.perSource ?? 3;
+  const side = opts.side ?? 112;
+  const parts: string[] = [];
+  const text: string[] = [];
+  const uri = async (data: Uint8Array, w: number, h: number, channels: 1 | 2 | 3 | 4 = 1) =>
+    `data:image/jpeg;base64,${(await sharp(Buffer.from(data), { raw: { width: w, height: h, channels } }).jpeg({ quality: 75 }).toBuffer()).toString("base64")}`;
+  for (const source of [...new Set(images.map((i) => i.source))]) {
+    const pool = images.filter((i) => i.source === source);
+    const pick = Array.from({ length: Math.min(per, pool.length) }, (_, k) => pool[Math.floor(((k + 0.5) * pool.length) / Math.min(per, pool.length))]);
+    const cells: string[] = [];
+    for (const x of pick) {
+      const raw = await decodeRaw(x.path, 1);
+      const asStored = uprightMeasure(raw.data, raw.height, raw.width);
+      const scale = side / Math.max(raw.height, raw.width);
+      const shown = await sharp(raw.data, { raw: { width: raw.width, height: raw.height, channels: 1 } }).resize(Math.max(1, Math.round(raw.width * scale)), Math.max(1, Math.round(raw.height * scale))).raw().toBuffer({ resolveWithObject: true });
+      const pre = await preprocessImage(x.path, { size: side, channels: 1, ...sourcePreprocessing(x.source, x.path) });
+      const o = sourceOrientation(x.source, x.path);
+      const raw2 = orientPixels(new Uint8Array(raw.data), raw.height, raw.width, 1, o);
+      const after = uprightMeasure(raw2.data, raw2.height, raw2.width);
+      const fig = (src: string, cap: string) => `<figure style="display:inline-block;margin:2px;text-align:center;vertical-align:top"><img src="${src}"/><figcaption style="font-size:10px">${esc(cap)}</figcaption></figure>`;
+      cells.push(
+        fig(await uri(new Uint8Array(shown.data), shown.info.width, shown.info.height, shown.info.channels as 1 | 3), `stored: ${asStored.upright ? "upright" : "not upright"}`) +
+          fig(await uri(pre.data, side, side), `${o}: ${after.upright ? "upright" : "not upright"}`),
+      );
+      text.push(`${x.id}: stored ${asStored.upright ? "upright" : "not upright"} (aspect ${asStored.aspect.toFixed(2)}, bone y ${asStored.boneCentroidY.toFixed(2)}); after ${o} ${after.upright ? "upright" : "not upright"} (aspect ${after.aspect.toFixed(2)}, bone y ${after.boneCentroidY.toFixed(2)})`);
+    }
+    parts.push(`<h4>${esc(source)} (transform: ${esc([...new Set(pick.map((x) => sourceOrientation(x.source, x.path)))].join(", "))})</h4><div>${cells.join('<span style="display:inline-block;width:16px"></span>')}</div>`);
+  }
+  return { "text/html": parts.join("\n"), "text/plain": text.join("\n") };
 }

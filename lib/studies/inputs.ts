@@ -7,6 +7,8 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { DiskCache, cacheKey, contentHash, mapLimit, preprocessCached, PREPROCESS_VERSION } from "../data/cache";
+import { PreprocessOptions } from "../data/preprocess";
+import { SourceName, sourcePreprocessing } from "../data/sources";
 import { applyPreprocessing, Preprocessing } from "../models/weights";
 import { augmentBatch } from "../training/augment";
 import { ExampleSource } from "../training/loop";
@@ -18,11 +20,18 @@ export interface Example {
   path: string;
   /** 1 = COVID, 0 = NonCOVID. */
   label: 0 | 1;
+  /** Image source (default covid-ct): sets the orientation transform and crop (lib/data/sources.ts). */
+  source?: SourceName;
+}
+
+/** Preprocessing options of an example: gray at `size`, plus its source's orientation and crop. */
+export function examplePreprocess(e: Example, size: number): PreprocessOptions {
+  return { size, channels: 1, ...sourcePreprocessing(e.source ?? "covid-ct", e.path) };
 }
 
 /** Gray images of one size, kept in memory as bytes (746 images at 224² ≈ 37 MB). */
 export async function loadGrayImages(examples: readonly Example[], size: number): Promise<Uint8Array[]> {
-  return mapLimit(examples, 4, async (e) => (await preprocessCached(e.path, { size, channels: 1 })).data);
+  return mapLimit(examples, 4, async (e) => (await preprocessCached(e.path, examplePreprocess(e, size))).data);
 }
 
 /** Batch [n, s, s, 1] in [0, 1] from gray bytes. */
@@ -93,7 +102,11 @@ export async function computeFeatures(
   const views = opts.views ?? 1;
   const batch = opts.batch ?? 8;
   const cache = new DiskCache();
-  const k = (e: Example, view: 0 | 1) => cacheKey("features", PREPROCESS_VERSION, contentHash(e.path), { ...key, view });
+  // The source's preprocessing joins the key only when it is not the default (COVID-CT keys unchanged).
+  const k = (e: Example, view: 0 | 1) => {
+    const sp = sourcePreprocessing(e.source ?? "covid-ct", e.path);
+    return cacheKey("features", PREPROCESS_VERSION, contentHash(e.path), Object.keys(sp).length ? { ...key, view, source: sp } : { ...key, view });
+  };
   const out: Float32Array[][] = examples.map(() => []);
   const todo: { i: number; view: 0 | 1 }[] = [];
   examples.forEach((e, i) => {

@@ -1,0 +1,184 @@
+/**
+ * One reader per image source of the paper's evaluation protocol. Every reader returns
+ * SourceImages with the same fields, so protocols, audits and input pipelines treat them alike:
+ *
+ *   covid-ct        the COVID-CT release (figures from papers): id `covid-ct/<covid|noncovid>/<file>`,
+ *                   patient = source paper + Patient ID (`patientMap`, as the audit's leaks)
+ *   covid19-ct-seg  the paper's COVID-Seg, 1,600 Inf-Net slices of the 20 COVID-19-CT-Seg volumes:
+ *                   id `covid19-ct-seg/<file>`, patient = the volume (`coronacases_org_001`, …)
+ *   luna16          250 LUNA16 slices, 2 per series: id `luna16/<file>`, patient = the series UID
+ *                   (LUNA16 holds one series per patient)
+ *   medseg          the 98 MedSeg slices (Inf-Net): id `medseg/<train|test>/<file>` (as Study I);
+ *                   the slices carry no patient identity, so patient = the id (one slice each)
+ *
+ * Ids are the ones runs write to predictions.csv. A missing folder is an error naming it and the
+ * environment variable that points elsewhere.
+ */
+import * as fs from "fs";
+import * as path from "path";
+import { PROJECT_ROOT, ResolvedRoot, resolveCovidSegRoot, resolveDataRoot, resolveLunaRoot, resolveMedsegRoot } from "../config";
+import { ImageClass, Split, isImageFile, openDataset } from "./dataset";
+import { patientMap } from "./metadata";
+import { Orientation } from "./orientation";
+import { PreprocessOptions } from "./preprocess";
+
+export const SOURCES = ["covid-ct", "covid19-ct-seg", "luna16", "medseg"] as const;
+export type SourceName = (typeof SOURCES)[number];
+
+export function isSourceName(x: unknown): x is SourceName {
+  return typeof x === "string" && (SOURCES as readonly string[]).includes(x);
+}
+
+export interface SourceImage {
+  /** Stable id, as in predictions.csv. */
+  id: string;
+  source: SourceName;
+  /** Patient identity: volume (COVID-Seg), series UID (LUNA), source paper + patient (COVID-CT). */
+  patient: string;
+  /** Absolute path of the image file. */
+  path: string;
+  cls: ImageClass;
+  /** Position along the volume (COVID-Seg slice number k, LUNA z); null where unknown. */
+  slice: number | null;
+  /** COVID-CT: the official split (null: unlisted). MedSeg: its folder (train/test). Others: null. */
+  officialSplit: Split | null;
+}
+
+/** Folder name of each source under data/ or ../shared/datasets/. */
+export const SOURCE_FOLDERS: Record<SourceName, string> = { "covid-ct": "covid-ct", "covid19-ct-seg": "covid19-ct-seg-slices", luna16: "luna16-slices", medseg: "medseg-covid19" };
+
+/** A source folder that is absent or lacks its layout. */
+export class SourceRootError extends Error {
+  constructor(readonly source: SourceName, readonly dir: string, what: string, envName: string) {
+    super(
+      `${source} data not found: ${dir} ${what}. Set ${envName} to the folder (see README, "Data and weights"), ` +
+        `or place it at data/${SOURCE_FOLDERS[source]} or ../shared/datasets/${SOURCE_FOLDERS[source]}.`,
+    );
+    this.name = "SourceRootError";
+  }
+}
+
+function requireDir(source: SourceName, dir: string, envName: string, root: string): void {
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new SourceRootError(source, dir, "does not exist", envName);
+  if (fs.readdirSync(dir).filter(isImageFile).length === 0) throw new SourceRootError(source, dir, `holds no images (root ${root})`, envName);
+}
+
+/** `Data-1_<volume>_<k>.jpg` → volume and slice number. */
+export function parseCovidSegName(file: string): { volume: string; slice: number } | null {
+  const m = file.match(/^Data-\d+_(.+)_(\d+)\.(jpe?g|png)$/i);
+  return m ? { volume: m[1], slice: parseInt(m[2], 10) } : null;
+}
+
+/** `<series UID>.mhd_<z>.png` → series and z. */
+export function parseLunaName(file: string): { series: string; z: number } | null {
+  const m = file.match(/^([0-9.]+)\.mhd_(\d+)\.(png|jpe?g)$/i);
+  return m ? { series: m[1], z: parseInt(m[2], 10) } : null;
+}
+
+const bySourceOrder = (a: SourceImage, b: SourceImage) =>
+  a.patient < b.patient ? -1 : a.patient > b.patient ? 1 : (a.slice ?? 0) - (b.slice ?? 0) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+
+/** COVID-Seg slices (images/ under the root), sorted by volume then slice number. */
+export function listCovidSeg(root: string = resolveCovidSegRoot().dir): SourceImage[] {
+  const dir = path.join(path.resolve(root), "images");
+  requireDir("covid19-ct-seg", dir, "COVIDCT_COVIDSEG", root);
+  const out: SourceImage[] = [];
+  for (const f of fs.readdirSync(dir).filter(isImageFile)) {
+    const p = parseCovidSegName(f);
+    if (!p) throw new Error(`COVID-Seg: cannot read volume and slice from ${path.join(dir, f)} (expected Data-1_<volume>_<k>.jpg); remove or rename it.`);
+    out.push({ id: `covid19-ct-seg/${f}`, source: "covid19-ct-seg", patient: p.volume, path: path.join(dir, f), cls: "covid", slice: p.slice, officialSplit: null });
+  }
+  return out.sort(bySourceOrder);
+}
+
+/** LUNA16 slices, sorted by series then z. */
+export function listLuna(root: string = resolveLunaRoot().dir): SourceImage[] {
+  const dir = path.resolve(root);
+  requireDir("luna16", dir, "COVIDCT_LUNA", root);
+  const out: SourceImage[] = [];
+  for (const f of fs.readdirSync(dir).filter(isImageFile)) {
+    const p = parseLunaName(f);
+    if (!p) throw new Error(`LUNA16: cannot read the series UID from ${path.join(dir, f)} (expected <series UID>.mhd_<z>.png); remove or rename it.`);
+    out.push({ id: `luna16/${f}`, source: "luna16", patient: p.series, path: path.join(dir, f), cls: "noncovid", slice: p.z, officialSplit: null });
+  }
+  return out.sort(bySourceOrder);
+}
+
+/** MedSeg slices of one part, sorted numerically (ids as Study I). */
+export function listMedsegSlices(part: "train" | "test", root: string = resolveMedsegRoot().dir): SourceImage[] {
+  const dir = path.join(path.resolve(root), part, "images");
+  requireDir("medseg", dir, "COVIDCT_MEDSEG", root);
+  const files = fs.readdirSync(dir).filter(isImageFile);
+  files.sort((a, b) => parseInt(a, 10) - parseInt(b, 10) || a.localeCompare(b));
+  return files.map((f) => ({
+    id: `medseg/${part}/${f}`, source: "medseg" as const, patient: `medseg/${part}/${f}`, path: path.join(dir, f), cls: "covid" as const,
+    slice: null, officialSplit: part === "train" ? ("train" as const) : ("test" as const),
+  }));
+}
+
+/**
+ * COVID-CT images of both classes, in the release's file order. Images without a patient identity
+ * (no metadata row) get `<class>#<file>`: a patient of their own.
+ */
+export async function listCovidCt(root: string = resolveDataRoot().dir): Promise<SourceImage[]> {
+  const ds = openDataset(root);
+  const patients = await patientMap(ds.root);
+  return ds.images.map((r) => ({
+    id: `covid-ct/${r.cls}/${r.file}`, source: "covid-ct" as const, patient: patients.map.get(`${r.cls}/${r.file}`) ?? `${r.cls}#${r.file}`,
+    path: r.path, cls: r.cls, slice: null, officialSplit: r.split,
+  }));
+}
+
+/**
+ * The fixed orientation transform of a source (see lib/data/orientation.ts), checked by eye on a
+ * sample of each source and by test/sources.test.ts with `uprightMeasure`. COVID-Seg holds two
+ * families of volumes stored differently by Inf-Net: Zenodo's `coronacases` volumes (spine on the
+ * left) and its Radiopaedia volumes (spine on the right, heart on the left, like MedSeg).
+ * `file` is the image's path or id (only COVID-Seg needs it).
+ */
+export function sourceOrientation(source: SourceName, file = ""): Orientation {
+  switch (source) {
+    case "covid-ct":
+    case "luna16":
+      return "identity";
+    case "medseg":
+      return "transpose";
+    case "covid19-ct-seg": {
+      const p = parseCovidSegName(path.basename(file));
+      if (!p) throw new Error(`sourceOrientation: ${file} is not a COVID-Seg slice name (Data-1_<volume>_<k>.jpg)`);
+      return p.volume.startsWith("coronacases") ? "rotate90ccw" : "transpose";
+    }
+  }
+}
+
+/** Root of a source's files (flag → env → data/… → ../shared/datasets/…), as lib/config.ts resolves it. */
+export function resolveSourceRoot(source: SourceName, flag?: string): ResolvedRoot {
+  switch (source) {
+    case "covid-ct": return resolveDataRoot(flag);
+    case "covid19-ct-seg": return resolveCovidSegRoot(flag);
+    case "luna16": return resolveLunaRoot(flag);
+    case "medseg": return resolveMedsegRoot(flag);
+  }
+}
+
+/** The committed SHA-256 manifest of a source (sha256sum format, paths relative to its root). */
+export function sourceManifestFile(source: SourceName): string {
+  return path.join(PROJECT_ROOT, "data", `${source}.sha256`);
+}
+
+/**
+ * The per-source part of preprocessing: the orientation transform, and for LUNA a 2-pixel opening
+ * of the body mask before the chest crop (it detaches the scanner table's arcs under the back, so
+ * LUNA slices come out framed like the tightly cropped Inf-Net slices: the body filling the frame).
+ * Measured on 30 slices per source, the body's box covers 100 % of the preprocessed frame for
+ * COVID-Seg and 99–100 % for LUNA, MedSeg and COVID-CT (uncropped LUNA: about 70 %); the opening
+ * adds little on average (LUNA 99.5 → 99.8 %) but removes the table arcs where they touch the body.
+ * COVID-CT gets nothing: its preprocessing (and cache keys) are as before.
+ */
+export function sourcePreprocessing(source: SourceName, file = ""): Pick<PreprocessOptions, "orientation" | "cropOptions"> {
+  const orientation = sourceOrientation(source, file);
+  const out: Pick<PreprocessOptions, "orientation" | "cropOptions"> = {};
+  if (orientation !== "identity") out.orientation = orientation;
+  if (source === "luna16") out.cropOptions = { openRadius: 2 };
+  return out;
+}
