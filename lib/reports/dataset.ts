@@ -238,14 +238,14 @@ export async function orientationGallery(images: readonly SourceImage[], opts: {
       const o = sourceOrientation(x.source, x.path);
       const raw2 = orientPixels(new Uint8Array(raw.data), raw.height, raw.width, 1, o);
       const after = uprightMeasure(raw2.data, raw2.height, raw2.width);
-      const fig = (src: string, cap: string) => `<figure style="display:inline-block;margin:2px;text-align:center;vertical-align:top"><img src="${src}"/><figcaption style="font-size:10px">${esc(cap)}</figcaption></figure>`;
+      const fig = (src: string, cap: string) => `<figure style="display:inline-block;margin:2px;text-align:center;vertical-align:top"><img src="${src}"/><figcaption style="font-size:10px">${escapeHtml(cap)}</figcaption></figure>`;
       cells.push(
         fig(await uri(new Uint8Array(shown.data), shown.info.width, shown.info.height, shown.info.channels as 1 | 3), `stored: ${asStored.upright ? "upright" : "not upright"}`) +
           fig(await uri(pre.data, side, side), `${o}: ${after.upright ? "upright" : "not upright"}`),
       );
       text.push(`${x.id}: stored ${asStored.upright ? "upright" : "not upright"} (aspect ${asStored.aspect.toFixed(2)}, bone y ${asStored.boneCentroidY.toFixed(2)}); after ${o} ${after.upright ? "upright" : "not upright"} (aspect ${after.aspect.toFixed(2)}, bone y ${after.boneCentroidY.toFixed(2)})`);
     }
-    parts.push(`<h4>${esc(source)} (transform: ${esc([...new Set(pick.map((x) => sourceOrientation(x.source, x.path)))].join(", "))})</h4><div>${cells.join('<span style="display:inline-block;width:16px"></span>')}</div>`);
+    parts.push(`<h4>${escapeHtml(source)} (transform: ${escapeHtml([...new Set(pick.map((x) => sourceOrientation(x.source, x.path)))].join(", "))})</h4><div>${cells.join('<span style="display:inline-block;width:16px"></span>')}</div>`);
   }
   return { "text/html": parts.join("\n"), "text/plain": text.join("\n") };
 }
