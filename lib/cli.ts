@@ -282,7 +282,7 @@ program
   .command("train")
   .description("Study I: train and evaluate one model on one positive training set (writes a run directory)")
   .requiredOption("--model <name>", "densenet169 | resnet50 | shortcut (the non-anatomical cue baseline); also densenet121, resnet18, tiny-densenet, tiny-resnet under smoke")
-  .requiredOption("--positives <arm>", "covid-ct-all | covid-ct-118 | original-ct")
+  .requiredOption("--positives <arm>", "official protocol: covid-ct-all | covid-ct-118 | original-ct; paper protocol: covid-seg | covid-ct-349 | covid-ct-118")
   .option("--profile <name>", "paper | quick | smoke (see README, Profiles)", oneOf("--profile", PROFILES), "quick")
   .option("--protocol <name>", "evaluation protocol: official (the release's split) | paper (original CTs: COVID-Seg + LUNA)", oneOf("--protocol", ["official", "paper"]), "official")
   .option("--seed <n>", "seed of shuffling, augmentation, subsets and initialisation (integer ≥ 0)", intArg("--seed", 0), 1)

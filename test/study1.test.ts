@@ -7,7 +7,9 @@ import { initBackend } from "../lib/backend";
 import { resolveDataRoot, resolveMedsegRoot } from "../lib/config";
 import { auc, binaryMetrics } from "../lib/evaluation";
 import { featureNormalisation, FeatureSource, foldNormalisation } from "../lib/studies/inputs";
+import { splitListRel } from "../lib/data/dataset";
 import { preprocessFor } from "../lib/models/weights";
+import { cleanupTempDirs, linkedCopyOfRealData } from "./data-fixtures";
 import { SHORTCUT_CUES, shortcutCues } from "../lib/protocols/shortcut";
 import { ImageSource } from "../lib/studies/inputs";
 import { evaluateRun, finished, loadRunModel, readPredictions, runStudyOne, studyOneData } from "../lib/studies/study1";
@@ -23,10 +25,10 @@ describe("Study I", function () {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "covidct-study1-"));
   after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-  it("builds the three arms with fixed negatives, validation and test", () => {
-    const all = studyOneData("covid-ct-all", 1);
-    const sub = studyOneData("covid-ct-118", 1);
-    const orig = studyOneData("original-ct", 1);
+  it("builds the three arms with fixed negatives, validation and test", async () => {
+    const all = await studyOneData("covid-ct-all", 1);
+    const sub = await studyOneData("covid-ct-118", 1);
+    const orig = await studyOneData("original-ct", 1);
     const pos = (d: typeof all) => d.train.filter((e) => e.label === 1).length;
     assert.equal(pos(all), 191);
     assert.equal(pos(sub), 118);
@@ -37,10 +39,30 @@ describe("Study I", function () {
       assert.equal(d.test.length, 203);
       assert.equal(d.medsegTest.length, 48);
     }
-    assert.deepEqual(studyOneData("covid-ct-118", 1).train, sub.train, "seeded subset");
-    assert.notDeepEqual(studyOneData("covid-ct-118", 2).train, sub.train);
+    assert.deepEqual((await studyOneData("covid-ct-118", 1)).train, sub.train, "seeded subset");
+    assert.notDeepEqual((await studyOneData("covid-ct-118", 2)).train, sub.train);
     const subIds = new Set(sub.train.map((e) => e.id));
     assert.ok(all.train.filter((e) => subIds.has(e.id)).length === sub.train.length, "118 is a subset of the 191");
+  });
+
+  it("builds the paper protocol's arms from its pools; every set comes from the protocol", async () => {
+    const sizes: Record<string, number> = { "covid-seg": 118, "covid-ct-349": 349, "covid-ct-118": 118 };
+    let negatives = -1;
+    for (const arm of ["covid-seg", "covid-ct-349", "covid-ct-118"] as const) {
+      const d = await studyOneData(arm, 1, { protocol: "paper" });
+      const pos = d.train.filter((e) => e.label === 1);
+      assert.equal(pos.length, sizes[arm], arm);
+      assert.ok(pos.every((e) => (arm === "covid-seg" ? e.source === "covid19-ct-seg" : e.source === "covid-ct")), `${arm} positives from one source`);
+      const neg = d.train.filter((e) => e.label === 0).length;
+      if (negatives >= 0) assert.equal(neg, negatives, "same negatives for every arm");
+      negatives = neg;
+      const p = d.protocol;
+      assert.equal(neg, p.splits.train.noncovid.length);
+      assert.deepEqual(d.test.map((e) => e.id), [...p.splits.test.covid, ...p.splits.test.noncovid].map((m) => m.id));
+      assert.deepEqual(new Set(d.val.map((e) => e.source)), new Set(["covid19-ct-seg", "luna16"]));
+      assert.ok(d.medsegTest.every((e) => e.source === "medseg"));
+    }
+    await assert.rejects(studyOneData("original-ct", 1, { protocol: "paper" }), /does not exist under the paper protocol.*covid-seg/);
   });
 
   let runDir = "";
@@ -118,7 +140,7 @@ describe("Study I", function () {
     const { built, pre, profile } = await loadRunModel(out);
     assert.equal(profile.inputSize, 32);
     const rows = readPredictions(path.join(out, "predictions.csv")).filter((p) => p.set === "test");
-    const data = studyOneData("covid-ct-all", 2, { limitPerClass: 6 });
+    const data = await studyOneData("covid-ct-all", 2, { limitPerClass: 6 });
     assert.deepEqual(rows.map((p) => p.file), data.test.map((e) => e.id));
     const src = await ImageSource.create(data.test, 32, preprocessFor("densenet169"), null);
     assert.deepEqual(pre, preprocessFor("densenet169"));
@@ -134,7 +156,7 @@ describe("Study I", function () {
     assert.deepEqual(evaluateRun(out).test, r.metrics.test);
     assert.equal(JSON.parse(fs.readFileSync(path.join(out, "manifest.json"), "utf8")).config.model, "shortcut");
     // The same slice with wide black margins: the file's dark share and size cues move, nothing else is added.
-    const src = studyOneData("covid-ct-all", 1).test[0];
+    const src = (await studyOneData("covid-ct-all", 1)).test[0];
     const padded = path.join(tmp, "padded.png");
     const sharp = (await import("sharp")).default;
     await sharp(src.path).extend({ top: 100, bottom: 100, left: 100, right: 100, background: "#000000" }).png().toFile(padded);
@@ -142,6 +164,31 @@ describe("Study I", function () {
     assert.equal(a.length, SHORTCUT_CUES.length);
     assert.ok(b[3] > a[3] + 0.1, `file dark share ${a[3]} → ${b[3]}`);
     assert.ok(b[0] > a[0] && b[1] > a[1], "file size grows");
+  });
+
+  it("a paper-protocol run predicts on protocol ids and records the protocol; a changed protocol is never reused", async () => {
+    const out = path.join(tmp, "paper-smoke");
+    const r = finished(await runStudyOne({ model: "resnet50", positives: "covid-seg", profile: "smoke", protocol: "paper", seed: 1, out }));
+    const p = (await studyOneData("covid-seg", 1, { protocol: "paper" })).protocol;
+    const ids = new Set(["train", "val", "test"].flatMap((s) => ["covid", "noncovid"].flatMap((c) => p.splits[s as "val"][c as "covid"].map((m) => m.id))));
+    const rows = readPredictions(path.join(out, "predictions.csv"));
+    assert.ok(rows.filter((x) => x.set !== "medseg-test").every((x) => ids.has(x.file)), "val/test ids are protocol ids");
+    assert.ok(rows.some((x) => x.file.startsWith("luna16/")) && rows.some((x) => x.file.startsWith("covid19-ct-seg/")));
+    assert.deepEqual(evaluateRun(out).test, r.metrics.test);
+    const m = JSON.parse(fs.readFileSync(path.join(out, "manifest.json"), "utf8"));
+    assert.equal(m.checksums["protocol/paper"], p.hash);
+    assert.equal(JSON.parse(fs.readFileSync(path.join(out, "protocol.json"), "utf8")).hash, p.hash);
+    // Official protocol on a copy of the release: move one test image to validation → new hash → refused.
+    const data = linkedCopyOfRealData();
+    const cfg = { model: "densenet169" as const, positives: "covid-ct-all" as const, profile: "smoke" as const, seed: 1, out: path.join(tmp, "official-copy"), dataRoot: data };
+    finished(await runStudyOne(cfg));
+    assert.equal(finished(await runStudyOne(cfg)).reused, true);
+    const test = path.join(data, splitListRel("noncovid", "test")), val = path.join(data, splitListRel("noncovid", "val"));
+    const lines = fs.readFileSync(test, "utf8").split(/\r?\n/).filter(Boolean);
+    fs.writeFileSync(test, lines.slice(1).join("\n") + "\n");
+    fs.appendFileSync(val, `\n${lines[0]}\n`);
+    await assert.rejects(runStudyOne(cfg), /another configuration[\s\S]*checksums\.protocol\/official/);
+    cleanupTempDirs();
   });
 
   it("folding the feature standardisation into the head gives the same probabilities", () => {

@@ -14,13 +14,15 @@ import * as fs from "fs";
 import * as path from "path";
 import seedrandom from "seedrandom";
 import { initBackend } from "../backend";
-import { PROJECT_ROOT, resolveDataRoot, resolveMedsegRoot } from "../config";
+import { PROJECT_ROOT, resolveCovidSegRoot, resolveDataRoot, resolveLunaRoot, resolveMedsegRoot } from "../config";
 import { openDataset } from "../data/dataset";
 import { CLASS_DIR, ImageClass, Split, splitListRel } from "../data/dataset";
 import { BinaryMetrics, binaryMetrics, bootstrapCI, chooseThreshold, metricFn, officialMetrics, rocAuc } from "../evaluation";
 import { makeManifest, sha256OfManifest, writeManifest } from "../manifest";
 import { buildModel, featureExtractor, headModel, isModelName, MODEL_NAMES, ModelName } from "../models";
 import { findWeightsDir, hasImagenetWeights, loadImagenetWeights, preprocessFor, weightsChecksum } from "../models/weights";
+import { buildProtocol, isProtocolName, Protocol, protocolExamples, PROTOCOL_NAMES, ProtocolName, writeProtocol } from "../protocols";
+import { listMedsegSlices } from "../data/sources";
 import { openRun, PredictionRow, readRunManifest, readPredictions as readPredictionsFile, writePredictions } from "../runs";
 import { EpochLog, ExampleSource, predictProbabilities, StepLog, trainClassifier } from "../training/loop";
 import { getProfile, ProfileName, StudyProfile } from "../training/profiles";
@@ -32,11 +34,20 @@ import { computeFeatures, Example, FeatureNormalisation, featureNormalisation, F
 /** Training-set feature statistics of a frozen-features run (part of its model). */
 export const NORMALISATION_FILE = "feature-normalisation.json";
 
-export const POSITIVE_ARMS = ["covid-ct-all", "covid-ct-118", "original-ct"] as const;
-/** Evaluation protocols: the release's split, or the paper's original-CT design (lib/protocols). */
-export const PROTOCOL_NAMES = ["official", "paper"] as const;
-export type ProtocolName = (typeof PROTOCOL_NAMES)[number];
-export type PositiveArm = (typeof POSITIVE_ARMS)[number];
+/**
+ * Positive training sets per protocol (Table 5's rows).
+ *   official: covid-ct-all (191), covid-ct-118 (a seeded 118 of them per run seed), original-ct (50 MedSeg slices)
+ *   paper:    covid-ct-349, covid-ct-118, covid-seg (118 COVID-Seg slices of the 12 training volumes)
+ */
+export const ARMS = {
+  official: ["covid-ct-all", "covid-ct-118", "original-ct"],
+  paper: ["covid-seg", "covid-ct-349", "covid-ct-118"],
+} as const;
+export const POSITIVE_ARMS = ARMS.official;
+export type PositiveArm = (typeof ARMS)[ProtocolName][number];
+export function armsOf(protocol: ProtocolName): readonly PositiveArm[] {
+  return ARMS[protocol];
+}
 export const STUDY1_MODELS = ["densenet169", "resnet50"] as const;
 
 /** The shortcut baseline "model" (lib/protocols/shortcut): a logistic regression on non-anatomical cues. */
@@ -74,18 +85,14 @@ export interface StudyOneData {
   test: Example[];
   /** MedSeg test slices: original CTs, all COVID (domain-shift check). */
   medsegTest: Example[];
+  /** The protocol the sets come from. */
+  protocol: Protocol;
 }
 
-function listMedseg(root: string, part: "train" | "test"): Example[] {
-  const dir = path.join(root, part, "images");
-  if (!fs.existsSync(dir)) {
-    throw new Error(`MedSeg slices not found at ${dir}. Set COVIDCT_MEDSEG to the folder holding train/images and test/images (see README, "Data and weights").`);
-  }
-  const files = fs.readdirSync(dir).filter((f) => /\.(jpe?g|png)$/i.test(f));
-  files.sort((a, b) => parseInt(a, 10) - parseInt(b, 10) || a.localeCompare(b));
-  return files.map((f) => ({ id: `medseg/${part}/${f}`, path: path.join(dir, f), label: 1 as const }));
+/** MedSeg slices as examples (all COVID), carrying their source so they are turned upright like every source. */
+function medsegExamples(part: "train" | "test", root: string): Example[] {
+  return listMedsegSlices(part, root).map((m) => ({ id: m.id, path: m.path, label: 1 as const, source: "medseg" as const }));
 }
-
 
 /**
  * Refuse a split that cannot give an honest result: a file listed twice (in one list or in two
@@ -112,25 +119,68 @@ function checkSplit(ds: ReturnType<typeof openDataset>): void {
   }
 }
 
-/** The examples of one arm. `limitPerClass` (smoke profile) caps every class/split. */
-export function studyOneData(arm: PositiveArm, seed: number, o: { dataRoot?: string; medsegRoot?: string; limitPerClass?: number } = {}): StudyOneData {
-  const ds = openDataset(resolveDataRoot(o.dataRoot).dir);
-  checkSplit(ds);
+/** Options of studyOneData: data roots, the protocol's seed, and the smoke profile's cap per class and split. */
+export interface StudyOneDataOptions {
+  protocol?: ProtocolName;
+  /** Seed of the paper protocol's draws (default: the protocol's default). */
+  protocolSeed?: number;
+  dataRoot?: string;
+  medsegRoot?: string;
+  covidSegRoot?: string;
+  lunaRoot?: string;
+  limitPerClass?: number;
+}
+
+// A grid builds the same paper protocol for every cell: build it once per process (it hashes
+// ~2,700 images; cached on disk, still ~1.5 s). Its sources are read-only data.
+const protocolMemo = new Map<string, Promise<Protocol>>();
+
+/** The protocol a Study I run is evaluated under (memoised per name, seed and roots). */
+export function studyOneProtocol(o: StudyOneDataOptions = {}): Promise<Protocol> {
+  const name = o.protocol ?? "official";
+  const opts = { seed: o.protocolSeed, dataRoot: resolveDataRoot(o.dataRoot).dir, covidSegRoot: o.covidSegRoot, lunaRoot: o.lunaRoot };
+  if (name === "official") return buildProtocol(name, opts); // cheap, and follows edits of the split lists
+  const key = JSON.stringify([name, opts]);
+  if (!protocolMemo.has(key)) protocolMemo.set(key, buildProtocol(name, opts).catch((e) => { protocolMemo.delete(key); throw e; }));
+  return protocolMemo.get(key)!;
+}
+
+/**
+ * The examples of one arm under a protocol. Negatives, validation and test are the protocol's; the
+ * positives are the arm's (official: all 191 / a seeded 118 per run seed / the 50 MedSeg training
+ * slices; paper: the protocol's pools covid-ct-349 / covid-ct-118 / covid-seg-118). The MedSeg test
+ * slices (original CTs, all COVID) are the domain-shift check of every run.
+ * `limitPerClass` (smoke profile) caps every class and split.
+ */
+export async function studyOneData(arm: PositiveArm, seed: number, o: StudyOneDataOptions = {}): Promise<StudyOneData> {
+  const protocol = o.protocol ?? "official";
+  if (!armsOf(protocol).includes(arm)) throw new Error(`Arm '${arm}' does not exist under the ${protocol} protocol. Use one of: ${armsOf(protocol).join(", ")}.`);
+  if (protocol === "official") checkSplit(openDataset(resolveDataRoot(o.dataRoot).dir));
+  const p = await studyOneProtocol(o);
   const medseg = resolveMedsegRoot(o.medsegRoot).dir;
-  const ex = (split: "train" | "val" | "test", cls: "covid" | "noncovid"): Example[] =>
-    ds.bySplit(split, cls).map((r) => ({ id: `covid-ct/${cls}/${r.file}`, path: r.path, label: cls === "covid" ? 1 : 0 }));
+  const ex = (split: Split, cls: ImageClass): Example[] => protocolExamples(p, split, cls);
+  for (const split of ["train", "val", "test"] as Split[]) for (const cls of ["covid", "noncovid"] as ImageClass[]) {
+    if (ex(split, cls).length === 0) throw new Error(`The ${protocol} protocol has no ${cls} image in ${split}: check its data roots (\`npx covid-ct protocol ${protocol}\`).`);
+  }
   const rng = seedrandom(`study1:${arm}:${seed}`);
-  const lim = o.limitPerClass;
+  const pool = (name: string) => {
+    const ids = new Set(p.pools[name] ?? []);
+    return ex("train", "covid").filter((e) => ids.has(e.id));
+  };
   let positives: Example[];
   if (arm === "covid-ct-all") positives = ex("train", "covid");
-  else if (arm === "covid-ct-118") positives = sampleWithoutReplacement(ex("train", "covid"), 118, rng);
-  else positives = listMedseg(medseg, "train");
+  else if (arm === "covid-ct-118" && protocol === "official") positives = sampleWithoutReplacement(ex("train", "covid"), 118, rng);
+  else if (arm === "original-ct") positives = medsegExamples("train", medseg);
+  else positives = pool(arm === "covid-seg" ? "covid-seg-118" : arm);
+  if (positives.length === 0) throw new Error(`Arm '${arm}' has no positive training image under the ${protocol} protocol.`);
+  const lim = o.limitPerClass;
   const pick = (xs: Example[]) => sampleWithoutReplacement(xs, lim, rng);
   return {
     train: [...pick(positives), ...pick(ex("train", "noncovid"))],
     val: [...pick(ex("val", "covid")), ...pick(ex("val", "noncovid"))],
     test: [...pick(ex("test", "covid")), ...pick(ex("test", "noncovid"))],
-    medsegTest: pick(listMedseg(medseg, "test")),
+    medsegTest: pick(medsegExamples("test", medseg)),
+    protocol: p,
   };
 }
 
@@ -245,6 +295,7 @@ function recordedConfig(c: StudyOneConfig, p: StudyProfile) {
     epochs: c.epochs ?? p.epochs,
     dataRoot: resolveDataRoot(c.dataRoot).dir,
     medsegRoot: resolveMedsegRoot(c.medsegRoot).dir,
+    ...((c.protocol ?? "official") === "paper" ? { covidSegRoot: resolveCovidSegRoot().dir, lunaRoot: resolveLunaRoot().dir } : {}),
   };
 }
 
@@ -259,11 +310,11 @@ export function requireInteger(name: string, v: unknown, min: number, max = Numb
 /** Refuse a config that could only give a meaningless run (before anything is written). */
 export function checkStudyOneConfig(c: StudyOneConfig): StudyProfile {
   if (!isModelName(c.model) && c.model !== SHORTCUT_MODEL) throw new Error(`Unknown model '${c.model}'. Use one of: ${[...MODEL_NAMES, SHORTCUT_MODEL].join(", ")}.`);
-  if (!(POSITIVE_ARMS as readonly string[]).includes(c.positives)) throw new Error(`Unknown arm '${c.positives}'. Use one of: ${POSITIVE_ARMS.join(", ")}.`);
+
   const profile: StudyProfile = { ...getProfile(c.profile), ...(c.profileOverrides ?? {}) };
   const protocol = c.protocol ?? "official";
-  if (!(PROTOCOL_NAMES as readonly string[]).includes(protocol)) throw new Error(`Unknown protocol '${protocol}'. Use one of: ${PROTOCOL_NAMES.join(", ")}.`);
-  if (protocol === "paper") throw new Error("The paper protocol (COVID-Seg + LUNA test design) is not available in this version yet; use --protocol official.");
+  if (!isProtocolName(protocol)) throw new Error(`Unknown protocol '${protocol}'. Use one of: ${PROTOCOL_NAMES.join(", ")}.`);
+  if (!(armsOf(protocol) as readonly string[]).includes(c.positives)) throw new Error(`Unknown arm '${c.positives}' under the ${protocol} protocol. Use one of: ${armsOf(protocol).join(", ")}.`);
   requireInteger("--seed", c.seed, 0);
   if (c.epochs !== undefined) requireInteger("--epochs", c.epochs, 1, 100000);
   return profile;
@@ -291,9 +342,10 @@ export async function runStudyOne(c: StudyOneConfig, hooks: StudyOneHooks = {}):
   const log = hooks.log ?? (() => undefined);
   // Everything is validated before the run directory is touched.
   const profile = checkStudyOneConfig(c);
-  const data = studyOneData(c.positives, c.seed, { dataRoot: c.dataRoot, medsegRoot: c.medsegRoot, limitPerClass: profile.limitPerClass });
+  const data = await studyOneData(c.positives, c.seed, { protocol: c.protocol, dataRoot: c.dataRoot, medsegRoot: c.medsegRoot, limitPerClass: profile.limitPerClass });
   const rec = recordedConfig(c, profile);
-  const checksums = inputChecksums(c, profile);
+  // The protocol's membership hash: a changed protocol never reuses or resumes an old run.
+  const checksums = { ...inputChecksums(c, profile), [`protocol/${data.protocol.name}`]: data.protocol.hash };
   const run = openRun({
     out: c.out,
     defaultDir: defaultRunDir(c),
@@ -302,7 +354,7 @@ export async function runStudyOne(c: StudyOneConfig, hooks: StudyOneHooks = {}):
     checksums,
     resume: c.resume,
     force: c.force,
-    protect: [rec.dataRoot, rec.medsegRoot, ...(c.weightsRoot ? [c.weightsRoot] : [])],
+    protect: [rec.dataRoot, rec.medsegRoot, resolveCovidSegRoot().dir, resolveLunaRoot().dir, ...(c.weightsRoot ? [c.weightsRoot] : [])],
   });
   if (run.state === "reused") {
     log(`reusing finished run ${run.dir}`);
@@ -423,7 +475,10 @@ async function trainAndEvaluate(
   await initBackend();
   const modelName = rec.modelBuilt;
   if (modelName !== c.model) log(`profile ${profile.name}: ${c.model} is replaced by ${modelName} (run directory and tables name ${modelName})`);
-  writeManifest(runDir, makeManifest("study1", rec, checksums, c.seed, { examples: { train: data.train.length, val: data.val.length, test: data.test.length, medsegTest: data.medsegTest.length }, modelBuilt: modelName }));
+  // The membership beside the run: which image was in which split, as this run saw it.
+  writeProtocol(data.protocol, path.join(runDir, "protocol.json"));
+  const protocol = { name: data.protocol.name, version: data.protocol.version, seed: data.protocol.seed, hash: data.protocol.hash, file: "protocol.json" };
+  writeManifest(runDir, makeManifest("study1", rec, checksums, c.seed, { examples: { train: data.train.length, val: data.val.length, test: data.test.length, medsegTest: data.medsegTest.length }, modelBuilt: modelName, protocol }));
   const prepared = modelName === SHORTCUT_MODEL ? await prepareShortcut(c, profile, data, runDir, log) : await prepareBackbone(c, profile, data, modelName, checksums, runDir, hooks);
   const { trainable, sources } = prepared;
   const opt = tf.train.adam(profile.schedule.lr);
@@ -494,7 +549,7 @@ export interface StudyOneGrid {
 export function studyOneCells(g: StudyOneGrid): StudyOneConfig[] {
   const p = getProfile(g.profile);
   const models = g.models ?? STUDY1_MODELS;
-  const arms = g.arms ?? POSITIVE_ARMS;
+  const arms = g.arms ?? armsOf(g.protocol ?? "official");
   const seeds = g.seeds ?? p.seeds;
   const cells: StudyOneConfig[] = [];
   for (const model of models) for (const positives of arms) for (const seed of seeds) {
