@@ -40,11 +40,26 @@ export const PAPER_TABLE5 = {
   },
 } as const;
 
-/** The paper's names for our arms (its COVID-Seg arm is replaced by original CTs from MedSeg). */
+/**
+ * The paper's names for our arms. Under the official split, original-ct (50 MedSeg slices) and
+ * covid-ct-all (191 images) stand in for COVID-Seg and COVID-CT-349; the paper protocol has the
+ * paper's own three sets.
+ */
 export const PAPER_ARM_NAMES: Record<string, string> = {
   "original-ct": "COVID-Seg (118 original CTs)",
   "covid-ct-all": "COVID-CT-349",
   "covid-ct-118": "COVID-CT-118",
+  "covid-seg": "COVID-Seg",
+  "covid-ct-349": "COVID-CT-349",
+};
+
+/** Table 5 key (PAPER_TABLE5) of each arm of either protocol. */
+export const PAPER_TABLE5_KEY: Record<string, "original-ct" | "covid-ct-all" | "covid-ct-118"> = {
+  "original-ct": "original-ct",
+  "covid-ct-all": "covid-ct-all",
+  "covid-ct-118": "covid-ct-118",
+  "covid-seg": "original-ct",
+  "covid-ct-349": "covid-ct-all",
 };
 
 /**

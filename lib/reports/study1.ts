@@ -2,6 +2,8 @@
  * Notebook 02 (Study I): Table 5 with the paper beside ours, ROC curves, training curves,
  * the MedSeg domain-shift check and Grad-CAM overlays, from finished run directories.
  */
+import * as fs from "fs";
+import type { SourceName } from "../data/sources";
 import { escapeHtml } from "../util/html";
 import { sampleWithoutReplacement } from "../util/random";
 import * as tf from "@tensorflow/tfjs";
@@ -9,13 +11,28 @@ import * as path from "path";
 import seedrandom from "seedrandom";
 import { camOverlayPng, gradCam, grayPng } from "../gradcam";
 import { meanSd, metricFn, rocCurve, rocAuc } from "../evaluation";
-import { PAPER_ARM_NAMES, PAPER_TABLE5 } from "../paper";
+import { PAPER_ARM_NAMES, PAPER_TABLE5, PAPER_TABLE5_KEY } from "../paper";
 import { Figure, tableBundle } from "../plots";
 import { loadGrayImages, toModelInput } from "../studies/inputs";
 import { loadRunModel, PredictionRow, readPredictions, StudyOneResult } from "../studies/study1";
 import { PROFILES, StudyProfile } from "../training/profiles";
 
-const MODEL_NAMES_PRETTY: Record<string, string> = { densenet169: "DenseNet-169", resnet50: "ResNet-50" };
+const MODEL_NAMES_PRETTY: Record<string, string> = { densenet169: "DenseNet-169", resnet50: "ResNet-50", shortcut: "Shortcut baseline (no anatomy)" };
+
+function paperRow(model: string, arm: string): { accuracy: number; f1: number; auc: number } | undefined {
+  return (PAPER_TABLE5 as Record<string, Record<string, { accuracy: number; f1: number; auc: number }>>)[model]?.[PAPER_TABLE5_KEY[arm] ?? arm];
+}
+
+/** What a table of one protocol says about its test set (printed under every Table 5). */
+const PROTOCOL_NOTES: Record<string, string> = {
+  official:
+    "Official COVID-CT split: test = 98 COVID figures from papers + 105 NonCOVID images. The paper tested on original CTs (COVID-Seg + LUNA); " +
+    "our arms covid-ct-all (191) and original-ct (50 MedSeg slices) stand in for COVID-CT-349 and COVID-Seg.",
+  paper:
+    "Paper protocol (Tables 2–4 rebuilt): test = COVID-Seg slices of 4 volumes + LUNA slices of 82 series, as in the paper, without its 4 Radiopaedia negatives " +
+    "(not available); evaluation images with a near-duplicate in training are removed (see notebook 01). Positives and negatives come from different sources: " +
+    "the shortcut baseline row shows what file size, framing and grey levels alone reach.",
+};
 /** Table label of a group of runs: the paper's model name, and the stand-in that really ran. */
 function modelLabel(model: string, runs: readonly StudyOneResult[]): string {
   const name = MODEL_NAMES_PRETTY[model] ?? model;
@@ -61,10 +78,11 @@ export function seedMeanBootstrap(runs: readonly StudyOneResult[], metric: "accu
 
 /** Table 5: paper vs ours (mean ± sd over seeds, 95 % bootstrap CI), accuracy / F1 / AUC in %. */
 export function table5(results: readonly StudyOneResult[]) {
+  const protocol = results[0]?.config.protocol ?? "official";
   const rows: (string | number)[][] = [];
   for (const [k, runs] of groups(results)) {
     const [model, arm] = k.split("|");
-    const paper = (PAPER_TABLE5 as Record<string, Record<string, { accuracy: number; f1: number; auc: number }>>)[model]?.[arm];
+    const paper = paperRow(model, arm);
     const cell = (metric: "accuracy" | "f1" | "auc") => {
       const ms = meanSd(runs.map((r) => r.metrics.test[metric]));
       const [lo, hi] = seedMeanBootstrap(runs, metric);
@@ -81,8 +99,8 @@ export function table5(results: readonly StudyOneResult[]) {
     ]);
   }
   return tableBundle(["model", "positive training set", "paper Acc / F1 / AUC", "ours Acc", "ours F1", "ours AUC", "seeds"], rows, {
-    caption: "Table 5 — Study I (test set, threshold 0.5, COVID positive; mean ± sd over seeds [95 % bootstrap CI of that mean])",
-    note: "Paper numbers are single runs on its own test set (COVID-CT + LUNA negatives); ours use the official COVID-CT test split. See 'Where our protocol differs' below.",
+    caption: `Table 5 — Study I, ${protocol} protocol (test set, threshold 0.5, COVID positive; mean ± sd over seeds [95 % bootstrap CI of that mean])`,
+    note: `${PROTOCOL_NOTES[protocol] ?? ""} The paper's numbers are single runs at 480² with full fine-tuning; see 'Where our protocol differs'.`,
   });
 }
 
@@ -96,7 +114,7 @@ export function medsegTable(results: readonly StudyOneResult[]) {
     rows.push([modelLabel(model, runs), arm, runs[0].metrics.medsegTest.n, `${pct(a.mean)} ± ${runs.length > 1 ? pct(a.sd) : "–"}`, `${pct(b.mean)} ± ${runs.length > 1 ? pct(b.sd) : "–"}`]);
   }
   return tableBundle(["model", "positive training set", "MedSeg test slices", "recall @ 0.5 (%)", "recall @ validation threshold (%)"], rows, {
-    caption: "Recall on original CT slices (MedSeg test, all COVID-19): does a model trained on paper figures recognise real scans?",
+    caption: `Recall on original CT slices (MedSeg test, all COVID-19), ${results[0]?.config.protocol ?? "official"} protocol: does a model recognise scans of a source it never saw?`,
   });
 }
 
@@ -146,7 +164,7 @@ export function trainingCurves(results: readonly StudyOneResult[], model: string
 }
 
 /** Settings of the paper beside the profile that ran. */
-export function protocolTable(p: StudyProfile) {
+export function protocolTable(p: StudyProfile, protocol: "official" | "paper" = "official") {
   const paper = PROFILES.paper;
   const a = (x: StudyProfile) => (x.augment.minScale < 1 ? `crop scale ${x.augment.minScale}, flip, contrast/brightness ${x.augment.contrast}` : x.trainViews === 2 ? "horizontal flip (cached)" : "none");
   const rows = [
@@ -158,7 +176,11 @@ export function protocolTable(p: StudyProfile) {
     ["mini-batch", "16", `${p.batchSize}${p.microBatch < p.batchSize ? ` (micro-batches of ${p.microBatch})` : ""}`],
     ["epochs", "not stated", `${p.epochs}, checkpoint selected on validation AUC`],
     ["seeds", "1 run", p.seeds.join(", ")],
-    ["test set", "COVID-CT test + LUNA negatives", "official COVID-CT test split (98 COVID / 105 NonCOVID)"],
+    [
+      "test set",
+      "original CTs: 173 COVID-Seg slices (4 volumes) + 164 LUNA + 4 Radiopaedia negatives",
+      protocol === "paper" ? "paper protocol: COVID-Seg slices of 4 volumes + 164 LUNA slices (no Radiopaedia; near-duplicates of training removed)" : "official COVID-CT split (98 COVID / 105 NonCOVID)",
+    ],
   ];
   return tableBundle(["setting", "paper", `ours (profile '${p.name}')`], rows, { caption: "Protocol" });
 }
@@ -175,16 +197,18 @@ export async function gradCamGallery(runDir: string, opts: { perClass?: number; 
     out.push(...sampleWithoutReplacement(pool, per, rng));
     return out;
   };
-  const { openDataset } = await import("../data/dataset");
-  const ds = openDataset();
+  // Image files and sources from the membership the run recorded (protocol.json beside it).
+  const members = new Map<string, { path: string; source: SourceName }>();
+  const pj = JSON.parse(fs.readFileSync(path.join(runDir, "protocol.json"), "utf8")) as { splits: Record<string, Record<string, { id: string; path: string; source: SourceName }[]>> };
+  for (const split of Object.values(pj.splits)) for (const ms of Object.values(split)) for (const m of ms) members.set(m.id, m);
   const cells: string[] = [];
   const text: string[] = [];
   for (const label of [1, 0]) {
     for (const p of pick(label)) {
-      const [, cls, file] = p.file.split("/");
-      const rec = ds.get(cls as "covid" | "noncovid", file);
+      const rec = members.get(p.file);
       if (!rec) continue;
-      const [gray] = await loadGrayImages([{ id: p.file, path: rec.path, label: label as 0 | 1 }], profile.inputSize);
+      const file = path.basename(p.file);
+      const [gray] = await loadGrayImages([{ id: p.file, path: rec.path, label: label as 0 | 1, source: rec.source }], profile.inputSize);
       const x = tf.tidy(() => toModelInput(tf.tensor4d(Float32Array.from(gray, (v) => v / 255), [1, profile.inputSize, profile.inputSize, 1]), pre));
       const cam = gradCam(built, x, 1);
       x.dispose();
@@ -203,13 +227,14 @@ export function armOrdering(results: readonly StudyOneResult[]) {
   for (const model of [...new Set(results.map((r) => r.config.model))]) {
     const ours = [...groups(results)]
       .filter(([k]) => k.startsWith(`${model}|`))
-      .map(([k, runs]) => ({ arm: k.split("|")[1], auc: meanSd(runs.map((r) => r.metrics.test.auc)).mean }))
+      .map(([k, runs]) => ({ arm: PAPER_TABLE5_KEY[k.split("|")[1]] ?? k.split("|")[1], auc: meanSd(runs.map((r) => r.metrics.test.auc)).mean }))
       .sort((a, b) => b.auc - a.auc);
     const paper = Object.entries((PAPER_TABLE5 as Record<string, Record<string, { auc: number }>>)[model] ?? {})
       .map(([arm, v]) => ({ arm, auc: v.auc / 100 }))
       .sort((a, b) => b.auc - a.auc);
     const fmt = (xs: { arm: string; auc: number }[], names?: Record<string, string>) => xs.map((x) => `${names?.[x.arm] ?? x.arm} (AUC ${pct(x.auc)})`).join(" > ");
-    lines.push(`${modelLabel(model, results.filter((r) => r.config.model === model))} — ours: ${fmt(ours)}; paper: ${fmt(paper, PAPER_ARM_NAMES)}.`);
+    if (!paper.length) continue;
+    lines.push(`${modelLabel(model, results.filter((r) => r.config.model === model))} — ours: ${fmt(ours, PAPER_ARM_NAMES)}; paper: ${fmt(paper, PAPER_ARM_NAMES)}.`);
   }
   return { "text/plain": lines.join("\n"), "text/html": `<ul>${lines.map((l) => `<li>${escapeHtml(l)}</li>`).join("")}</ul>` };
 }

@@ -534,7 +534,7 @@ export function evaluateRun(runDir: string): StudyOneMetrics {
 export interface StudyOneGrid {
   profile: ProfileName;
   protocol?: ProtocolName;
-  models?: readonly ModelName[];
+  models?: readonly StudyOneModel[];
   arms?: readonly PositiveArm[];
   /** Default: the profile's seeds. */
   seeds?: readonly number[];
