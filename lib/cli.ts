@@ -250,7 +250,7 @@ program
   .option("--epochs <n>", "override the profile's epoch count in every run", intArg("--epochs", 1, 100000))
   .option("--json", "print an array of {runDir, state, id, command, argv, dependsOn, …config}")
   .option("--emit <backend>", "write the grid as scripts for a scheduler: slurm", oneOf("--emit", ["slurm"]))
-  .option("--out <dir>", "folder for the emitted scripts and their logs (with --emit)")
+  .option("--out <dir>", "with --emit: folder for the scripts and their logs (default runs/slurm/<study>-<protocol>-<profile>)")
   .option("--submit", "with --emit slurm: submit the scripts with sbatch and print the job ids")
   .option("--gpus <n>", "GPUs per task (default per profile: paper 1, quick/smoke 0)", intArg("--gpus", 0))
   .option("--cpus <n>", "CPUs per task (default per profile: paper 8, quick 2, smoke 1)", intArg("--cpus", 1))
@@ -267,13 +267,14 @@ program
     const req = { protocol: o.protocol, profile: o.profile as never, runsRoot: o.runs, seeds: o.seeds, epochs: o.epochs };
     if (o.emit && o.run) throw new Error("--emit and --run are two backends: use one (--emit slurm writes scripts for the cluster, --run runs the grid here).");
     if (o.submit && !o.emit) throw new Error("--submit needs --emit slurm (and --out DIR for the scripts).");
-    if (o.emit && !o.out) throw new Error("--emit slurm needs --out DIR: the folder for the scripts and logs (on the cluster's shared filesystem).");
+    // Scripts and logs beside the runs by default: on a cluster the project is on the shared filesystem.
+    const emitDir = o.out ?? path.join(PROJECT_ROOT, "runs", "slurm", `${o.study}-${o.protocol}-${o.profile}`);
     const grid = cl.getGrid(o.study);
     const entries = cl.listGrid(o.study, req);
     const rows = () => entries.map((e) => ({ runDir: e.runDir, state: cl.runDirState(e.runDir), id: e.id, command: e.command, argv: cl.entryArgv(e), dependsOn: e.dependsOn, ...e.config }));
     if (o.emit) {
       const r = cl.emitSlurm(o.study, req, entries, grid.notebook, {
-        outDir: o.out!, resources: { gpus: o.gpus, cpusPerTask: o.cpus, mem: o.mem, time: o.time, partition: o.partition }, extraSbatch: o.sbatch, render: o.render,
+        outDir: emitDir, resources: { gpus: o.gpus, cpusPerTask: o.cpus, mem: o.mem, time: o.time, partition: o.partition }, extraSbatch: o.sbatch, render: o.render,
       });
       const lines = r.scripts.map((s) => `${path.relative(process.cwd(), s.file)}  ${s.kind === "array" ? `${s.entries.length} task(s)` : "render"}${s.after.length ? `, afterok on ${s.after.map((a) => path.basename(r.scripts[a].file)).join(", ")}` : ""}`);
       if (r.renderSkipped) lines.push(`no render job: ${r.renderSkipped}`);

@@ -55,9 +55,9 @@ describe("cluster: grids as data", () => {
     let r = cli(["grid", "--study", "study9", "--profile", "smoke"]);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /--study 'study9' has no grid; use one of: study1/);
-    r = cli(["grid", "--study", "study1", "--profile", "smoke", "--emit", "slurm"]);
+    r = cli(["grid", "--study", "study1", "--profile", "smoke", "--emit", "nomad", "--out", tempDir("bad")]);
     assert.notEqual(r.code, 0);
-    assert.match(r.stderr, /--emit slurm needs --out DIR/);
+    assert.match(r.stderr, /--emit 'nomad' is not known: use one of slurm/);
     r = cli(["grid", "--study", "study1", "--profile", "smoke", "--submit"]);
     assert.match(r.stderr, /--submit needs --emit slurm/);
     r = cli(["grid", "--study", "study1", "--profile", "smoke", "--emit", "slurm", "--out", tempDir("bad"), "--mem", "lots"]);
