@@ -301,15 +301,18 @@ program
     const { abandonActiveRuns } = await import("./runs");
     if (o.resume && o.force) throw new Error("--resume and --force contradict each other: --resume continues the stored run, --force replaces it. Use one.");
     const bar = cliProgress();
-    // Ctrl-C: keep what can be resumed, remove what cannot, release the lock, say how to go on.
-    process.once("SIGINT", () => {
+    // Ctrl-C, and SIGTERM (scancel, Slurm preemption): keep what can be resumed, remove what
+    // cannot, release the lock (a requeued task may start on another host), say how to go on.
+    const onSignal = (sig: NodeJS.Signals) => {
       bar.stop();
       for (const r of abandonActiveRuns()) {
         const again = ["npx covid-ct", ...process.argv.slice(2).filter((a) => a !== "--force" && a !== "--resume"), "--resume"].join(" ");
-        process.stderr.write(r.outcome === "kept" ? `\ninterrupted: ${r.dir} keeps its last checkpoint. Continue with:\n  ${again}\n` : `\ninterrupted before the first checkpoint: nothing was kept (${r.dir}).\n`);
+        process.stderr.write(r.outcome === "kept" ? `\ninterrupted (${sig}): ${r.dir} keeps its last checkpoint. Continue with:\n  ${again}\n` : `\ninterrupted (${sig}) before the first checkpoint: nothing was kept (${r.dir}).\n`);
       }
-      process.exit(130);
-    });
+      process.exit(sig === "SIGTERM" ? 143 : 130);
+    };
+    process.once("SIGINT", onSignal);
+    process.once("SIGTERM", onSignal);
     const r = await runStudyOne(
       { model: o.model, positives: o.positives as never, profile: o.profile as never, protocol: o.protocol as never, seed: o.seed, epochs: o.epochs, out: o.out, resume: o.resume, force: o.force, dataRoot: o.data, weightsRoot: o.weights },
       { log: (m) => bar.log(m), onStep: bar.onStep, onEpoch: bar.onEpoch, onFeatures: bar.onFeatures },
@@ -318,6 +321,67 @@ program
     if (r.interrupted) return;
     const t = r.metrics.test;
     print(!!o.json, r.metrics, () => `${r.reused ? "reused " : ""}${r.runDir}\ntest (n=${t.n}): AUC ${t.auc.toFixed(3)} [${t.ci95.auc.map((x) => x.toFixed(3)).join(", ")}]  accuracy ${t.accuracy.toFixed(3)}  F1 ${t.f1.toFixed(3)}  (best epoch ${r.metrics.bestEpoch + 1} of ${r.history.length})\nMedSeg original CTs: recall ${r.metrics.medsegTest.recall.toFixed(3)} (n=${r.metrics.medsegTest.n})`);
+  });
+
+program
+  .command("grid")
+  .description("a study's grid of runs (one entry per run directory) with each run's state; --emit slurm writes job arrays, --run runs it here")
+  .requiredOption("--study <name>", "study whose grid to list (study1)")
+  .option("--protocol <name>", "official | paper", oneOf("--protocol", ["official", "paper"]), "official")
+  .option("--profile <name>", "paper | quick | smoke", oneOf("--profile", PROFILES), "quick")
+  .option("--runs <dir>", "root of the run directories (default runs/, where the notebooks look)")
+  .option("--seeds <list>", "comma-separated seeds instead of the profile's (e.g. 1,2)", (v) => v.split(",").map((x) => intArg("--seeds", 0)(x)))
+  .option("--epochs <n>", "override the profile's epoch count in every run", intArg("--epochs", 1, 100000))
+  .option("--json", "print an array of {runDir, state, id, command, argv, dependsOn, …config}")
+  .option("--emit <backend>", "write the grid as scripts for a scheduler: slurm", oneOf("--emit", ["slurm"]))
+  .option("--out <dir>", "with --emit: folder for the scripts and their logs (default runs/slurm/<study>-<protocol>-<profile>)")
+  .option("--submit", "with --emit slurm: submit the scripts with sbatch and print the job ids")
+  .option("--gpus <n>", "GPUs per task (default per profile: paper 1, quick/smoke 0)", intArg("--gpus", 0))
+  .option("--cpus <n>", "CPUs per task (default per profile: paper 8, quick 2, smoke 1)", intArg("--cpus", 1))
+  .option("--mem <size>", "memory per task, Slurm syntax (default per profile: paper 32G, quick 8G, smoke 2G)")
+  .option("--time <limit>", "time limit per task, Slurm syntax (default per profile: paper 12:00:00, quick 02:00:00, smoke 00:20:00)")
+  .option("--partition <name>", "Slurm partition (default: the cluster's default)")
+  .option("--sbatch <option>", "extra sbatch option for every job, repeatable (e.g. --sbatch --account=abc)", (v: string, acc: string[] = []) => [...acc, v])
+  .option("--no-render", "with --emit slurm: no final job rendering the notebook")
+  .option("--run", "run the missing and partial runs here (partial ones with --resume)")
+  .option("--parallel <n>", "with --run: runs at a time; the cores are divided among them (default 1)", intArg("--parallel", 1), 1)
+  .option("--logs <dir>", "with --run: one log per run (default runs/logs)")
+  .action(async (o: { study: string; protocol: string; profile: string; runs?: string; seeds?: number[]; epochs?: number; json?: boolean; emit?: string; out?: string; submit?: boolean; gpus?: number; cpus?: number; mem?: string; time?: string; partition?: string; sbatch?: string[]; render: boolean; run?: boolean; parallel: number; logs?: string }) => {
+    const cl = await import("./cluster");
+    const req = { protocol: o.protocol, profile: o.profile as never, runsRoot: o.runs, seeds: o.seeds, epochs: o.epochs };
+    if (o.emit && o.run) throw new Error("--emit and --run are two backends: use one (--emit slurm writes scripts for the cluster, --run runs the grid here).");
+    if (o.submit && !o.emit) throw new Error("--submit needs --emit slurm (and --out DIR for the scripts).");
+    // Scripts and logs beside the runs by default: on a cluster the project is on the shared filesystem.
+    const emitDir = o.out ?? path.join(PROJECT_ROOT, "runs", "slurm", `${o.study}-${o.protocol}-${o.profile}`);
+    const grid = cl.getGrid(o.study);
+    const entries = cl.listGrid(o.study, req);
+    const rows = () => entries.map((e) => ({ runDir: e.runDir, state: cl.runDirState(e.runDir), id: e.id, command: e.command, argv: cl.entryArgv(e), dependsOn: e.dependsOn, ...e.config }));
+    if (o.emit) {
+      const r = cl.emitSlurm(o.study, req, entries, grid.notebook, {
+        outDir: emitDir, resources: { gpus: o.gpus, cpusPerTask: o.cpus, mem: o.mem, time: o.time, partition: o.partition }, extraSbatch: o.sbatch, render: o.render,
+      });
+      const lines = r.scripts.map((s) => `${path.relative(process.cwd(), s.file)}  ${s.kind === "array" ? `${s.entries.length} task(s)` : "render"}${s.after.length ? `, afterok on ${s.after.map((a) => path.basename(r.scripts[a].file)).join(", ")}` : ""}`);
+      if (r.renderSkipped) lines.push(`no render job: ${r.renderSkipped}`);
+      lines.push(`submit all: ${path.relative(process.cwd(), r.submitScript)}   logs: ${path.relative(process.cwd(), r.logsDir)}/`);
+      if (!o.submit) return print(!!o.json, { scripts: r.scripts.map((s) => ({ file: s.file, kind: s.kind, tasks: s.entries.map((e) => e.id), after: s.after })), submit: r.submitScript, logs: r.logsDir }, () => lines.join("\n"));
+      const ids = cl.submitSlurm(r);
+      return print(!!o.json, r.scripts.map((s, k) => ({ file: s.file, kind: s.kind, jobId: ids[k] })), () => [...lines, ...r.scripts.map((s, k) => `submitted ${path.basename(s.file)}: job ${ids[k]}`)].join("\n"));
+    }
+    if (o.run) {
+      const res = await cl.runGridLocal(entries, { parallel: o.parallel, logsDir: o.logs, log: (m) => process.stderr.write(m + "\n") });
+      const bad = res.filter((r) => r.outcome === "failed" || r.outcome === "skipped");
+      print(!!o.json, res, () => res.map((r) => `${r.outcome.padEnd(16)} ${r.seconds !== undefined ? `${r.seconds.toFixed(1).padStart(7)} s` : "         "}  ${path.relative(process.cwd(), r.runDir)}`).join("\n"));
+      if (bad.length) {
+        process.stderr.write(`${bad.length} run(s) did not finish (logs above); run the same command again to retry them (partial runs continue with --resume).\n`);
+        process.exitCode = 1;
+      }
+      return;
+    }
+    const list = rows();
+    print(!!o.json, list, () => [
+      ...list.map((r) => `${r.state.padEnd(8)} ${path.relative(process.cwd(), r.runDir)}${r.dependsOn.length ? `  (after ${r.dependsOn.join(", ")})` : ""}`),
+      `${list.length} runs: ${(["finished", "partial", "missing"] as const).map((s) => `${list.filter((r) => r.state === s).length} ${s}`).join(", ")}`,
+    ].join("\n"));
   });
 
 program

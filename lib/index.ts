@@ -20,3 +20,4 @@ export * as ssl from "./ssl";
 export * as protocols from "./protocols";
 export * from "./data/sources";
 export * from "./data/orientation";
+export * as cluster from "./cluster";

@@ -48,7 +48,8 @@ export type PositiveArm = (typeof ARMS)[ProtocolName][number];
 export function armsOf(protocol: ProtocolName): readonly PositiveArm[] {
   return ARMS[protocol];
 }
-export const STUDY1_MODELS = ["densenet169", "resnet50"] as const;
+/** Table 5's models, and the shortcut baseline trained and tested beside them. */
+export const STUDY1_MODELS = ["densenet169", "resnet50", "shortcut"] as const;
 
 /** The shortcut baseline "model" (lib/protocols/shortcut): a logistic regression on non-anatomical cues. */
 export const SHORTCUT_MODEL = "shortcut" as const;

@@ -69,6 +69,29 @@ export async function loadOptimizer(opt: tf.Optimizer, dir: string): Promise<voi
   const w = JSON.parse(fs.readFileSync(path.join(dir, "optimizer.json"), "utf8")) as WeightsOnDisk;
   const map = tf.io.decodeWeights(readWeights(dir, w), w.specs);
   await opt.setWeights(w.specs.map((s) => ({ name: s.name, tensor: map[s.name] })));
+  if (opt instanceof tf.AdamOptimizer) replayAdamBetaPowers(opt);
+}
+
+/**
+ * tfjs' AdamOptimizer.setWeights sets beta^t with pow(), while training reaches it by t float32
+ * multiplications; the two differ in the last bit, and a resumed run then drifts away from the
+ * uninterrupted one (visible after tens of epochs). Recompute them the way training does.
+ */
+function replayAdamBetaPowers(opt: tf.AdamOptimizer): void {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const o = opt as any;
+  const t: number = o.iterations;
+  // A product of two float32 values is exact in a double, so fround(a * b) is the float32 product.
+  const replay = (beta: number) => {
+    const b = Math.fround(beta);
+    let acc = b;
+    for (let i = 0; i < t; i++) acc = Math.fround(acc * b);
+    return acc;
+  };
+  tf.tidy(() => {
+    o.accBeta1.assign(tf.scalar(replay(o.beta1)));
+    o.accBeta2.assign(tf.scalar(replay(o.beta2)));
+  });
 }
 
 /** Write a checkpoint folder atomically: build it under a temp name, then swap it in. */
