@@ -140,11 +140,11 @@ describe("cluster: Slurm scripts", function () {
     assert.equal(r.code, 0, r.stderr);
     const s = fs.readFileSync(path.join(out, "study1.sbatch"), "utf8");
     assert.match(s, /^#SBATCH --gres=gpu:1$/m);
-    assert.match(s, /^#SBATCH --array=0-17$/m);
+    assert.match(s, /^#SBATCH --array=0-26$/m);
     assert.match(s, /^#SBATCH --requeue$/m);
     assert.match(s, /^#SBATCH --cpus-per-task=8$/m);
     assert.match(s, new RegExp(`^#SBATCH --output=${out}/logs/study1-%A_%a\\.out$`, "m"));
-    assert.match(s, /^  0\) run \S+\/runs\/study1\/paper\/paper\/densenet169-covid-ct-all-seed1 train --model densenet169 --positives covid-ct-all --profile paper --protocol paper --seed 1 ;;/m);
+    assert.match(s, /^  0\) run \S+\/runs\/study1\/paper\/paper\/densenet169-covid-seg-seed1 train --model densenet169 --positives covid-seg --profile paper --protocol paper --seed 1 ;;/m);
     const render = fs.readFileSync(path.join(out, "study1-render.sbatch"), "utf8");
     assert.match(render, /reproduce 02 --profile paper/);
     assert.doesNotMatch(render, /--gres/, "rendering trains nothing: no GPU");
@@ -204,8 +204,8 @@ describe("cluster: Slurm scripts", function () {
     assert.equal(again.status, 0, again.stderr);
     assert.match(again.stdout, /--out \S+ --resume$/m);
     assert.match(again.stdout, /^reused /m);
-    const bad = task(6);
+    const bad = task(9);
     assert.equal(bad.status, 2);
-    assert.match(bad.stderr, /task 6 is not in this array \(0-5\)/);
+    assert.match(bad.stderr, /task 9 is not in this array \(0-8\)/);
   });
 });
