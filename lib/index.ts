@@ -16,3 +16,4 @@ export * as study1Report from "./reports/study1";
 export * as profiles from "./training/profiles";
 export { notebookProgress, cliProgress } from "./training/progress";
 export * from "./gradcam";
+export * as lungs from "./lungs";
