@@ -97,3 +97,4 @@ export function setBackboneTrainable(model: tf.LayersModel, trainable: boolean):
     if (!isHeadLayer(layer.name)) layer.trainable = trainable;
   }
 }
+export * from "./aspp";
