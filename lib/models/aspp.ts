@@ -26,6 +26,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { BuiltModel, Initialisers } from "./common";
+import { SegmentationLossConfig, segmentationLossPerImage } from "./losses";
 
 export interface AsppConfig {
   /** Filters of every ASPP branch and of the projection (DeepLabv3: 256). */
@@ -264,13 +265,9 @@ export interface MultiTaskLossConfig {
   classWeight?: number;
   /** Weight of the lesion segmentation loss (paper: 1). */
   lesionWeight?: number;
-  /**
-   * Lesion loss: "dice+bce" (default) = soft Dice + pixel BCE, averaged over images with a mask;
-   * "bce" or "dice" alone. BCE alone is dominated by the background on small lesions; soft Dice
-   * alone is unstable on empty masks (negatives). The sum is the usual medical-segmentation choice.
-   */
-  lesionLoss?: "dice+bce" | "bce" | "dice";
-  /** Smoothing of the soft Dice, 1 − (2·Σpg + s)/(Σp + Σg + s): s makes an empty mask predicted empty a loss of 0 (default 1). */
+  /** Lesion loss, see SegmentationLossConfig.kind (default "dice+bce"). */
+  lesionLoss?: SegmentationLossConfig["kind"];
+  /** Soft Dice smoothing, see SegmentationLossConfig.smooth (default 1). */
   diceSmooth?: number;
 }
 
@@ -313,26 +310,10 @@ export function multiTaskLoss(
   if (target.label.shape[0] !== n || target.lesion.shape[0] !== n || target.hasMask.shape[0] !== n) {
     throw new Error(`multiTaskLoss: batch sizes differ (prediction ${n}, label ${target.label.shape[0]}, lesion ${target.lesion.shape[0]}, hasMask ${target.hasMask.shape[0]})`);
   }
-  if (JSON.stringify(pred.lesion.shape) !== JSON.stringify(target.lesion.shape)) {
-    throw new Error(`multiTaskLoss: lesion prediction ${JSON.stringify(pred.lesion.shape)} vs target ${JSON.stringify(target.lesion.shape)}; resize the masks to the model's input size`);
-  }
   return tf.tidy(() => {
-    const eps = 1e-7;
-    const p = tf.clipByValue(pred.class, eps, 1);
+    const p = tf.clipByValue(pred.class, 1e-7, 1);
     const classification = tf.neg(tf.mean(tf.sum(tf.mul(target.label, tf.log(p)), -1))) as tf.Scalar;
-    const q = tf.clipByValue(pred.lesion, eps, 1 - eps);
-    const g = target.lesion;
-    const perImage: tf.Tensor[] = [];
-    if (kind !== "dice") {
-      const bce = tf.neg(tf.add(tf.mul(g, tf.log(q)), tf.mul(tf.sub(1, g), tf.log(tf.sub(1, q)))));
-      perImage.push(tf.mean(bce, [1, 2, 3]));
-    }
-    if (kind !== "bce") {
-      const inter = tf.sum(tf.mul(pred.lesion, g), [1, 2, 3]);
-      const sums = tf.add(tf.sum(pred.lesion, [1, 2, 3]), tf.sum(g, [1, 2, 3]));
-      perImage.push(tf.sub(1, tf.div(tf.add(tf.mul(inter, 2), smooth), tf.add(sums, smooth))));
-    }
-    const seg = perImage.length === 1 ? perImage[0] : tf.add(perImage[0], perImage[1]);
+    const seg = segmentationLossPerImage(pred.lesion, target.lesion, { kind, smooth });
     const m = tf.cast(target.hasMask, "float32");
     const lesion = tf.div(tf.sum(tf.mul(seg, m)), tf.maximum(tf.sum(m), 1)) as tf.Scalar;
     const total = tf.add(tf.mul(classification, wc), tf.mul(lesion, ws)) as tf.Scalar;

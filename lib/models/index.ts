@@ -98,3 +98,5 @@ export function setBackboneTrainable(model: tf.LayersModel, trainable: boolean):
   }
 }
 export * from "./aspp";
+export * from "./losses";
+export * from "./unet";
