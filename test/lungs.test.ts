@@ -45,7 +45,7 @@ describe("lungs: classical extractor", () => {
     const lung = segmentationMetrics(m.mask, p.lungs);
     const les = segmentationMetrics(m.mask, p.lesion);
     // Without lesion filling the lesion is left out: the test can fail.
-    const raw = segmentationMetrics(extractLungs(p.gray, 160, 160, { fill: "none" }).mask, p.lesion);
+    const raw = segmentationMetrics(extractLungs(p.gray, 160, 160, { fill: "none", dilate: 0 }).mask, p.lesion);
     assert.ok(lung.dice > 0.9, `lung Dice ${lung.dice}`);
     assert.ok(les.coverage > 0.9, `lesion coverage ${les.coverage}`);
     assert.ok(raw.coverage < 0.5, `lesion coverage without fill ${raw.coverage}`);
@@ -85,7 +85,7 @@ describe("lungs: classical extractor", () => {
     assert.deepEqual(Array.from(morph(disk, 9, 9, 2, "erode")), Array.from(dot));
   });
 
-  it("MedSeg (98 slices, radiologists' lesions): pooled lesion coverage of the lung masks ≥ 0.77", async function () {
+  it("MedSeg (98 slices, radiologists' lesions): pooled lesion coverage of the lung masks ≥ 0.80", async function () {
     const root = resolveMedsegRoot().dir;
     if (!fs.existsSync(path.join(root, "train", "images"))) this.skip();
     const overlaps = [];
@@ -99,7 +99,24 @@ describe("lungs: classical extractor", () => {
     const s = summariseSegmentation(overlaps);
     console.log(`      MedSeg: ${s.n} slices, pooled lesion coverage ${s.pooled.coverage.toFixed(4)}, per-image mean ${s.perImage.coverage.mean.toFixed(4)}`);
     assert.equal(s.n, 98);
-    // Measured 0.8175 (per-image mean 0.838) with LUNG_DEFAULTS; 0.77 leaves a margin for decoder differences.
-    assert.ok(s.pooled.coverage >= 0.77, `pooled coverage ${s.pooled.coverage}`);
+    // Measured 0.8416 (per-image mean 0.8645) with LUNG_DEFAULTS; 0.80 leaves a margin for decoder differences.
+    assert.ok(s.pooled.coverage >= 0.8, `pooled coverage ${s.pooled.coverage}`);
+  });
+
+  it("COVID-Seg (every 32nd of 1,600 slices, pseudo lesions ≥ 128): pooled lesion coverage ≥ 0.80", async function () {
+    const root = path.resolve(resolveMedsegRoot().dir, "..", "covid19-ct-seg-slices");
+    if (!fs.existsSync(path.join(root, "images"))) this.skip();
+    const overlaps = [];
+    const list = fs.readdirSync(path.join(root, "images")).sort().filter((_, i) => i % 32 === 0);
+    for (const f of list) {
+      const m = await extractLungsFromFile(path.join(root, "images", f));
+      const ref = await sharp(path.join(root, "pseudo-infection", f.replace(/\.jpg$/, ".png"))).greyscale().resize(m.width, m.height, { kernel: "nearest" }).raw().toBuffer();
+      overlaps.push(maskOverlap(m.mask, ref, { refThreshold: 128 }));
+    }
+    const s = summariseSegmentation(overlaps);
+    console.log(`      COVID-Seg: ${s.n} slices, pooled pseudo-lesion coverage ${s.pooled.coverage.toFixed(4)}, per-image mean ${s.perImage.coverage.mean.toFixed(4)}`);
+    assert.equal(s.n, 50);
+    // Measured 0.8540 (per-image mean 0.7818: small pseudo lesions on the chest wall miss entirely).
+    assert.ok(s.pooled.coverage >= 0.8, `pooled coverage ${s.pooled.coverage}`);
   });
 });

@@ -27,7 +27,8 @@
  *     component's hull is much larger than it (`maxHullRatio`: the two lungs joined in front of the
  *     heart, whose hull would take the whole mediastinum) a morphological closing with a disk of
  *     `closingRadius` is used for it instead.
- *  6. The union, restricted to the body hull, is upsampled (nearest) to the source size.
+ *  6. The union is dilated by `dilate` (subpleural lesions), restricted to the body hull, and
+ *     upsampled (nearest) to the source size.
  *
  * Every choice is a named option with its default in LUNG_DEFAULTS. Degenerate input (tiny or flat
  * images, no dark region inside the body) gives an empty mask and a `fallback` reason, never an
@@ -53,6 +54,14 @@ export interface LungExtractorOptions {
   neckRadius?: number;
   /** Above this hull/component area ratio a component is closed instead of hulled (default 1.8). */
   maxHullRatio?: number;
+  /**
+   * Final dilation of the lung mask inside the body hull, fraction of the longest side (default
+   * 0.01, 2–3 working pixels). The thresholded outline sits slightly inside the pleura (smoothing,
+   * partial volume), exactly where COVID-19's typical subpleural lesions lie, flat along the chest
+   * wall where no hull helps. Measured on the 98 MedSeg slices: pooled lesion coverage 0.8175 →
+   * 0.8416 (0.02: 0.861) for a mean lung share of the image 0.601 → 0.638 (0.02: 0.675).
+   */
+  dilate?: number;
   /** Disk radius of the closing, as a fraction of the working copy's longest side (default 0.04). */
   closingRadius?: number;
 }
@@ -67,6 +76,7 @@ export const LUNG_DEFAULTS: Required<LungExtractorOptions> = {
   maxOutsideShare: 0.5,
   maxHullRatio: 1.8,
   closingRadius: 0.04,
+  dilate: 0.01,
 };
 
 export interface LungMask {
@@ -287,6 +297,11 @@ export function extractLungs(gray: ArrayLike<number>, height: number, width: num
     if (fill === "closing") comp = fillHoles(closeMask(comp, h, w, radius), h, w);
     fills.push(fill);
     for (let i = 0; i < comp.length; i++) if (comp[i] && body[i]) lungs[i] = 1;
+  }
+
+  if (o.dilate > 0) {
+    const grown = morph(lungs, h, w, Math.max(1, Math.round(o.dilate * Math.max(h, w))), "dilate");
+    for (let i = 0; i < lungs.length; i++) lungs[i] = grown[i] && body[i] ? 1 : 0;
   }
 
   // 6. Nearest upsampling to the source size.
