@@ -108,6 +108,25 @@ describe("study2 models: ASPP multi-task model", () => {
     mt.model.dispose();
   });
 
+  it("saves and loads (checkpoints): the custom layers serialise and the outputs are identical", async () => {
+    const mt = buildMultiTaskModel(buildModel("tiny-densenet", { inputSize: 32, includeHead: false, channels: 4, seed: 2 }), { aspp: { filters: 4, outputStride: 8 }, seed: 2 });
+    let saved: tf.io.ModelArtifacts | undefined;
+    await mt.model.save(tf.io.withSaveHandler(async (a) => {
+      saved = a;
+      return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: "JSON" } };
+    }));
+    const loaded = await tf.loadLayersModel(tf.io.fromMemory(saved!));
+    const x = tf.randomNormal([2, 32, 32, 4], 0, 1, "float32", 4);
+    const a = mt.model.predict(x) as tf.Tensor[];
+    const b = loaded.predict(x) as tf.Tensor[];
+    assert.deepEqual(loaded.outputNames, [LESION_OUTPUT, CLASS_OUTPUT]);
+    assert.equal((loaded.getLayer("aspp_atrous3_conv").getConfig().dilationRate as number[])[0], 36); // 18 · 16 / 8
+    for (let i = 0; i < 2; i++) assert.ok(relDiff(b[i], a[i]) < 1e-6);
+    tf.dispose([x, ...a, ...b]);
+    mt.model.dispose();
+    loaded.dispose();
+  });
+
   it("scales DeepLabv3's rates (6,12,18 at stride 16) to the output stride, in the layers", () => {
     assert.deepEqual(asppRates([6, 12, 18], 16), [6, 12, 18]);
     assert.deepEqual(asppRates([6, 12, 18], 8), [12, 24, 36]);
