@@ -1,11 +1,13 @@
 import { strict as assert } from "assert";
 import * as fs from "fs";
+import * as os from "os";
 import * as path from "path";
 import seedrandom from "seedrandom";
 import sharp from "sharp";
 import { resolveMedsegRoot } from "../lib/config";
 import { maskOverlap, segmentationMetrics, summariseSegmentation } from "../lib/evaluation";
 import { extractLungs, extractLungsFromFile, fillHoles, morph } from "../lib/lungs/classical";
+import { alignMask, preprocessWithLungMask } from "../lib/lungs/input";
 
 /** A generated chest: ellipse body in black air, two dark lungs, a dense lesion biting into one lung's outer edge. */
 export function chestPhantom(size = 160, seed = 1): { gray: Uint8Array; lungs: Uint8Array; lesion: Uint8Array } {
@@ -118,5 +120,33 @@ describe("lungs: classical extractor", () => {
     assert.equal(s.n, 50);
     // Measured 0.8540 (per-image mean 0.7818: small pseudo lesions on the chest wall miss entirely).
     assert.ok(s.pooled.coverage >= 0.8, `pooled coverage ${s.pooled.coverage}`);
+  });
+
+  it("input channel: the mask follows its image's chest crop and resize (phantom off-centre in a black frame)", async () => {
+    const p = chestPhantom(160, 4);
+    // 200×320 black frame, phantom at rows 20.., columns 140..: the chest crop removes most of it.
+    const H = 200, W = 320;
+    const frame = new Uint8Array(H * W);
+    for (let y = 0; y < 160; y++) for (let x = 0; x < 160; x++) frame[(y + 20) * W + x + 140] = p.gray[y * 160 + x];
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "covidct-lungs-"));
+    try {
+      const file = path.join(dir, "phantom.png");
+      await sharp(Buffer.from(frame), { raw: { width: W, height: H, channels: 1 } }).png().toFile(file);
+      const r = await preprocessWithLungMask(file, { size: 96 });
+      assert.equal(r.mask.length, 96 * 96);
+      assert.ok(r.image.crop && r.image.crop.box.width < 0.7 * W, JSON.stringify(r.image.crop?.box));
+      // Reference independent of alignMask: the extractor run on the preprocessed image itself.
+      const grey = new Uint8Array(96 * 96);
+      for (let i = 0; i < grey.length; i++) grey[i] = r.image.data[3 * i];
+      const direct = extractLungs(grey, 96, 96);
+      // Control: the full-frame mask resized without the crop lands elsewhere.
+      const src = extractLungs(frame, H, W);
+      const noCrop = await alignMask(src.mask, H, W, { ...r.image, crop: null }, "fill");
+      const aligned = segmentationMetrics(r.mask, direct.mask).dice;
+      const misaligned = segmentationMetrics(noCrop, direct.mask).dice;
+      assert.ok(aligned > 0.9 && misaligned < 0.6, `aligned Dice ${aligned}, without the crop ${misaligned}`);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
