@@ -191,7 +191,8 @@ export function aspp(features: tf.SymbolicTensor, cfg: AsppConfig = {}): tf.Symb
   rates.forEach((rate, i) => branches.push(convBnRelu(features, `${name}_atrous${i + 1}`, init, { filters, kernel: 3, rate, momentum })));
   let pooled = tf.layers.globalAveragePooling2d({ name: `${name}_pool_gap` }).apply(features) as tf.SymbolicTensor;
   pooled = tf.layers.reshape({ name: `${name}_pool_reshape`, targetShape: [1, 1, features.shape[3] as number] }).apply(pooled) as tf.SymbolicTensor;
-  // BN on a 1×1 map normalises over the batch only, as DeepLabv3's image-pooling branch does.
+  // BN on a 1×1 map normalises over the batch only, as in DeepLabv3; in training a (micro-)batch
+  // of 1 therefore makes this branch constant (its output is BN beta): use micro-batches ≥ 2.
   pooled = convBnRelu(pooled, `${name}_pool`, init, { filters, kernel: 1, momentum });
   branches.push(new BroadcastToMap([h, w], { name: `${name}_pool_broadcast` }).apply(pooled) as tf.SymbolicTensor);
   const cat = tf.layers.concatenate({ name: `${name}_concat`, axis: -1 }).apply(branches) as tf.SymbolicTensor;
