@@ -32,11 +32,22 @@ function relDiff(a: tf.Tensor, b: tf.Tensor): number {
   return tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0] / tf.max(tf.abs(b)).dataSync()[0]);
 }
 
-before(async () => {
-  await initBackend();
-});
+/** Other test files switch to the cpu backend; run on the chosen one (wasm here) and restore it after. */
+function useChosenBackend(): void {
+  let previous = "";
+  before(async () => {
+    previous = tf.getBackend();
+    await tf.setBackend((await initBackend()).tfBackend);
+    await tf.ready();
+  });
+  after(async () => {
+    if (previous) await tf.setBackend(previous);
+  });
+}
 
 describe("study2 models: ImageNet weights with a lung-mask channel", () => {
+  useChosenBackend();
+
   it("DenseNet-169 (64², 4 channels): ImageNet filters for RGB, zero filters for the mask → the 3-channel output", async function () {
     if (!hasDenseNetWeights()) this.skip();
     const rgb = buildModel("densenet169", { inputSize: 64, includeHead: false });
@@ -93,6 +104,8 @@ describe("study2 models: ImageNet weights with a lung-mask channel", () => {
 });
 
 describe("study2 models: ASPP multi-task model", () => {
+  useChosenBackend();
+
   it("has two named outputs of the right shapes (tiny DenseNet, 64², RGB + lung mask)", () => {
     const mt = buildMultiTaskModel(buildModel("tiny-densenet", { inputSize: 64, includeHead: false, channels: 4, seed: 3 }), { aspp: { filters: 8, outputStride: 8 }, seed: 3 });
     assert.deepEqual(mt.model.outputNames, [LESION_OUTPUT, CLASS_OUTPUT]);

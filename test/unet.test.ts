@@ -34,8 +34,15 @@ function files(dir: string, n: number): string[] {
 }
 
 describe("models: residual U-Net (lung segmentation)", () => {
+  // Other test files switch to the cpu backend; run on the chosen one (wasm here) and restore.
+  let previous = "";
   before(async () => {
-    await initBackend();
+    previous = tf.getBackend();
+    await tf.setBackend((await initBackend()).tfBackend);
+    await tf.ready();
+  });
+  after(async () => {
+    if (previous) await tf.setBackend(previous);
   });
 
   it("paper width (64…512): three levels + bridge, 224² → 224²×1; small widths scale every level", () => {
