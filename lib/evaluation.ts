@@ -354,3 +354,114 @@ export function meanSd(values: ArrayLike<number>): MeanSd {
   for (let i = 0; i < n; i++) ss += (values[i] - m) ** 2;
   return { mean: m, sd: Math.sqrt(ss / (n - 1)), n };
 }
+
+// ---------------------------------------------------------------------------------------------
+// Segmentation (Study II: lung and lesion masks)
+//
+// Conventions:
+// - A mask is a row-major array of per-pixel values; a pixel is inside when value ≥ threshold
+//   (default 0.5: binary 0/1 masks and probabilities; pass 128 for 8-bit 0/255 masks, which is also
+//   how COVID-Seg's pseudo lesion masks must be read).
+// - Dice = 2|P∩R| / (|P| + |R|), IoU = |P∩R| / |P∪R|. Both masks empty: 1 — nothing to find and
+//   nothing predicted is perfect agreement (negatives have all-zero lesion masks that are true
+//   labels, so a model that predicts nothing there must not be punished). One empty: 0.
+// - Coverage = |P∩R| / |R|, the share of reference pixels inside the predicted mask (e.g. lesion
+//   pixels inside the lung mask). An empty reference gives NaN ("nothing to cover"): it is left out
+//   of per-image means and adds nothing to pooled coverage.
+// - Per image: the metric of each image, averaged (mean of the defined values). Pooled: counts
+//   summed over all images first, then one ratio — large masks weigh more, and empty-reference images
+//   cannot dominate (the figure the Study II acceptance target is stated in).
+
+export interface MaskOverlap {
+  /** |P ∩ R| in pixels. */
+  intersection: number;
+  /** |P|: predicted pixels. */
+  predArea: number;
+  /** |R|: reference pixels. */
+  refArea: number;
+  /** Pixels compared. */
+  n: number;
+}
+
+export interface SegmentationMetrics extends MaskOverlap {
+  dice: number;
+  iou: number;
+  /** NaN when the reference is empty. */
+  coverage: number;
+}
+
+export interface MaskThresholds {
+  /** Threshold of the predicted mask (default 0.5). */
+  predThreshold?: number;
+  /** Threshold of the reference mask (default 0.5). */
+  refThreshold?: number;
+}
+
+/** Pixel counts of a predicted mask against a reference of the same size. */
+export function maskOverlap(pred: ArrayLike<number>, ref: ArrayLike<number>, opts: MaskThresholds = {}): MaskOverlap {
+  if (pred.length !== ref.length) {
+    throw new Error(`maskOverlap: predicted mask has ${pred.length} pixels, reference ${ref.length}; resize one to the other's size first`);
+  }
+  const tp = opts.predThreshold ?? 0.5;
+  const tr = opts.refThreshold ?? 0.5;
+  let intersection = 0, predArea = 0, refArea = 0;
+  for (let i = 0; i < pred.length; i++) {
+    const p = pred[i] >= tp, r = ref[i] >= tr;
+    if (Number.isNaN(pred[i]) || Number.isNaN(ref[i])) throw new Error(`maskOverlap: NaN at pixel ${i}`);
+    if (p) predArea++;
+    if (r) refArea++;
+    if (p && r) intersection++;
+  }
+  return { intersection, predArea, refArea, n: pred.length };
+}
+
+/** Dice, IoU and coverage from counts (see the conventions above). */
+export function overlapMetrics(o: MaskOverlap): SegmentationMetrics {
+  const sum = o.predArea + o.refArea;
+  const union = sum - o.intersection;
+  return {
+    ...o,
+    dice: sum === 0 ? 1 : (2 * o.intersection) / sum,
+    iou: union === 0 ? 1 : o.intersection / union,
+    coverage: o.refArea === 0 ? NaN : o.intersection / o.refArea,
+  };
+}
+
+/** Dice, IoU and coverage of one predicted mask against its reference. */
+export function segmentationMetrics(pred: ArrayLike<number>, ref: ArrayLike<number>, opts: MaskThresholds = {}): SegmentationMetrics {
+  return overlapMetrics(maskOverlap(pred, ref, opts));
+}
+
+export interface SegmentationSummary {
+  /** Images summarised. */
+  n: number;
+  /** Images with a non-empty reference (those that define coverage). */
+  nWithReference: number;
+  /** Counts summed over images, then one ratio each. */
+  pooled: SegmentationMetrics;
+  /** Mean over images of each per-image metric (coverage over images with a reference). */
+  perImage: { dice: MeanSd; iou: MeanSd; coverage: MeanSd };
+}
+
+/** Pooled and per-image summaries of many images' overlaps (from maskOverlap / segmentationMetrics). */
+export function summariseSegmentation(overlaps: readonly MaskOverlap[]): SegmentationSummary {
+  const total: MaskOverlap = { intersection: 0, predArea: 0, refArea: 0, n: 0 };
+  for (const o of overlaps) {
+    total.intersection += o.intersection;
+    total.predArea += o.predArea;
+    total.refArea += o.refArea;
+    total.n += o.n;
+  }
+  const each = overlaps.map(overlapMetrics);
+  const defined = each.filter((m) => !Number.isNaN(m.coverage));
+  return {
+    n: overlaps.length,
+    nWithReference: defined.length,
+    pooled: overlapMetrics(total),
+    perImage: {
+      dice: meanSd(each.map((m) => m.dice)),
+      iou: meanSd(each.map((m) => m.iou)),
+      coverage: meanSd(defined.map((m) => m.coverage)),
+    },
+  };
+}

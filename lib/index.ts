@@ -21,3 +21,4 @@ export * as protocols from "./protocols";
 export * from "./data/sources";
 export * from "./data/orientation";
 export * as cluster from "./cluster";
+export * as lungs from "./lungs";

@@ -97,3 +97,6 @@ export function setBackboneTrainable(model: tf.LayersModel, trainable: boolean):
     if (!isHeadLayer(layer.name)) layer.trainable = trainable;
   }
 }
+export * from "./aspp";
+export * from "./losses";
+export * from "./unet";

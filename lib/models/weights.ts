@@ -103,7 +103,9 @@ export function preprocessFor(name: ModelName): Preprocessing {
 
 /**
  * Apply a normalisation to an NHWC batch of RGB values in [0, 255] (or a single HWC image).
- * One-channel (grey) input uses the channel-averaged mean and std.
+ * One-channel (grey) input uses the channel-averaged mean and std. With more than 3 channels the
+ * first 3 are the image (normalised) and the rest are masks (Study II lung mask, values 0/1) that
+ * pass unchanged: a mask is not an intensity, and zero must stay "no lung".
  */
 export function applyPreprocessing<T extends tf.Tensor3D | tf.Tensor4D>(x: T, p: Preprocessing): T {
   return tf.tidy(() => {
@@ -115,7 +117,13 @@ export function applyPreprocessing<T extends tf.Tensor3D | tf.Tensor4D>(x: T, p:
       return y.mul(p.scale).sub(tf.tensor1d(p.mean)).div(tf.tensor1d(p.std)) as T;
     }
     if (c === 1) return y.mul(p.scale).sub(avg(p.mean)).div(avg(p.std)) as T;
-    throw new Error(`applyPreprocessing: expected 1 or 3 channels, got ${c}`);
+    if (c > 3) {
+      const axis = x.rank - 1;
+      const [rgb, masks] = tf.split(y, [3, c - 3], axis);
+      const img = p.channelOrder === "BGR" ? tf.reverse(rgb, -1) : rgb;
+      return tf.concat([img.mul(p.scale).sub(tf.tensor1d(p.mean)).div(tf.tensor1d(p.std)), masks], axis) as T;
+    }
+    throw new Error(`applyPreprocessing: expected 1, 3 or more (RGB + masks) channels, got ${c}`);
   });
 }
 
@@ -269,6 +277,11 @@ export interface LoadReport {
   skipped: string[];
   /** Weights adapted to a different shape (first convolution for a non-3-channel input). */
   adapted: string[];
+  /**
+   * Model weights with no counterpart in the file, left at their initialisation (only with
+   * `missing: "keep-init"`, e.g. the ASPP and lesion layers of the multi-task model; empty otherwise).
+   */
+  notInFile: string[];
   /** weightsChecksum(dir).sha256, for run manifests. */
   sha256: string;
   /** True when sha256 equals the checksum of the copy this code was verified against. */
@@ -283,12 +296,21 @@ export interface LoadReport {
  * `adaptChannels: "sum"` lets a model with a 1-channel input take the 3-channel first convolution by
  * summing its kernel over input channels (exact for a grey image replicated to RGB when the
  * per-channel normalisation is the same; approximate with the ImageNet mean/std).
+ *
+ * `adaptChannels: "zeros"` lets a model with more than 3 input channels (Study II: RGB + lung mask)
+ * take it: input channels 0–2 get the ImageNet filters, the extra channels zero filters. Zeros so
+ * that the pretrained network is unchanged at the start (with any mask its output equals the
+ * 3-channel model's); the extra filters still get gradients (∂loss/∂w = input · upstream gradient,
+ * the mask is not zero), so fine-tuning learns to use the mask.
+ *
+ * `missing: "keep-init"` accepts model weights absent from the file (layers added on top of the
+ * backbone) and lists them in `notInFile`; the default "error" keeps Study I strict.
  */
 export async function loadImagenetWeights(
   model: tf.LayersModel,
   name: ModelName,
   weightsRoot?: string,
-  opts: { adaptChannels?: "error" | "sum" } = {},
+  opts: { adaptChannels?: "error" | "sum" | "zeros"; missing?: "error" | "keep-init" } = {},
 ): Promise<LoadReport> {
   if (!hasImagenetWeights(name)) {
     throw new Error(`no ImageNet weights for '${name}'; available: ${Object.keys(WEIGHT_SETS).join(", ")} (train it from scratch instead)`);
@@ -297,6 +319,7 @@ export async function loadImagenetWeights(
   const dir = findWeightsDir(name, weightsRoot);
   const { tensors, skipped } = readWeights(dir, set.skipLayers);
   const adapted: string[] = [];
+  const notInFile: string[] = [];
   const problems: string[] = [];
   const pairs: [tf.LayerVariable, tf.Tensor][] = [];
   const used = new Set<string>();
@@ -306,19 +329,23 @@ export async function loadImagenetWeights(
       for (const v of layer.weights) {
         let t = tensors[v.originalName];
         if (!t) {
-          problems.push(`missing in file: ${v.originalName}`);
+          if (opts.missing === "keep-init") notInFile.push(v.originalName);
+          else problems.push(`missing in file: ${v.originalName}`);
           continue;
         }
         used.add(v.originalName);
         if (JSON.stringify(t.shape) !== JSON.stringify(v.shape)) {
-          const canAdapt = opts.adaptChannels === "sum" && t.rank === 4 && v.shape[2] === 1 && t.shape[2] === 3 &&
-            t.shape[0] === v.shape[0] && t.shape[1] === v.shape[1] && t.shape[3] === v.shape[3];
+          const sameKernel = t.rank === 4 && t.shape[2] === 3 && t.shape[0] === v.shape[0] && t.shape[1] === v.shape[1] && t.shape[3] === v.shape[3];
+          const canAdapt = sameKernel && ((opts.adaptChannels === "sum" && v.shape[2] === 1) || (opts.adaptChannels === "zeros" && (v.shape[2] as number) > 3));
           if (!canAdapt) {
             problems.push(`shape of ${v.originalName}: model ${JSON.stringify(v.shape)} vs file ${JSON.stringify(t.shape)}`);
             continue;
           }
           const orig = t;
-          t = tf.sum(orig, 2, true);
+          const extra = (v.shape[2] as number) - 3;
+          t = tf.tidy(() =>
+            opts.adaptChannels === "sum" ? tf.sum(orig, 2, true) : tf.concat([orig, tf.zeros([orig.shape[0], orig.shape[1], extra, orig.shape[3]] as number[])], 2),
+          );
           tensors[v.originalName] = t;
           orig.dispose();
           adapted.push(v.originalName);
@@ -331,7 +358,7 @@ export async function loadImagenetWeights(
     if (problems.length) {
       throw new Error(
         `ImageNet weights in ${dir} do not fit this ${name} model (${problems.length} problems):\n  ${problems.slice(0, 8).join("\n  ")}` +
-          (problems.some((p) => p.startsWith("shape")) ? "\n(a non-3-channel input needs adaptChannels: 'sum')" : ""),
+          (problems.some((p) => p.startsWith("shape")) ? "\n(a 1-channel input needs adaptChannels: 'sum', a 4-or-more-channel input adaptChannels: 'zeros')" : ""),
       );
     }
     for (const [v, t] of pairs) v.write(t);
@@ -339,7 +366,7 @@ export async function loadImagenetWeights(
     tf.dispose(Object.values(tensors));
   }
   const sha256 = weightsChecksum(dir).sha256;
-  return { name, dir, loaded: pairs.length, skipped, adapted, sha256, verified: sha256 === set.sha256 };
+  return { name, dir, loaded: pairs.length, skipped, adapted, notInFile, sha256, verified: sha256 === set.sha256 };
 }
 
 /**
