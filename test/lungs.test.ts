@@ -4,7 +4,7 @@ import * as os from "os";
 import * as path from "path";
 import seedrandom from "seedrandom";
 import sharp from "sharp";
-import { resolveMedsegRoot } from "../lib/config";
+import { resolveMedsegRoot, resolveCovidSegRoot } from "../lib/config";
 import { maskOverlap, segmentationMetrics, summariseSegmentation } from "../lib/evaluation";
 import { extractLungs, extractLungsFromFile, fillHoles, morph } from "../lib/lungs/classical";
 import { alignMask, preprocessWithLungMask } from "../lib/lungs/input";
@@ -106,7 +106,7 @@ describe("lungs: classical extractor", () => {
   });
 
   it("COVID-Seg (every 32nd of 1,600 slices, pseudo lesions ≥ 128): pooled lesion coverage ≥ 0.80", async function () {
-    const root = path.resolve(resolveMedsegRoot().dir, "..", "covid19-ct-seg-slices");
+    const root = resolveCovidSegRoot().dir;
     if (!fs.existsSync(path.join(root, "images"))) this.skip();
     const overlaps = [];
     const list = fs.readdirSync(path.join(root, "images")).sort().filter((_, i) => i % 32 === 0);

@@ -33,8 +33,14 @@ function head(seed: number): tf.LayersModel {
 }
 
 describe("training loop", () => {
+  // These small dense models run on the cpu backend; the files after this one get theirs back.
+  let previous = "";
   before(async () => {
+    previous = tf.getBackend();
     await tf.setBackend("cpu");
+  });
+  after(async () => {
+    if (previous) await tf.setBackend(previous);
   });
   const train = blobs(64, "train");
   const val = blobs(32, "val");

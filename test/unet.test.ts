@@ -4,7 +4,7 @@ import * as path from "path";
 import * as tf from "@tensorflow/tfjs";
 import sharp from "sharp";
 import { initBackend } from "../lib/backend";
-import { resolveDataRoot, resolveMedsegRoot } from "../lib/config";
+import { resolveCovidSegRoot, resolveDataRoot, resolveLunaRoot, resolveMedsegRoot } from "../lib/config";
 import { extractLungs } from "../lib/lungs/classical";
 import { UNET_OUTPUT, buildResUNet, segmentationLossPerImage } from "../lib/models";
 import { trainStepAccumulated } from "../lib/training/accumulate";
@@ -67,13 +67,12 @@ describe("models: residual U-Net (lung segmentation)", () => {
   it("smoke: 16 real slices (4 per source) with classical lung masks, 64², width 8 — the loss falls over 30 steps", async function () {
     const root = resolveDataRoot().dir;
     const medseg = resolveMedsegRoot().dir;
-    const shared = path.resolve(medseg, "..");
     const list = [
       ...files(path.join(root, "Images-processed", "CT_COVID"), 2),
       ...files(path.join(root, "Images-processed", "CT_NonCOVID"), 2),
-      ...files(path.join(shared, "luna16-slices"), 4),
+      ...files(resolveLunaRoot().dir, 4),
       ...files(path.join(medseg, "train", "images"), 4),
-      ...files(path.join(shared, "covid19-ct-seg-slices", "images"), 4),
+      ...files(path.join(resolveCovidSegRoot().dir, "images"), 4),
     ];
     if (list.length < 16) this.skip();
     const ex = await Promise.all(list.map(example));
