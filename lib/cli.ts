@@ -161,8 +161,14 @@ program
   .action(async (name: string, o: { data?: string; seed?: number; out?: string; json?: boolean }) => {
     const { buildProtocol, isProtocolName, protocolCounts, protocolJson, writeProtocol, PROTOCOL_NAMES } = await import("./protocols");
     if (!isProtocolName(name)) throw new Error(`protocol '${name}' is unknown; use one of ${PROTOCOL_NAMES.join(", ")}.`);
+    if (o.out !== undefined && o.out.trim() === "") throw new Error("--out is empty: give the file to write (e.g. --out protocol.json).");
     const p = await buildProtocol(name, { dataRoot: o.data, seed: o.seed });
-    if (o.out) process.stderr.write(`wrote ${writeProtocol(p, o.out)}\n`);
+    if (o.out !== undefined) {
+      const { checkOutputFile } = await import("./runs");
+      // Overwrite only an earlier protocol.json, never a file of the user's.
+      const file = checkOutputFile(o.out, "--out", (t) => { const j = JSON.parse(t); return typeof j.name === "string" && typeof j.hash === "string" && typeof j.splits === "object"; });
+      process.stderr.write(`wrote ${writeProtocol(p, file)}\n`);
+    }
     const c = protocolCounts(p);
     print(!!o.json, protocolJson(p), () => {
       const rows = (["train", "val", "test"] as const).flatMap((s) =>
@@ -352,7 +358,12 @@ program
     if (o.emit && o.run) throw new Error("--emit and --run are two backends: use one (--emit slurm writes scripts for the cluster, --run runs the grid here).");
     if (o.submit && !o.emit) throw new Error("--submit needs --emit slurm (and --out DIR for the scripts).");
     // Scripts and logs beside the runs by default: on a cluster the project is on the shared filesystem.
-    const emitDir = o.out ?? path.join(PROJECT_ROOT, "runs", "slurm", `${o.study}-${o.protocol}-${o.profile}`);
+    let emitDir = o.out ?? path.join(PROJECT_ROOT, "runs", "slurm", `${o.study}-${o.protocol}-${o.profile}`);
+    if (o.emit) {
+      // Scripts go only into a new folder or one holding earlier scripts of ours (never over a user's files).
+      const { checkOutputDir } = await import("./runs");
+      emitDir = checkOutputDir(emitDir, "--out", (n) => n === "logs" || /\.sbatch$|-submit\.sh$/.test(n));
+    }
     const grid = cl.getGrid(o.study);
     const entries = cl.listGrid(o.study, req);
     const rows = () => entries.map((e) => ({ runDir: e.runDir, state: cl.runDirState(e.runDir), id: e.id, command: e.command, argv: cl.entryArgv(e), dependsOn: e.dependsOn, ...e.config }));

@@ -173,6 +173,25 @@ describe("safe runs", function () {
       assert.ok(!fs.existsSync(path.join(kept, ".lock")), "lock released");
     });
 
+    it("protocol --out and grid --emit --out never overwrite a user's file or folder", () => {
+      const dir = tempDir("outputs");
+      fs.writeFileSync(path.join(dir, "notes.txt"), "mine");
+      fs.mkdirSync(path.join(dir, "scripts"));
+      fs.writeFileSync(path.join(dir, "scripts", "job.sh"), "#!/bin/sh\n");
+      const before = treeHash(dir);
+      refused(cli(["protocol", "official", "--out", path.join(dir, "notes.txt")]), /exists and was not written by this command/);
+      refused(cli(["protocol", "official", "--out", ""]), /--out is empty/);
+      refused(cli(["grid", "--study", "study1", "--profile", "smoke", "--emit", "slurm", "--out", path.join(dir, "scripts")]), /holds files this command did not write \(job\.sh\)/);
+      assert.deepEqual(treeHash(dir), before);
+      // Its own earlier output is replaced.
+      const pj = path.join(dir, "p.json");
+      assert.equal(cli(["protocol", "official", "--out", pj]).code, 0);
+      assert.equal(cli(["protocol", "official", "--out", pj]).code, 0);
+      const emit = path.join(dir, "emit");
+      assert.equal(cli(["grid", "--study", "study1", "--profile", "smoke", "--emit", "slurm", "--out", emit]).code, 0);
+      assert.equal(cli(["grid", "--study", "study1", "--profile", "smoke", "--emit", "slurm", "--out", emit]).code, 0);
+    });
+
     it("the run layer refuses the same paths in-process", () => {
       assert.throws(() => checkRunDirPath(""), RunDirError);
       assert.throws(() => checkRunDirPath(path.dirname(PROJECT_ROOT)), /contains the project/);

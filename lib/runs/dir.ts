@@ -82,3 +82,39 @@ export function isEmptyDir(dir: string): boolean {
   if (!fs.existsSync(dir)) return true;
   return fs.readdirSync(dir).every((n) => n === LOCK_FILE);
 }
+
+/**
+ * Validate a folder a command writes generated files into (e.g. Slurm scripts): the same refusals
+ * as a run directory, and a non-empty folder must hold only files this kind of output writes
+ * (`ours(name)`), so nothing of the user's is overwritten.
+ */
+export function checkOutputDir(raw: string, flag: string, ours: (name: string) => boolean): string {
+  const dir = checkRunDirPath(raw, { flag });
+  if (fs.existsSync(dir)) {
+    const foreign = fs.readdirSync(dir).filter((n) => !ours(n));
+    if (foreign.length) {
+      throw new RunDirError(`${flag} ${dir} holds files this command did not write (${foreign.slice(0, 5).join(", ")}${foreign.length > 5 ? ", …" : ""}). Nothing was changed. Choose a new or empty folder.`);
+    }
+  }
+  return dir;
+}
+
+/**
+ * Validate a file a command writes (e.g. protocol.json): not empty, not a folder, inside no
+ * protected place, and an existing file only when `ours(text)` says this command wrote it.
+ */
+export function checkOutputFile(raw: string, flag: string, ours: (text: string) => boolean): string {
+  if (raw.trim() === "") throw new RunDirError(`${flag} is empty: give the file to write.`);
+  const file = path.resolve(raw);
+  if (fs.existsSync(file)) {
+    if (fs.statSync(file).isDirectory()) throw new RunDirError(`${flag} ${file} is a folder: give a file name, e.g. ${path.join(raw, "protocol.json")}.`);
+    let mine = false;
+    try {
+      mine = ours(fs.readFileSync(file, "utf8"));
+    } catch {
+      mine = false;
+    }
+    if (!mine) throw new RunDirError(`${flag} ${file} exists and was not written by this command. Nothing was changed. Choose another file name.`);
+  }
+  return file;
+}
