@@ -255,8 +255,9 @@ program
   .addOption(dataOption())
   .option("--cell-timeout <seconds>", "fail a cell that runs longer than this", intArg("--cell-timeout", 1))
   .action(async (names: string[], o: { profile: string; out: string; data?: string; cellTimeout?: number }) => {
-    const { ensureDataForReproduce } = await import("./data/ensure");
+    const { ensureDataForReproduce, ensureWeightsForReproduce } = await import("./data/ensure");
     const dataRoot = await ensureDataForReproduce(o.data);
+    await ensureWeightsForReproduce(o.profile);
     const { reproduce } = await import("./notebook/runner");
     const r = await reproduce({
       notebooks: names.length ? names : undefined,
