@@ -238,3 +238,26 @@ export function armOrdering(results: readonly StudyOneResult[]) {
   }
   return { "text/plain": lines.join("\n"), "text/html": `<ul>${lines.map((l) => `<li>${escapeHtml(l)}</li>`).join("")}</ul>` };
 }
+
+/**
+ * Each arm's models beside the shortcut baseline of the same arm (test AUC, seed means): how much of
+ * a model's separation the non-anatomical cues alone already give. Worded from the numbers.
+ */
+export function shortcutComparison(results: readonly StudyOneResult[]) {
+  const g = groups(results);
+  const auc = (runs: readonly StudyOneResult[]) => meanSd(runs.map((r) => r.metrics.test.auc)).mean;
+  const lines: string[] = [];
+  for (const arm of [...new Set(results.map((r) => r.config.positives))]) {
+    const base = g.get(`shortcut|${arm}`);
+    if (!base) continue;
+    const b = auc(base);
+    const models = [...g].filter(([k]) => k.endsWith(`|${arm}`) && !k.startsWith("shortcut|"));
+    const parts = models.map(([k, runs]) => `${MODEL_NAMES_PRETTY[k.split("|")[0]] ?? k.split("|")[0]} ${pct(auc(runs))} (${auc(runs) - b >= 0 ? "+" : ""}${pct(auc(runs) - b)})`);
+    const verdict =
+      b >= 0.9 ? "the cues alone nearly separate this test set: a high model AUC here says little about lungs"
+        : b >= 0.7 ? "the cues carry part of the label: read the models' margin over the baseline"
+          : "the cues alone carry little of the label";
+    lines.push(`${PAPER_ARM_NAMES[arm] ?? arm}: shortcut baseline AUC ${pct(b)}; ${parts.join(", ")} — ${verdict}.`);
+  }
+  return { "text/plain": lines.join("\n"), "text/html": `<ul>${lines.map((l) => `<li>${escapeHtml(l)}</li>`).join("")}</ul>` };
+}
