@@ -9,7 +9,7 @@
 import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
-import { PROJECT_ROOT, resolveDataRoot, resolveMedsegRoot } from "../config";
+import { PROJECT_ROOT, resolveCovidSegRoot, resolveDataRoot, resolveLunaRoot, resolveMedsegRoot } from "../config";
 import { ProfileName } from "../training/profiles";
 import { writeFileAtomic } from "../util/fs";
 import { DEFAULT_RUNS_ROOT, dependencyLevels, GridEntry, GridRequest } from "./grid";
@@ -103,13 +103,15 @@ function header(lines: string[], o: { name: string; output: string; res: SlurmRe
 }
 
 function environment(lines: string[], node: string, threads: string): void {
-  const data = resolveDataRoot().dir, medseg = resolveMedsegRoot().dir;
+  const data = resolveDataRoot().dir, medseg = resolveMedsegRoot().dir, covidSeg = resolveCovidSegRoot().dir, luna = resolveLunaRoot().dir;
   lines.push(
     "set -euo pipefail",
     `cd ${shq(PROJECT_ROOT)}`,
     "# Data roots as resolved when the grid was emitted; the environment of sbatch wins.",
     `export COVIDCT_DATA="\${COVIDCT_DATA:-${data}}"`,
     `export COVIDCT_MEDSEG="\${COVIDCT_MEDSEG:-${medseg}}"`,
+    `export COVIDCT_COVIDSEG="\${COVIDCT_COVIDSEG:-${covidSeg}}"`,
+    `export COVIDCT_LUNA="\${COVIDCT_LUNA:-${luna}}"`,
     `export COVIDCT_WASM_THREADS="${threads}"`,
     `NODE="\${COVIDCT_NODE:-${node}}"`,
   );
