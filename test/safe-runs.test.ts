@@ -204,9 +204,10 @@ describe("safe runs", function () {
       const base = tempDir("concurrent");
       const alone = path.join(base, "alone");
       const shared = path.join(base, "shared");
-      const args = [...SMOKE, "--seed", "4", "--epochs", "4", "--json"];
+      // Long enough that the first is still training when the second starts (it would reuse a finished run).
+      const args = [...SMOKE, "--seed", "4", "--epochs", "40", "--json"];
       const a = cliAsync(["train", ...args, "--out", shared]);
-      await waitFor(() => fs.existsSync(path.join(shared, ".lock")), "the first run's lock");
+      await waitFor(() => historyLength(shared) >= 1, "the first run's first epoch");
       const t0 = Date.now();
       const second = cli(["train", ...args, "--out", shared]);
       refused(second, /in use by pid \d+/);

@@ -69,7 +69,9 @@ export async function loadOptimizer(opt: tf.Optimizer, dir: string): Promise<voi
   const w = JSON.parse(fs.readFileSync(path.join(dir, "optimizer.json"), "utf8")) as WeightsOnDisk;
   const map = tf.io.decodeWeights(readWeights(dir, w), w.specs);
   await opt.setWeights(w.specs.map((s) => ({ name: s.name, tensor: map[s.name] })));
-  if (opt instanceof tf.AdamOptimizer) replayAdamBetaPowers(opt);
+  // Duck-typed: tfjs' `instanceof AdamOptimizer` is true for every optimizer (Symbol.hasInstance).
+  const o = opt as unknown as { accBeta1?: tf.Variable; accBeta2?: tf.Variable; beta1?: number };
+  if (o.accBeta1 && o.accBeta2 && typeof o.beta1 === "number") replayAdamBetaPowers(opt as tf.AdamOptimizer);
 }
 
 /**
