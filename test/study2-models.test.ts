@@ -1,6 +1,6 @@
+import { useChosenBackend } from "./support/backend";
 import { strict as assert } from "assert";
 import * as tf from "@tensorflow/tfjs";
-import { initBackend } from "../lib/backend";
 import {
   CLASS_OUTPUT,
   LESION_OUTPUT,
@@ -32,18 +32,6 @@ function relDiff(a: tf.Tensor, b: tf.Tensor): number {
   return tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0] / tf.max(tf.abs(b)).dataSync()[0]);
 }
 
-/** Other test files switch to the cpu backend; run on the chosen one (wasm here) and restore it after. */
-function useChosenBackend(): void {
-  let previous = "";
-  before(async () => {
-    previous = tf.getBackend();
-    await tf.setBackend((await initBackend()).tfBackend);
-    await tf.ready();
-  });
-  after(async () => {
-    if (previous) await tf.setBackend(previous);
-  });
-}
 
 describe("study2 models: ImageNet weights with a lung-mask channel", () => {
   useChosenBackend();

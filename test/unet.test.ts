@@ -1,9 +1,9 @@
+import { useChosenBackend } from "./support/backend";
 import { strict as assert } from "assert";
 import * as fs from "fs";
 import * as path from "path";
 import * as tf from "@tensorflow/tfjs";
 import sharp from "sharp";
-import { initBackend } from "../lib/backend";
 import { resolveCovidSegRoot, resolveDataRoot, resolveLunaRoot, resolveMedsegRoot } from "../lib/config";
 import { extractLungs } from "../lib/lungs/classical";
 import { UNET_OUTPUT, buildResUNet, segmentationLossPerImage } from "../lib/models";
@@ -34,16 +34,7 @@ function files(dir: string, n: number): string[] {
 }
 
 describe("models: residual U-Net (lung segmentation)", () => {
-  // Other test files switch to the cpu backend; run on the chosen one (wasm here) and restore.
-  let previous = "";
-  before(async () => {
-    previous = tf.getBackend();
-    await tf.setBackend((await initBackend()).tfBackend);
-    await tf.ready();
-  });
-  after(async () => {
-    if (previous) await tf.setBackend(previous);
-  });
+  useChosenBackend();
 
   it("paper width (64…512): three levels + bridge, 224² → 224²×1; small widths scale every level", () => {
     const full = buildResUNet({ channels: 3 });

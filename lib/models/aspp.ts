@@ -48,22 +48,14 @@ export function asppRates(baseRates: readonly number[] = [6, 12, 18], outputStri
   return baseRates.map((r) => Math.max(1, Math.round((r * 16) / outputStride)));
 }
 
-/**
- * A 1×1 conv applied to a [n,1,1,C] tensor and tiled back to [n,h,w,C]. tfjs has no UpSampling layer
- * that takes a target size for global pooling, so the image-pooling branch is resized by this layer.
- */
-class BroadcastToMap extends tf.layers.Layer {
-  static readonly className = "CovidBroadcastToMap";
-  constructor(private readonly hw: [number, number], config: { name: string }) {
+/** A layer whose output is its input brought to a fixed spatial size (hw), serialised with it. */
+abstract class ToSpatialSize extends tf.layers.Layer {
+  constructor(protected readonly hw: [number, number], config: { name: string }) {
     super(config);
   }
   override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
     const s = inputShape as tf.Shape;
     return [s[0], this.hw[0], this.hw[1], s[3]];
-  }
-  override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
-    const x = Array.isArray(inputs) ? inputs[0] : inputs;
-    return tf.tile(x, [1, this.hw[0], this.hw[1], 1]);
   }
   override getConfig(): tf.serialization.ConfigDict {
     return { ...super.getConfig(), hw: this.hw };
@@ -72,27 +64,26 @@ class BroadcastToMap extends tf.layers.Layer {
     return new (cls as unknown as new (hw: [number, number], c: { name: string }) => T)(config.hw as [number, number], config as unknown as { name: string });
   }
 }
+
+/**
+ * A 1×1 conv applied to a [n,1,1,C] tensor and tiled back to [n,h,w,C]. tfjs has no UpSampling layer
+ * that takes a target size for global pooling, so the image-pooling branch is resized by this layer.
+ */
+class BroadcastToMap extends ToSpatialSize {
+  static readonly className = "CovidBroadcastToMap";
+  override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
+    const x = Array.isArray(inputs) ? inputs[0] : inputs;
+    return tf.tile(x, [1, this.hw[0], this.hw[1], 1]);
+  }
+}
 tf.serialization.registerClass(BroadcastToMap);
 
 /** Bilinear resize to a fixed size, as a layer (the lesion logits go back to the input size). */
-class ResizeTo extends tf.layers.Layer {
+class ResizeTo extends ToSpatialSize {
   static readonly className = "CovidResizeTo";
-  constructor(private readonly hw: [number, number], config: { name: string }) {
-    super(config);
-  }
-  override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
-    const s = inputShape as tf.Shape;
-    return [s[0], this.hw[0], this.hw[1], s[3]];
-  }
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
     const x = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor4D;
     return tf.image.resizeBilinear(x, this.hw, false, true);
-  }
-  override getConfig(): tf.serialization.ConfigDict {
-    return { ...super.getConfig(), hw: this.hw };
-  }
-  static override fromConfig<T extends tf.serialization.Serializable>(cls: tf.serialization.SerializableConstructor<T>, config: tf.serialization.ConfigDict): T {
-    return new (cls as unknown as new (hw: [number, number], c: { name: string }) => T)(config.hw as [number, number], config as unknown as { name: string });
   }
 }
 tf.serialization.registerClass(ResizeTo);
