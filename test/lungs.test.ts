@@ -145,6 +145,12 @@ describe("lungs: classical extractor", () => {
       const aligned = segmentationMetrics(r.mask, direct.mask).dice;
       const misaligned = segmentationMetrics(noCrop, direct.mask).dice;
       assert.ok(aligned > 0.9 && misaligned < 0.6, `aligned Dice ${aligned}, without the crop ${misaligned}`);
+      // With a source orientation (Inf-Net slices are stored turned), the mask turns with its image.
+      const turned = await preprocessWithLungMask(file, { size: 96, orientation: "rotate90cw" });
+      const tg = new Uint8Array(96 * 96);
+      for (let i = 0; i < tg.length; i++) tg[i] = turned.image.data[3 * i];
+      const turnedDice = segmentationMetrics(turned.mask, extractLungs(tg, 96, 96).mask).dice;
+      assert.ok(turnedDice > 0.9, `oriented: aligned Dice ${turnedDice}`);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -7,6 +7,7 @@
 import sharp from "sharp";
 import { decodeRaw } from "../data/decode";
 import { PreprocessOptions, PreprocessedImage, normalisePreprocessOptions, preprocessPixels } from "../data/preprocess";
+import { orientPixels } from "../data/orientation";
 import { LungExtractorOptions, LungMask, extractLungs } from "./classical";
 
 export interface ImageWithLungMask {
@@ -38,7 +39,11 @@ export async function preprocessWithLungMask(file: string, options: PreprocessOp
   const gray = await decodeRaw(file, 1);
   const raw = o.channels === 1 ? gray : await decodeRaw(file, 3);
   const image = await preprocessPixels(raw.data, raw.height, raw.width, o.channels, o, file);
-  const { mask: full, ...lungs } = extractLungs(gray.data, gray.height, gray.width, lungOptions);
-  const mask = await alignMask(full, gray.height, gray.width, image, o.fit);
+  // preprocessPixels turns the slice to the common orientation before its crop, so the crop box is
+  // in oriented pixels: extract the lungs from the same oriented slice (the extractor does not care
+  // about orientation) so that the mask and the box agree.
+  const g = o.orientation ? orientPixels(gray.data, gray.height, gray.width, 1, o.orientation) : gray;
+  const { mask: full, ...lungs } = extractLungs(g.data, g.height, g.width, lungOptions);
+  const mask = await alignMask(full, g.height, g.width, image, o.fit);
   return { image, mask, lungs };
 }
