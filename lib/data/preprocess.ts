@@ -144,7 +144,7 @@ export function convexHull(points: [number, number][]): [number, number][] {
 }
 
 /** Block-average an 8-bit gray image down so its longest side is at most `side`. */
-function shrink(gray: ArrayLike<number>, height: number, width: number, side: number): { data: Float32Array; h: number; w: number; step: number } {
+export function shrink(gray: ArrayLike<number>, height: number, width: number, side: number): { data: Float32Array; h: number; w: number; step: number } {
   const step = Math.max(1, Math.ceil(Math.max(height, width) / side));
   const h = Math.ceil(height / step), w = Math.ceil(width / step);
   const data = new Float32Array(h * w);

@@ -35,7 +35,7 @@
  * exception, so one odd figure cannot stop a batch.
  */
 import { decodeGray } from "../data/decode";
-import { connectedComponents, convexHull, otsuThreshold } from "../data/preprocess";
+import { connectedComponents, convexHull, otsuThreshold, shrink } from "../data/preprocess";
 
 export interface LungExtractorOptions {
   /** Longest side of the working copy (default 256): masks are smooth, detail costs only time. */
@@ -99,19 +99,7 @@ export interface LungMask {
 
 /** 3×3 mean of an 8-bit image shrunk so its longest side is ≤ side (block average). */
 function workCopy(gray: ArrayLike<number>, height: number, width: number, side: number): { data: Float32Array; h: number; w: number } {
-  const step = Math.max(1, Math.ceil(Math.max(height, width) / side));
-  const h = Math.ceil(height / step), w = Math.ceil(width / step);
-  const sum = new Float32Array(h * w);
-  const count = new Float32Array(h * w);
-  for (let y = 0; y < height; y++) {
-    const row = ((y / step) | 0) * w;
-    for (let x = 0; x < width; x++) {
-      const k = row + ((x / step) | 0);
-      sum[k] += gray[y * width + x];
-      count[k]++;
-    }
-  }
-  for (let i = 0; i < sum.length; i++) sum[i] /= count[i];
+  const { data: sum, h, w } = shrink(gray, height, width, side);
   const out = new Float32Array(h * w);
   for (let y = 0; y < h; y++) {
     for (let x = 0; x < w; x++) {

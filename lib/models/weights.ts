@@ -17,6 +17,7 @@ import * as os from "os";
 import * as path from "path";
 import { promisify } from "util";
 import { PROJECT_ROOT } from "../config";
+import { contentHash } from "../data/cache";
 import { isHeadLayer } from "./common";
 import type { ModelName } from "./index";
 
@@ -429,8 +430,9 @@ export function weightsChecksum(dir: string): WeightsChecksum {
       missing.push(f);
       continue;
     }
-    const buf = fs.readFileSync(p);
-    files.push({ file: f, sha256: crypto.createHash("sha256").update(buf).digest("hex"), bytes: buf.length });
+    // contentHash is memoised per (path, size, mtime): a run checks the weights once for its
+    // manifest and once while loading them, and a grid does so for every cell.
+    files.push({ file: f, sha256: contentHash(p), bytes: fs.statSync(p).size });
   }
   const sha256 = crypto.createHash("sha256").update(files.map((f) => `${f.file} ${f.sha256}\n`).join("")).digest("hex");
   return { sha256, files, missing };
