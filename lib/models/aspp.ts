@@ -190,6 +190,22 @@ export function aspp(features: tf.SymbolicTensor, cfg: AsppConfig = {}): tf.Symb
   return convBnRelu(cat, `${name}_project`, init, { filters, kernel: 1, momentum });
 }
 
+/** Mean of features [n,h,w,C] over the cells of a map [n,h,w,1]: Σ f·m / max(Σ m, ε) → [n, C]. */
+class MaskedMean extends tf.layers.Layer {
+  static readonly className = "CovidMaskedMean";
+  override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
+    const s = (inputShape as tf.Shape[])[0];
+    return [s[0], s[3]];
+  }
+  override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
+    return tf.tidy(() => {
+      const [f, m] = inputs as tf.Tensor[];
+      return tf.div(tf.sum(tf.mul(f, m), [1, 2]), tf.maximum(tf.sum(m, [1, 2]), 1e-3));
+    });
+  }
+}
+tf.serialization.registerClass(MaskedMean);
+
 export interface MultiTaskConfig {
   aspp?: AsppConfig;
   /** Dropout before the classification Dense (default 0: none). */
@@ -211,6 +227,58 @@ export interface MultiTaskModel {
   rates: number[];
 }
 
+export interface DiagnosisHeadConfig {
+  /** ASPP on the feature map before both branches (Fig. 4B); null: the branches read the map itself. */
+  aspp: AsppConfig | null;
+  /** A lesion branch (Fig. 4B/4C); false: the classification branch alone. */
+  lesion: boolean;
+  /** Size [H, W] the lesion output is resized to (the model input's, or the targets' size). */
+  lesionSize: [number, number];
+  /** A lung map [n,h,w,1] at the feature resolution: the classifier also gets the lung-masked mean of the features. */
+  lungMap?: tf.SymbolicTensor;
+  dropout?: number;
+  seed?: number;
+}
+
+/**
+ * The heads of every Study II model on a feature map f [n,h,w,C]: optional ASPP, the lesion branch
+ * (1×1 conv to one logit per cell → sigmoid at the feature resolution for the classifier, and
+ * resized to lesionSize → sigmoid as the `lesion` output) and the classification branch on
+ * [GAP(f), GAP(f · lesion prob), mean lesion prob (with a lesion branch), lung-masked mean of f
+ * (with a lung map)] → Dense softmax `class`.
+ */
+export function diagnosisHeads(map: tf.SymbolicTensor, cfg: DiagnosisHeadConfig): { lesion: tf.SymbolicTensor | null; cls: tf.SymbolicTensor; rates: number[] } {
+  const seed = cfg.seed;
+  let rates: number[] = [];
+  let f = map;
+  if (cfg.aspp) {
+    const asppCfg: AsppConfig = { seed, ...cfg.aspp };
+    f = aspp(map, asppCfg);
+    rates = asppRates(asppCfg.baseRates ?? [6, 12, 18], asppCfg.outputStride ?? 32);
+  }
+  const init = new Initialisers(seed === undefined ? undefined : seed + 7919);
+  const parts: tf.SymbolicTensor[] = [tf.layers.globalAveragePooling2d({ name: "cls_gap" }).apply(f) as tf.SymbolicTensor];
+  let lesion: tf.SymbolicTensor | null = null;
+  if (cfg.lesion) {
+    // The lesion logit may also read the lung map (lesions lie inside the lungs).
+    const segIn = cfg.lungMap ? (tf.layers.concatenate({ name: "lesion_input", axis: -1 }).apply([f, cfg.lungMap]) as tf.SymbolicTensor) : f;
+    const logits = tf.layers.conv2d({ name: "lesion_logits", filters: 1, kernelSize: 1, useBias: true, kernelInitializer: init.kernel() }).apply(segIn) as tf.SymbolicTensor;
+    const probSmall = tf.layers.activation({ name: "lesion_prob_map", activation: "sigmoid" }).apply(logits) as tf.SymbolicTensor;
+    const logitsUp = new ResizeTo(cfg.lesionSize, { name: "lesion_upsample" }).apply(logits) as tf.SymbolicTensor;
+    lesion = tf.layers.activation({ name: LESION_OUTPUT, activation: "sigmoid" }).apply(logitsUp) as tf.SymbolicTensor;
+    const weighted = new MaskFeatures({ name: "cls_lesion_features" }).apply([f, probSmall]) as tf.SymbolicTensor;
+    parts.push(tf.layers.globalAveragePooling2d({ name: "cls_lesion_gap" }).apply(weighted) as tf.SymbolicTensor);
+    parts.push(tf.layers.globalAveragePooling2d({ name: "cls_lesion_burden" }).apply(probSmall) as tf.SymbolicTensor);
+  }
+  if (cfg.lungMap) parts.push(new MaskedMean({ name: "cls_lung_mean" }).apply([f, cfg.lungMap]) as tf.SymbolicTensor);
+  let z = parts.length > 1 ? (tf.layers.concatenate({ name: "cls_concat", axis: -1 }).apply(parts) as tf.SymbolicTensor) : parts[0];
+  if (cfg.dropout && cfg.dropout > 0) z = tf.layers.dropout({ name: "cls_dropout", rate: cfg.dropout }).apply(z) as tf.SymbolicTensor;
+  const cls = tf.layers
+    .dense({ name: CLASS_OUTPUT, units: 2, activation: "softmax", kernelInitializer: seed === undefined ? "glorotUniform" : tf.initializers.glorotUniform({ seed: seed + 100003 }) })
+    .apply(z) as tf.SymbolicTensor;
+  return { lesion, cls, rates };
+}
+
 /**
  * Multi-task model on a backbone built with `buildModel(name, { includeHead: false, … })` (any
  * input size / channel count): featureExtractor(backbone, "map") → ASPP → lesion branch
@@ -218,35 +286,37 @@ export interface MultiTaskModel {
  * classification branch (see the file comment for how the predicted mask enters it).
  */
 export function buildMultiTaskModel(backbone: BuiltModel, cfg: MultiTaskConfig = {}): MultiTaskModel {
-  const seed = cfg.seed;
-  const asppCfg: AsppConfig = { seed, ...(cfg.aspp ?? {}) };
   // The backbone's last feature map (node 0: its call inside backbone.model), as featureExtractor(…, "map").
   const map = backbone.model.getLayer(backbone.featureLayer).getOutputAt(0) as tf.SymbolicTensor;
   const input = backbone.model.inputs[0];
   const [, H, W] = input.shape as number[];
-  const f = aspp(map, asppCfg);
-  const init = new Initialisers(seed === undefined ? undefined : seed + 7919);
+  const h = diagnosisHeads(map, { aspp: cfg.aspp ?? {}, lesion: true, lesionSize: [H, W], dropout: cfg.dropout, seed: cfg.seed });
+  const model = tf.model({ inputs: input, outputs: [h.lesion!, h.cls], name: "covid_multitask" });
+  return { model, backbone, rates: h.rates };
+}
 
-  // Lesion branch: 1×1 conv to one logit per feature cell; the sigmoid at feature resolution is
-  // what the classifier sees, the upsampled one is the segmentation output.
-  const logits = tf.layers.conv2d({ name: "lesion_logits", filters: 1, kernelSize: 1, useBias: true, kernelInitializer: init.kernel() }).apply(f) as tf.SymbolicTensor;
-  const probSmall = tf.layers.activation({ name: "lesion_prob_map", activation: "sigmoid" }).apply(logits) as tf.SymbolicTensor;
-  const logitsUp = new ResizeTo([H, W], { name: "lesion_upsample" }).apply(logits) as tf.SymbolicTensor;
-  const lesion = tf.layers.activation({ name: LESION_OUTPUT, activation: "sigmoid" }).apply(logitsUp) as tf.SymbolicTensor;
+export interface FeatureHeadConfig {
+  /** Shape [h, w, C] of the frozen feature map. */
+  mapShape: [number, number, number];
+  /** A second input [h, w, 1]: the lung mask at the feature resolution (Fig. 4A under frozen features). */
+  lung: boolean;
+  /** A lesion branch with output [lesionSize, lesionSize, 1] (Fig. 4B). */
+  lesion: boolean;
+  lesionSize: number;
+  seed?: number;
+}
 
-  // Classification branch.
-  const gap = tf.layers.globalAveragePooling2d({ name: "cls_gap" }).apply(f) as tf.SymbolicTensor;
-  const weighted = new MaskFeatures({ name: "cls_lesion_features" }).apply([f, probSmall]) as tf.SymbolicTensor;
-  const gapLesion = tf.layers.globalAveragePooling2d({ name: "cls_lesion_gap" }).apply(weighted) as tf.SymbolicTensor;
-  const burden = tf.layers.globalAveragePooling2d({ name: "cls_lesion_burden" }).apply(probSmall) as tf.SymbolicTensor;
-  let z = tf.layers.concatenate({ name: "cls_concat", axis: -1 }).apply([gap, gapLesion, burden]) as tf.SymbolicTensor;
-  if (cfg.dropout && cfg.dropout > 0) z = tf.layers.dropout({ name: "cls_dropout", rate: cfg.dropout }).apply(z) as tf.SymbolicTensor;
-  const cls = tf.layers
-    .dense({ name: CLASS_OUTPUT, units: 2, activation: "softmax", kernelInitializer: seed === undefined ? "glorotUniform" : tf.initializers.glorotUniform({ seed: seed + 100003 }) })
-    .apply(z) as tf.SymbolicTensor;
-
-  const model = tf.model({ inputs: input, outputs: [lesion, cls], name: "covid_multitask" });
-  return { model, backbone, rates: asppRates(asppCfg.baseRates ?? [6, 12, 18], asppCfg.outputStride ?? 32) };
+/**
+ * The Study II heads trained on a FROZEN backbone's cached feature maps (the `quick` profile): no
+ * ASPP (on a 7×7 map at 224² its 3×3 atrous branches would read mostly padding, and it would be
+ * most of the cost), the lung mask as a second input at the map's resolution, outputs as the full
+ * model's: `class`, plus `lesion` first when there is a lesion branch.
+ */
+export function buildFeatureHead(cfg: FeatureHeadConfig): tf.LayersModel {
+  const map = tf.input({ shape: cfg.mapShape, name: "feature_map" });
+  const lung = cfg.lung ? tf.input({ shape: [cfg.mapShape[0], cfg.mapShape[1], 1], name: "lung_map" }) : undefined;
+  const h = diagnosisHeads(map, { aspp: null, lesion: cfg.lesion, lesionSize: [cfg.lesionSize, cfg.lesionSize], lungMap: lung, seed: cfg.seed });
+  return tf.model({ inputs: lung ? [map, lung] : map, outputs: h.lesion ? [h.lesion, h.cls] : h.cls, name: "covid_feature_head" });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -86,6 +86,8 @@ export interface FeatureKey {
   size: number;
   /** 0 = the image, 1 = its horizontal mirror. */
   view: 0 | 1;
+  /** The backbone's last feature map [h,w,C] instead of the pooled vector (Study II `quick`); absent = pooled. */
+  which?: "map";
 }
 
 /**
@@ -129,10 +131,10 @@ export async function computeFeatures(
         const mask = tf.tensor4d(flip.map((b) => (b ? 1 : 0)), [chunk.length, 1, 1, 1]);
         g = tf.add(tf.mul(mirrored, mask), tf.mul(g, tf.sub(1, mask))) as tf.Tensor4D;
       }
-      return extractor.predict(toModelInput(g, pre)) as tf.Tensor2D;
+      return extractor.predict(toModelInput(g, pre)) as tf.Tensor;
     });
     const data = await f.data();
-    const dim = f.shape[1];
+    const dim = f.size / f.shape[0];
     f.dispose();
     chunk.forEach((c, j) => {
       const v = new Float32Array(data.subarray(j * dim, (j + 1) * dim));

@@ -1,4 +1,9 @@
 /**
+ * The diagnosis run shared by every study: one model × one positive training set × one seed,
+ * trained by the engine and evaluated into a run directory. Study I uses it as is; Study II adds
+ * the lung-mask input and the lesion branch (`lungMask`, `lesionMask`), CSSL the initialisation
+ * (`init`). Below, Study I's own description.
+ *
  * Study I (paper Section 3, Table 5): is CT extracted from papers useful for training?
  * DenseNet-169 / ResNet-50 from ImageNet, trained with one of three positive training sets; the
  * negatives, validation and test sets are fixed (official COVID-CT split).
@@ -17,15 +22,18 @@ import { initBackend } from "../backend";
 import { PROJECT_ROOT, resolveCovidSegRoot, resolveDataRoot, resolveLunaRoot, resolveMedsegRoot } from "../config";
 import { openDataset } from "../data/dataset";
 import { CLASS_DIR, ImageClass, Split, splitListRel } from "../data/dataset";
-import { BinaryMetrics, binaryMetrics, bootstrapCI, chooseThreshold, metricFn, officialMetrics, rocAuc } from "../evaluation";
+import { BinaryMetrics, binaryMetrics, bootstrapCI, chooseThreshold, metricFn, officialMetrics, rocAuc, SegmentationSummary } from "../evaluation";
 import { makeManifest, sha256OfManifest, writeManifest } from "../manifest";
-import { buildModel, featureExtractor, headModel, isModelName, MODEL_NAMES, ModelName } from "../models";
+import { buildFeatureHead, buildModel, buildMultiTaskModel, featureExtractor, headModel, isModelName, MODEL_NAMES, ModelName } from "../models";
 import { findWeightsDir, hasImagenetWeights, loadImagenetWeights, preprocessFor, weightsChecksum } from "../models/weights";
 import { buildProtocol, isProtocolName, Protocol, protocolExamples, PROTOCOL_NAMES, ProtocolName, writeProtocol } from "../protocols";
 import { listMedsegSlices } from "../data/sources";
 import { openRun, PredictionRow, readRunManifest, readPredictions as readPredictionsFile, writePredictions } from "../runs";
-import { EpochLog, ExampleSource, predictProbabilities, StepLog, trainClassifier } from "../training/loop";
-import { getProfile, ProfileName, StudyProfile } from "../training/profiles";
+import { classificationTask, EpochLog, ExampleSource, predictProbabilities, StepLog, trainModel, TrainingTask } from "../training/loop";
+import { lesionSegmentation, MultiTaskSource, multiTaskTask, predictMultiTask } from "../training/multitask";
+import { channelNormalisation, MapFeatureSource, maskToGrid, MaskedImageSource } from "./multitask-inputs";
+import { lesionMasks, LungMaskProvider, lungMasks } from "./masks";
+import { getProfile, MULTITASK_HEADS, MultiTaskHeads, ProfileName, StudyProfile } from "../training/profiles";
 import { shortcutCues, shortcutModel } from "../protocols/shortcut";
 import { writeJsonAtomic } from "../util/fs";
 import { sampleWithoutReplacement } from "../util/random";
@@ -44,9 +52,19 @@ export const ARMS = {
   paper: ["covid-seg", "covid-ct-349", "covid-ct-118"],
 } as const;
 export const POSITIVE_ARMS = ARMS.official;
-export type PositiveArm = (typeof ARMS)[ProtocolName][number];
-export function armsOf(protocol: ProtocolName): readonly PositiveArm[] {
-  return ARMS[protocol];
+/**
+ * Study II's and CSSL's "Combination" (Table 6): COVID-CT-349 + the 118 COVID-Seg slices as
+ * positives; paper protocol only.
+ */
+export const COMBINATION_ARM = "combination" as const;
+export type PositiveArm = (typeof ARMS)[ProtocolName][number] | typeof COMBINATION_ARM;
+/** The studies that share this run: Table 5, Table 6, Table 7. */
+export const STUDY_NAMES = ["study1", "study2", "cssl"] as const;
+export type StudyName = (typeof STUDY_NAMES)[number];
+/** Arms of a study under a protocol: Study I's Table 5 arms; Studies II and CSSL add Combination (paper protocol only). */
+export function armsOf(protocol: ProtocolName, study: StudyName = "study1"): readonly PositiveArm[] {
+  if (study === "study1") return ARMS[protocol];
+  return protocol === "paper" ? ["covid-ct-349", "covid-seg", "covid-ct-118", COMBINATION_ARM] : [];
 }
 /** Table 5's models, and the shortcut baseline trained and tested beside them. */
 export const STUDY1_MODELS = ["densenet169", "resnet50", "shortcut"] as const;
@@ -78,6 +96,17 @@ export interface StudyOneConfig {
   weightsRoot?: string;
   /** Stop after this many epochs in this call, as if interrupted (tests of --resume). */
   stopAfterEpochs?: number;
+  /** The study the run belongs to (default study1): names its run directory. */
+  study?: StudyName;
+  /** Study II, Fig. 4A: the predicted lung mask as an extra input (U-Net masks, lib/lungs). */
+  lungMask?: boolean;
+  /** Study II, Fig. 4B: an ASPP lesion branch trained on lesion masks (COVID-Seg pseudo labels) beside the classifier. */
+  lesionMask?: boolean;
+  /**
+   * Backbone initialisation: "imagenet" (default when the profile uses ImageNet weights), "random",
+   * or "checkpoint:<pretraining run dir>" (CSSL: the MoCo encoder of a `covid-ct pretrain` run).
+   */
+  init?: string;
 }
 
 export interface StudyOneData {
@@ -155,7 +184,7 @@ export function studyOneProtocol(o: StudyOneDataOptions = {}): Promise<Protocol>
  */
 export async function studyOneData(arm: PositiveArm, seed: number, o: StudyOneDataOptions = {}): Promise<StudyOneData> {
   const protocol = o.protocol ?? "official";
-  if (!armsOf(protocol).includes(arm)) throw new Error(`Arm '${arm}' does not exist under the ${protocol} protocol. Use one of: ${armsOf(protocol).join(", ")}.`);
+  if (!armsOf(protocol).includes(arm) && !armsOf(protocol, "study2").includes(arm)) throw new Error(`Arm '${arm}' does not exist under the ${protocol} protocol. Use one of: ${[...new Set([...armsOf(protocol), ...armsOf(protocol, "study2")])].join(", ")}.`);
   if (protocol === "official") checkSplit(openDataset(resolveDataRoot(o.dataRoot).dir));
   const p = await studyOneProtocol(o);
   const medseg = resolveMedsegRoot(o.medsegRoot).dir;
@@ -172,6 +201,7 @@ export async function studyOneData(arm: PositiveArm, seed: number, o: StudyOneDa
   if (arm === "covid-ct-all") positives = ex("train", "covid");
   else if (arm === "covid-ct-118" && protocol === "official") positives = sampleWithoutReplacement(ex("train", "covid"), 118, rng);
   else if (arm === "original-ct") positives = medsegExamples("train", medseg);
+  else if (arm === COMBINATION_ARM) positives = [...pool("covid-ct-349"), ...pool("covid-seg-118")];
   else positives = pool(arm === "covid-seg" ? "covid-seg-118" : arm);
   if (positives.length === 0) throw new Error(`Arm '${arm}' has no positive training image under the ${protocol} protocol.`);
   const lim = o.limitPerClass;
@@ -185,9 +215,24 @@ export async function studyOneData(arm: PositiveArm, seed: number, o: StudyOneDa
   };
 }
 
-/** runs/study1/<protocol>/<profile>/<built model>-<arm>-seed<N> (under smoke the tiny model names the run). */
-export function defaultRunDir(c: Pick<StudyOneConfig, "model" | "positives" | "profile" | "seed" | "protocol">): string {
-  return path.join(PROJECT_ROOT, "runs", "study1", c.protocol ?? "official", c.profile, `${builtModelName(c, getProfile(c.profile))}-${c.positives}-seed${c.seed}`);
+/** The variant of a run as a name: "" (image only), "lung", "lesion", "lung-lesion". */
+export function variantName(c: Pick<StudyOneConfig, "lungMask" | "lesionMask">): string {
+  return [c.lungMask ? "lung" : "", c.lesionMask ? "lesion" : ""].filter(Boolean).join("-");
+}
+
+/** The init of a run as a file-name-safe word: imagenet, random, or moco-<pretraining run name>. */
+export function initName(init: string): string {
+  return init.startsWith("checkpoint:") ? `ckpt-${path.basename(path.resolve(init.slice("checkpoint:".length)))}` : init;
+}
+
+/**
+ * runs/<study>/<protocol>/<profile>/<built model>-<arm>[-<variant>][-init-<init>]-seed<N> (under smoke
+ * the tiny model names the run; Study I's directories are unchanged: no variant, no init).
+ */
+export function defaultRunDir(c: Pick<StudyOneConfig, "model" | "positives" | "profile" | "seed" | "protocol" | "study" | "lungMask" | "lesionMask" | "init">): string {
+  const v = variantName(c);
+  const parts = [builtModelName(c, getProfile(c.profile)), c.positives, ...(v ? [v] : []), ...(c.init && (c.study ?? "study1") === "cssl" ? [`init-${initName(c.init)}`] : []), `seed${c.seed}`];
+  return path.join(PROJECT_ROOT, "runs", c.study ?? "study1", c.protocol ?? "official", c.profile, parts.join("-"));
 }
 
 /** Metrics of one set of predictions, as stored in metrics.json. */
@@ -207,6 +252,12 @@ export interface StudyOneMetrics {
   medsegTest: { n: number; recall: number; recallAtValThreshold: number };
   bestEpoch: number;
   selectedOn: "validation AUC";
+  /**
+   * Runs with a lesion branch: Dice/IoU of the predicted lesion masks, pooled and per image, at the
+   * lesion output's size — on the MedSeg test slices (radiologists' masks) and on the validation
+   * COVID-Seg slices (Inf-Net pseudo labels). Not derivable from predictions.csv.
+   */
+  lesion?: { medsegTest: SegmentationSummary | null; val: SegmentationSummary | null; size: number };
 }
 
 /** A finished (or reused) Study I run. */
@@ -286,7 +337,11 @@ export interface StudyOneHooks {
 /** The config as it is recorded (defaults filled, paths resolved). */
 function recordedConfig(c: StudyOneConfig, p: StudyProfile) {
   return {
-    study: "study1",
+    study: c.study ?? "study1",
+    // Study II and CSSL fields only when set: Study I's recorded configs (and so its reuse) are unchanged.
+    ...(c.lungMask ? { lungMask: true } : {}),
+    ...(c.lesionMask ? { lesionMask: true } : {}),
+    ...(c.init !== undefined ? { init: c.init } : {}),
     protocol: c.protocol ?? "official",
     model: c.model,
     modelBuilt: builtModelName(c, p),
@@ -315,7 +370,19 @@ export function checkStudyOneConfig(c: StudyOneConfig): StudyProfile {
   const profile: StudyProfile = { ...getProfile(c.profile), ...(c.profileOverrides ?? {}) };
   const protocol = c.protocol ?? "official";
   if (!isProtocolName(protocol)) throw new Error(`Unknown protocol '${protocol}'. Use one of: ${PROTOCOL_NAMES.join(", ")}.`);
-  if (!(armsOf(protocol) as readonly string[]).includes(c.positives)) throw new Error(`Unknown arm '${c.positives}' under the ${protocol} protocol. Use one of: ${armsOf(protocol).join(", ")}.`);
+  const study = c.study ?? "study1";
+  if (!(STUDY_NAMES as readonly string[]).includes(study)) throw new Error(`Unknown study '${study}'. Use one of: ${STUDY_NAMES.join(", ")}.`);
+  if (study !== "study1" && protocol !== "paper") throw new Error(`${study} is measured under the paper protocol (its lesion masks are COVID-Seg's): use --protocol paper.`);
+  if (study === "study1" && (c.lungMask || c.lesionMask)) throw new Error("Lung-mask input and lesion branch are Study II variants: they need study2 (or cssl), not study1.");
+  if (!(armsOf(protocol, study) as readonly string[]).includes(c.positives)) throw new Error(`Unknown arm '${c.positives}' under the ${protocol} protocol${study === "study1" ? "" : ` in ${study}`}. Use one of: ${armsOf(protocol, study).join(", ")}.`);
+  if ((c.lungMask || c.lesionMask || c.init) && c.model === SHORTCUT_MODEL) throw new Error("The shortcut baseline takes cue vectors, not images: it has no lung-mask, lesion or init variant.");
+  if (c.lesionMask && c.positives !== "covid-seg" && c.positives !== COMBINATION_ARM) {
+    throw new Error(`A lesion branch needs lesion masks in training: only covid-seg and combination have them (COVID-Seg's pseudo labels), not '${c.positives}'.`);
+  }
+  if (c.init !== undefined && !["imagenet", "random"].includes(c.init) && !c.init.startsWith("checkpoint:")) {
+    throw new Error(`Unknown init '${c.init}': use imagenet, random or checkpoint:<pretraining run dir>.`);
+  }
+  if (c.init === "imagenet" && !hasImagenetWeights(builtModelName(c, profile))) throw new Error(`init imagenet: no ImageNet weights exist for '${builtModelName(c, profile)}' (profile ${profile.name}); use init random.`);
   requireInteger("--seed", c.seed, 0);
   if (c.epochs !== undefined) requireInteger("--epochs", c.epochs, 1, 100000);
   return profile;
@@ -331,11 +398,25 @@ export function builtModelName(c: Pick<StudyOneConfig, "model">, profile: StudyP
 function inputChecksums(c: StudyOneConfig, profile: StudyProfile): Record<string, string> {
   const out: Record<string, string> = { "data/covid-ct.sha256": sha256OfManifest() };
   const name = builtModelName(c, profile);
-  if (profile.imagenet && name !== SHORTCUT_MODEL) {
+  if (effectiveInit(c, profile) === "imagenet" && name !== SHORTCUT_MODEL) {
     if (!hasImagenetWeights(name)) throw new Error(`No ImageNet weights exist for '${name}' (profile ${profile.name} needs them): use densenet169 or resnet50.`);
     out[`weights/${name}`] = weightsChecksum(findWeightsDir(name, c.weightsRoot)).sha256;
   }
   return out;
+}
+
+/** The backbone initialisation of a run: its `init`, else ImageNet when the profile uses it, else random. */
+export function effectiveInit(c: Pick<StudyOneConfig, "init">, profile: StudyProfile): string {
+  return c.init ?? (profile.imagenet ? "imagenet" : "random");
+}
+
+/**
+ * Where the lung masks of Study II runs come from: the residual U-Net of the profile (lib/lungs),
+ * trained on the classical extractor's pseudo labels — trained once, then reused by every run.
+ */
+async function lungMaskProvider(profile: StudyProfile, log: (m: string) => void): Promise<LungMaskProvider> {
+  const { studyLungMasks } = await import("./lung-provider");
+  return studyLungMasks(profile.name, log);
 }
 
 /** Train and evaluate one Study I cell (model × arm × seed), or reuse a finished identical run. */
@@ -346,11 +427,14 @@ export async function runStudyOne(c: StudyOneConfig, hooks: StudyOneHooks = {}):
   const data = await studyOneData(c.positives, c.seed, { protocol: c.protocol, dataRoot: c.dataRoot, medsegRoot: c.medsegRoot, limitPerClass: profile.limitPerClass });
   const rec = recordedConfig(c, profile);
   // The protocol's membership hash: a changed protocol never reuses or resumes an old run.
-  const checksums = { ...inputChecksums(c, profile), [`protocol/${data.protocol.name}`]: data.protocol.hash };
+  const checksums: Record<string, string> = { ...inputChecksums(c, profile), [`protocol/${data.protocol.name}`]: data.protocol.hash };
+  // Study II: the lung masks are the U-Net's; its weights are an input of the run like the data.
+  const lungs = c.lungMask ? await lungMaskProvider(profile, log) : null;
+  if (lungs) checksums[`lungs/${profile.name}`] = lungs.id;
   const run = openRun({
     out: c.out,
     defaultDir: defaultRunDir(c),
-    kind: "study1",
+    kind: rec.study,
     config: rec,
     checksums,
     resume: c.resume,
@@ -362,7 +446,7 @@ export async function runStudyOne(c: StudyOneConfig, hooks: StudyOneHooks = {}):
     return { config: c, runDir: run.dir, metrics: readRunMetrics(run.dir), history: readHistory(run.dir), modelBuilt: rec.modelBuilt, reused: true, interrupted: false };
   }
   try {
-    const r = await trainAndEvaluate(c, profile, data, rec, checksums, run.workDir, hooks);
+    const r = await trainAndEvaluate(c, profile, data, rec, checksums, lungs, run.workDir, hooks);
     if (r === "interrupted") {
       const history = readHistory(run.workDir);
       run.abandon();
@@ -406,6 +490,10 @@ type SetName = "train" | "val" | "test" | "medseg";
 interface Prepared {
   trainable: tf.LayersModel;
   sources: Record<SetName, ExampleSource>;
+  /** Classification (Study I, Fig. 4A) or multi-task (Fig. 4B/4C: the sources are MultiTaskSources). */
+  task: TrainingTask<never>;
+  /** Side of the lesion output (multi-task runs). */
+  lesionSize?: number;
   dispose(): void;
 }
 
@@ -429,7 +517,7 @@ async function prepareShortcut(c: StudyOneConfig, profile: StudyProfile, data: S
   const trainF = (await shortcutCues(data.train, profile.inputSize)).map((v) => [v]);
   const restF = (await shortcutCues(rest, profile.inputSize)).map((v) => [v]);
   const model = shortcutModel(c.seed);
-  return { trainable: model, sources: featureSources(data, trainF, restF, true, runDir), dispose: () => model.dispose() };
+  return { trainable: model, sources: featureSources(data, trainF, restF, true, runDir), task: classificationTask, dispose: () => model.dispose() };
 }
 
 async function prepareBackbone(c: StudyOneConfig, profile: StudyProfile, data: StudyOneData, modelName: ModelName, checksums: Record<string, string>, runDir: string, hooks: StudyOneHooks): Promise<Prepared> {
@@ -448,7 +536,7 @@ async function prepareBackbone(c: StudyOneConfig, profile: StudyProfile, data: S
     const trainF = await computeFeatures(extractor, data.train, key, pre, { views: profile.trainViews, onProgress: hooks.onFeatures });
     const restF = await computeFeatures(extractor, rest, key, pre, { views: 1, onProgress: hooks.onFeatures });
     const head = headModel(built, "pooled");
-    return { trainable: head, sources: featureSources(data, trainF, restF, profile.standardiseFeatures, runDir), dispose: () => { head.dispose(); built.model.dispose(); } };
+    return { trainable: head, sources: featureSources(data, trainF, restF, profile.standardiseFeatures, runDir), task: classificationTask, dispose: () => { head.dispose(); built.model.dispose(); } };
   }
   const aug = profile.augment;
   return {
@@ -459,7 +547,97 @@ async function prepareBackbone(c: StudyOneConfig, profile: StudyProfile, data: S
       test: await ImageSource.create(data.test, profile.inputSize, pre, null),
       medseg: await ImageSource.create(data.medsegTest, profile.inputSize, pre, null),
     },
+    task: classificationTask,
     dispose: () => built.model.dispose(),
+  };
+}
+
+/** Study II's heads of a profile (recorded with runs that have a lesion branch). */
+export function headsOf(profile: StudyProfile): MultiTaskHeads {
+  return MULTITASK_HEADS[profile.name];
+}
+
+/** Per-channel standardisation of a frozen-map run's training maps (part of its head model). */
+export const CHANNEL_NORMALISATION_FILE = "map-normalisation.json";
+
+/**
+ * Study II (and CSSL fine-tuning) inputs and model: the lung mask as input and/or the lesion branch.
+ * `quick` (frozen-features): the backbone's cached feature maps + buildFeatureHead; `paper`/`smoke`
+ * (finetune): the whole network with a 4-channel input (lung) and the ASPP multi-task heads (lesion).
+ */
+async function prepareStudyTwo(
+  c: StudyOneConfig,
+  profile: StudyProfile,
+  data: StudyOneData,
+  modelName: ModelName,
+  init: { weightsKey: string; load: (m: tf.LayersModel) => Promise<void> },
+  lungs: LungMaskProvider | null,
+  runDir: string,
+  hooks: StudyOneHooks,
+): Promise<Prepared> {
+  const log = hooks.log ?? (() => undefined);
+  const heads = headsOf(profile);
+  const size = profile.inputSize;
+  const pre = preprocessFor(modelName);
+  const sets = { train: data.train, val: data.val, test: data.test, medseg: data.medsegTest } as const;
+  const setNames = Object.keys(sets) as SetName[];
+  const all = setNames.flatMap((k) => sets[k]);
+  const split = <T>(xs: T[]): Record<SetName, T[]> => {
+    const out = {} as Record<SetName, T[]>;
+    let o = 0;
+    for (const k of setNames) { out[k] = xs.slice(o, o + sets[k].length); o += sets[k].length; }
+    return out;
+  };
+  if (c.lungMask) log(`lung masks of ${all.length} images (${lungs!.id})`);
+  const lung = c.lungMask ? split(await lungMasks(all, size, lungs!)) : null;
+
+  if (profile.strategy === "frozen-features") {
+    const built = buildModel(modelName, { inputSize: size, seed: c.seed, includeHead: false });
+    await init.load(built.model);
+    const extractor = featureExtractor(built, "map");
+    const mapShape = (extractor.outputs[0].shape.slice(1) as number[]) as [number, number, number];
+    const key = { model: modelName, weightsSha256: init.weightsKey, size, which: "map" as const };
+    log(`frozen feature maps ${mapShape.join("×")}: ${all.length} images at ${size}² (cached after the first run)`);
+    const maps = split((await computeFeatures(extractor, all, key, pre, { views: 1, onProgress: hooks.onFeatures })).map((v) => v[0]));
+    built.model.dispose();
+    const norm = channelNormalisation(maps.train, mapShape[2]);
+    writeJsonAtomic(path.join(runDir, CHANNEL_NORMALISATION_FILE), { mean: Array.from(norm.mean), std: Array.from(norm.std) });
+    const side = heads.lesionSize || size;
+    const lesion = c.lesionMask ? split(await lesionMasks(all, side)) : null;
+    const src = (k: SetName) =>
+      new MapFeatureSource(maps[k], mapShape, norm, sets[k], lung ? lung[k].map((m) => maskToGrid(m, size, mapShape[0], mapShape[1])) : null, lesion ? lesion[k] : null, side);
+    const head = buildFeatureHead({ mapShape, lung: !!c.lungMask, lesion: !!c.lesionMask, lesionSize: side, seed: c.seed });
+    return {
+      trainable: head,
+      sources: { train: src("train"), val: src("val"), test: src("test"), medseg: src("medseg") },
+      task: (c.lesionMask ? multiTaskTask() : classificationTask) as TrainingTask<never>,
+      lesionSize: c.lesionMask ? side : undefined,
+      dispose: () => head.dispose(),
+    };
+  }
+
+  const channels = c.lungMask ? 4 : 3;
+  let trainable: tf.LayersModel;
+  let backbone: tf.LayersModel;
+  if (c.lesionMask) {
+    const b = buildModel(modelName, { inputSize: size, seed: c.seed, includeHead: false, channels });
+    const mt = buildMultiTaskModel(b, { aspp: { filters: heads.asppFilters, outputStride: heads.outputStride }, seed: c.seed });
+    trainable = mt.model;
+    backbone = b.model;
+  } else {
+    const b = buildModel(modelName, { inputSize: size, seed: c.seed, channels });
+    trainable = backbone = b.model;
+  }
+  await init.load(backbone);
+  const lesion = c.lesionMask ? split(await lesionMasks(all, size)) : null;
+  const src = async (k: SetName) => MaskedImageSource.create(sets[k], size, pre, k === "train" ? profile.augment : null, { lung: lung ? lung[k] : null, lesion: lesion ? lesion[k] : null });
+  return {
+    trainable,
+    sources: { train: await src("train"), val: await src("val"), test: await src("test"), medseg: await src("medseg") },
+    task: (c.lesionMask ? multiTaskTask() : classificationTask) as TrainingTask<never>,
+    lesionSize: c.lesionMask ? size : undefined,
+    // The multi-task model holds the backbone's layers: disposing it disposes them.
+    dispose: () => trainable.dispose(),
   };
 }
 
@@ -469,6 +647,7 @@ async function trainAndEvaluate(
   data: StudyOneData,
   rec: ReturnType<typeof recordedConfig>,
   checksums: Record<string, string>,
+  lungs: LungMaskProvider | null,
   runDir: string,
   hooks: StudyOneHooks,
 ): Promise<StudyOneMetrics | "interrupted"> {
@@ -479,12 +658,17 @@ async function trainAndEvaluate(
   // The membership beside the run: which image was in which split, as this run saw it.
   writeProtocol(data.protocol, path.join(runDir, "protocol.json"));
   const protocol = { name: data.protocol.name, version: data.protocol.version, seed: data.protocol.seed, hash: data.protocol.hash, file: "protocol.json" };
-  writeManifest(runDir, makeManifest("study1", rec, checksums, c.seed, { examples: { train: data.train.length, val: data.val.length, test: data.test.length, medsegTest: data.medsegTest.length }, modelBuilt: modelName, protocol }));
-  const prepared = modelName === SHORTCUT_MODEL ? await prepareShortcut(c, profile, data, runDir, log) : await prepareBackbone(c, profile, data, modelName, checksums, runDir, hooks);
+  writeManifest(runDir, makeManifest(rec.study, rec, checksums, c.seed, { examples: { train: data.train.length, val: data.val.length, test: data.test.length, medsegTest: data.medsegTest.length }, modelBuilt: modelName, protocol }));
+  const prepared =
+    modelName === SHORTCUT_MODEL
+      ? await prepareShortcut(c, profile, data, runDir, log)
+      : c.lungMask || c.lesionMask
+        ? await prepareStudyTwo(c, profile, data, modelName, backboneInit(c, profile, modelName, checksums, log), lungs, runDir, hooks)
+        : await prepareBackbone(c, profile, data, modelName, checksums, runDir, hooks);
   const { trainable, sources } = prepared;
   const opt = tf.train.adam(profile.schedule.lr);
   try {
-    const result = await trainClassifier(trainable, opt, sources.train, sources.val, {
+    const result = await trainModel(trainable, opt, prepared.task as TrainingTask, sources.train, sources.val, {
       epochs: c.epochs ?? profile.epochs,
       batchSize: profile.batchSize,
       microBatch: profile.microBatch,
@@ -499,18 +683,62 @@ async function trainAndEvaluate(
     if (result.interrupted) return "interrupted";
     // Test once, with the checkpoint selected on validation AUC.
     const rows: PredictionRow[] = [];
+    const lesion: NonNullable<StudyOneMetrics["lesion"]> = { medsegTest: null, val: null, size: prepared.lesionSize ?? 0 };
     for (const [set, src] of [["val", sources.val], ["test", sources.test], ["medseg-test", sources.medseg]] as const) {
-      const probs = await predictProbabilities(trainable, src);
+      let probs: number[];
+      if (prepared.lesionSize) {
+        const mt = await predictMultiTask(trainable, src as MultiTaskSource);
+        probs = mt.probs;
+        if (set === "val") lesion.val = lesionSegmentation(src as MultiTaskSource, mt.lesion);
+        if (set === "medseg-test") {
+          lesion.medsegTest = lesionSegmentation(src as MultiTaskSource, mt.lesion);
+          writeLesionPredictions(runDir, src.ids, mt.lesion, prepared.lesionSize);
+        }
+      } else probs = await predictProbabilities(trainable, src);
       probs.forEach((p, i) => rows.push({ set, file: src.ids[i], label: src.labels[i], probability: p }));
     }
     writePredictions(path.join(runDir, "predictions.csv"), rows);
-    const metrics = metricsFromPredictions(rows, result.bestEpoch, c.seed);
+    const metrics: StudyOneMetrics = { ...metricsFromPredictions(rows, result.bestEpoch, c.seed), ...(prepared.lesionSize ? { lesion } : {}) };
     writeJsonAtomic(path.join(runDir, "metrics.json"), metrics);
     return metrics;
   } finally {
     opt.dispose();
     prepared.dispose();
   }
+}
+
+/** Predicted lesion probabilities of the MedSeg test slices, 8-bit, in lesion-predictions.json (for the notebook's figures). */
+export const LESION_PREDICTIONS_FILE = "lesion-predictions.json";
+function writeLesionPredictions(runDir: string, ids: readonly string[], maps: readonly Float32Array[], size: number): void {
+  const enc = (m: Float32Array) => Buffer.from(Uint8Array.from(m, (v) => Math.round(v * 255))).toString("base64");
+  writeJsonAtomic(path.join(runDir, LESION_PREDICTIONS_FILE), { size, encoding: "base64 uint8, row-major, probability × 255", masks: Object.fromEntries(ids.map((id, i) => [id, enc(maps[i])])) });
+}
+
+/** Read lesion-predictions.json: id → probabilities in [0, 1] (size × size). */
+export function readLesionPredictions(runDir: string): { size: number; masks: Map<string, Float32Array> } | null {
+  const f = path.join(runDir, LESION_PREDICTIONS_FILE);
+  if (!fs.existsSync(f)) return null;
+  const j = JSON.parse(fs.readFileSync(f, "utf8")) as { size: number; masks: Record<string, string> };
+  return { size: j.size, masks: new Map(Object.entries(j.masks).map(([k, v]) => [k, Float32Array.from(Buffer.from(v, "base64"), (b) => b / 255)])) };
+}
+
+/**
+ * The backbone initialisation of a Study II / CSSL run as a loader, and the key that identifies
+ * the weights (feature caches are keyed by it).
+ */
+function backboneInit(c: StudyOneConfig, profile: StudyProfile, modelName: ModelName, checksums: Record<string, string>, log: (m: string) => void): { weightsKey: string; load: (m: tf.LayersModel) => Promise<void> } {
+  const init = effectiveInit(c, profile);
+  if (init === "random") return { weightsKey: "random", load: async () => undefined };
+  if (init === "imagenet") {
+    return {
+      weightsKey: checksums[`weights/${modelName}`] ?? "imagenet",
+      load: async (m) => {
+        const w = await loadImagenetWeights(m, modelName, c.weightsRoot, { adaptChannels: "zeros", missing: "keep-init" });
+        log(`ImageNet weights: ${w.loaded} tensors from ${w.dir}${w.verified ? " (checksum verified)" : " (checksum differs from the tested copy)"}`);
+      },
+    };
+  }
+  throw new Error(`Unknown init '${init}': use imagenet, random or checkpoint:<pretraining run dir>.`);
 }
 
 /** Recompute metrics.json from predictions.csv of a finished run (the `evaluate` command). */

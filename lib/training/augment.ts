@@ -57,3 +57,37 @@ export function augmentBatch(x: tf.Tensor4D, a: AugmentConfig, seed: string): tf
     return tf.clipByValue(y, 0, 1) as tf.Tensor4D;
   });
 }
+
+/**
+ * The paper's augmentation applied to an image batch and its masks together (Study II): the same
+ * random resized crop and flip move image [n,h,w,c] and masks [n,h,w,k] (bilinear, then
+ * re-binarised at 0.5), brightness and contrast touch the image only. The image part equals
+ * augmentBatch(images, a, seed) exactly (same draws in the same order).
+ */
+export function augmentPair(images: tf.Tensor4D, masks: tf.Tensor4D, a: AugmentConfig, seed: string): [tf.Tensor4D, tf.Tensor4D] {
+  const [n, h, w] = images.shape;
+  if (masks.shape[0] !== n || masks.shape[1] !== h || masks.shape[2] !== w) {
+    throw new Error(`augmentPair: masks ${JSON.stringify(masks.shape)} do not match images ${JSON.stringify(images.shape)}`);
+  }
+  const rng = seedrandom(seed);
+  const boxes: number[][] = [];
+  const bright: number[] = [];
+  const contrast: number[] = [];
+  for (let i = 0; i < n; i++) {
+    boxes.push(randomCropBox(rng, a));
+    bright.push(1 + a.brightness * (2 * rng() - 1));
+    contrast.push(1 + a.contrast * (2 * rng() - 1));
+  }
+  return tf.tidy(() => {
+    const idx = tf.tensor1d(Array.from({ length: n }, (_, i) => i), "int32");
+    const b = tf.tensor2d(boxes);
+    let y = tf.image.cropAndResize(images, b, idx, [h, w], "bilinear");
+    if (a.brightness > 0) y = tf.mul(y, tf.tensor4d(bright, [n, 1, 1, 1]));
+    if (a.contrast > 0) {
+      const mean = tf.mean(y, [1, 2, 3], true);
+      y = tf.add(tf.mul(tf.sub(y, mean), tf.tensor4d(contrast, [n, 1, 1, 1])), mean);
+    }
+    const m = tf.cast(tf.greaterEqual(tf.image.cropAndResize(masks, b, idx, [h, w], "bilinear"), 0.5), "float32");
+    return [tf.clipByValue(y, 0, 1) as tf.Tensor4D, m as tf.Tensor4D];
+  });
+}

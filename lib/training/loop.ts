@@ -32,7 +32,7 @@ export interface ExampleSource {
    * Inputs for these examples; augmented when ctx.train. The caller disposes the tensor.
    * ctx.seed is derived from (run seed, epoch, step) so augmentation is reproducible.
    */
-  inputs(indices: readonly number[], ctx: { train: boolean; seed: string }): tf.Tensor;
+  inputs(indices: readonly number[], ctx: { train: boolean; seed: string }): Tensors;
 }
 
 export interface TrainOptions {
@@ -126,6 +126,17 @@ export function permutation(n: number, seed: number, epoch: number): number[] {
   return permutationOf(n, seedrandom(`${seed}:perm:${epoch}`));
 }
 
+/**
+ * The classification output of a model: its only output, or the one named `class` (the Study II
+ * multi-task models also output `lesion`).
+ */
+export function classOutput(model: tf.LayersModel, y: tf.Tensor | tf.Tensor[]): tf.Tensor {
+  if (!Array.isArray(y)) return y;
+  const i = model.outputNames.findIndex((n) => n === "class" || n.startsWith("class/"));
+  if (i < 0) throw new Error(`model ${model.name} has ${y.length} outputs and none is named 'class'`);
+  return y[i];
+}
+
 /** P(COVID) for every example of src, batched, in order. */
 export async function predictProbabilities(model: tf.LayersModel, src: ExampleSource, batchSize = 32): Promise<number[]> {
   const out: number[] = [];
@@ -133,7 +144,7 @@ export async function predictProbabilities(model: tf.LayersModel, src: ExampleSo
     const idx = Array.from({ length: Math.min(batchSize, src.size - i) }, (_, k) => i + k);
     const p = tf.tidy(() => {
       const x = src.inputs(idx, { train: false, seed: "eval" });
-      const y = model.predict(x) as tf.Tensor;
+      const y = classOutput(model, model.predict(x) as tf.Tensor | tf.Tensor[]);
       return y.slice([0, 1], [-1, 1]).reshape([-1]);
     });
     out.push(...(await p.data()));

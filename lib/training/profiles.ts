@@ -119,3 +119,24 @@ export function getProfile(name: string): StudyProfile {
   }
   return structuredClone(PROFILES[name as ProfileName]);
 }
+
+/**
+ * Study II's heads per profile (Fig. 4B/4C), recorded in the config of runs with a lesion branch.
+ *   paper: ASPP with DeepLabv3's 256 filters on the backbone's stride-32 map; lesion output at the input size.
+ *   quick: frozen feature maps (7×7 at 224²): no ASPP (see buildFeatureHead), lesion output 56² (8× the map).
+ *   smoke: a tiny ASPP (8 filters; tiny-densenet's map is stride 8) at the 32² input.
+ */
+export interface MultiTaskHeads {
+  /** ASPP filters; 0 = no ASPP (frozen-features heads). */
+  asppFilters: number;
+  /** Output stride of the backbone map the ASPP rates are scaled for. */
+  outputStride: number;
+  /** Side of the lesion output and its targets; 0 = the input size. */
+  lesionSize: number;
+}
+
+export const MULTITASK_HEADS: Record<ProfileName, MultiTaskHeads> = {
+  paper: { asppFilters: 256, outputStride: 32, lesionSize: 0 },
+  quick: { asppFilters: 0, outputStride: 32, lesionSize: 56 },
+  smoke: { asppFilters: 8, outputStride: 8, lesionSize: 0 },
+};
