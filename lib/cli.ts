@@ -287,26 +287,35 @@ program
 
 program
   .command("train")
-  .description("Study I: train and evaluate one model on one positive training set (writes a run directory)")
+  .description("train and evaluate one diagnosis model on one positive training set (Study I; Study II with --variant; CSSL fine-tuning with --init) into a run directory")
   .requiredOption("--model <name>", "densenet169 | resnet50 | shortcut (the non-anatomical cue baseline); also densenet121, resnet18, tiny-densenet, tiny-resnet under smoke")
-  .requiredOption("--positives <arm>", "official protocol: covid-ct-all | covid-ct-118 | original-ct; paper protocol: covid-seg | covid-ct-349 | covid-ct-118")
+  .requiredOption("--positives <arm>", "official protocol: covid-ct-all | covid-ct-118 | original-ct; paper protocol: covid-seg | covid-ct-349 | covid-ct-118, and combination (COVID-CT-349 + COVID-Seg; Study II/CSSL)")
+  .option("--variant <v>", "Study II: none | lung (lung mask as input, Fig. 4A) | lesion (ASPP lesion branch, Fig. 4B) | lung+lesion (Fig. 4C)")
+  .option("--lung-mask", "Study II: same as --variant lung (with --lesion-mask: lung+lesion)")
+  .option("--lesion-mask", "Study II: same as --variant lesion (with --lung-mask: lung+lesion)")
+  .option("--init <init>", "backbone initialisation: imagenet (default) | random | checkpoint:<dir of a `covid-ct pretrain` run> (CSSL)")
+  .option("--study <name>", "study1 | study2 | cssl: names the run directory (default: study1; study2 with a variant or combination; cssl with --init)", oneOf("--study", ["study1", "study2", "cssl"]))
   .option("--profile <name>", "paper | quick | smoke (see README, Profiles)", oneOf("--profile", PROFILES), "quick")
-  .option("--protocol <name>", "evaluation protocol: official (the release's split) | paper (original CTs: COVID-Seg + LUNA)", oneOf("--protocol", ["official", "paper"]), "official")
+  .option("--protocol <name>", "evaluation protocol: official (the release's split) | paper (original CTs: COVID-Seg + LUNA); default official for Study I, paper for Study II and CSSL", oneOf("--protocol", ["official", "paper"]))
   .option("--seed <n>", "seed of shuffling, augmentation, subsets and initialisation (integer ≥ 0)", intArg("--seed", 0), 1)
   .option("--epochs <n>", "override the profile's epoch count (integer ≥ 1)", intArg("--epochs", 1, 100000))
-  .option("--out <dir>", "run directory (default runs/study1/<profile>/<model>-<arm>-seed<n>)")
+  .option("--out <dir>", "run directory (default runs/<study>/<protocol>/<profile>/<model>-<arm>[-<variant>]-seed<n>)")
   .option("--resume", "continue an interrupted run from its last checkpoint (the configuration must match the stored one)")
   .option("--force", "replace the run directory's run (only a run directory of covid-ct; the old run survives until the new one finishes)")
   .addOption(dataOption())
   .option("--weights <dir>", "pretrained weights root")
   .option("--json", "print metrics.json when done")
-  .action(async (o: { model: string; positives: string; profile: string; protocol: string; seed: number; epochs?: number; out?: string; resume?: boolean; force?: boolean; data?: string; weights?: string; json?: boolean }) => {
+  .action(async (o: { model: string; positives: string; profile: string; protocol?: string; seed: number; epochs?: number; out?: string; resume?: boolean; force?: boolean; data?: string; weights?: string; json?: boolean; variant?: string; lungMask?: boolean; lesionMask?: boolean; init?: string; study?: string }) => {
     const { runStudyOne } = await import("./studies/study1");
     const { isModelName } = await import("./models");
     if (!isModelName(o.model) && o.model !== "shortcut") throw new Error(`--model '${o.model}' is not a model; use densenet169 or resnet50 (or densenet121, resnet18, tiny-densenet, tiny-resnet, or shortcut: the non-anatomical cue baseline).`);
     const { cliProgress } = await import("./training/progress");
     const { abandonActiveRuns } = await import("./runs");
     if (o.resume && o.force) throw new Error("--resume and --force contradict each other: --resume continues the stored run, --force replaces it. Use one.");
+    const { parseVariant } = await import("./studies/study2");
+    if (o.variant !== undefined && (o.lungMask || o.lesionMask)) throw new Error("--variant and --lung-mask/--lesion-mask say the same thing: use one of them.");
+    const v = o.variant !== undefined ? parseVariant(o.variant) : { lungMask: !!o.lungMask, lesionMask: !!o.lesionMask };
+    const study = (o.study ?? (o.init !== undefined && o.init !== "imagenet" ? "cssl" : v.lungMask || v.lesionMask || o.positives === "combination" ? "study2" : "study1")) as "study1" | "study2" | "cssl";
     const bar = cliProgress();
     // Ctrl-C, and SIGTERM (scancel, Slurm preemption): keep what can be resumed, remove what
     // cannot, release the lock (a requeued task may start on another host), say how to go on.
@@ -321,13 +330,16 @@ program
     process.once("SIGINT", onSignal);
     process.once("SIGTERM", onSignal);
     const r = await runStudyOne(
-      { model: o.model, positives: o.positives as never, profile: o.profile as never, protocol: o.protocol as never, seed: o.seed, epochs: o.epochs, out: o.out, resume: o.resume, force: o.force, dataRoot: o.data, weightsRoot: o.weights },
+      {
+        model: o.model, positives: o.positives as never, profile: o.profile as never, protocol: (o.protocol ?? (study === "study1" ? "official" : "paper")) as never, seed: o.seed, epochs: o.epochs, out: o.out, resume: o.resume, force: o.force, dataRoot: o.data, weightsRoot: o.weights,
+        ...(study !== "study1" ? { study } : {}), ...(v.lungMask ? { lungMask: true } : {}), ...(v.lesionMask ? { lesionMask: true } : {}), ...(o.init !== undefined ? { init: o.init } : {}),
+      },
       { log: (m) => bar.log(m), onStep: bar.onStep, onEpoch: bar.onEpoch, onFeatures: bar.onFeatures },
     );
     bar.stop();
     if (r.interrupted) return;
     const t = r.metrics.test;
-    print(!!o.json, r.metrics, () => `${r.reused ? "reused " : ""}${r.runDir}\ntest (n=${t.n}): AUC ${t.auc.toFixed(3)} [${t.ci95.auc.map((x) => x.toFixed(3)).join(", ")}]  accuracy ${t.accuracy.toFixed(3)}  F1 ${t.f1.toFixed(3)}  (best epoch ${r.metrics.bestEpoch + 1} of ${r.history.length})\nMedSeg original CTs: recall ${r.metrics.medsegTest.recall.toFixed(3)} (n=${r.metrics.medsegTest.n})`);
+    print(!!o.json, r.metrics, () => `${r.reused ? "reused " : ""}${r.runDir}\ntest (n=${t.n}): AUC ${t.auc.toFixed(3)} [${t.ci95.auc.map((x) => x.toFixed(3)).join(", ")}]  accuracy ${t.accuracy.toFixed(3)}  F1 ${t.f1.toFixed(3)}  (best epoch ${r.metrics.bestEpoch + 1} of ${r.history.length})\nMedSeg original CTs: recall ${r.metrics.medsegTest.recall.toFixed(3)} (n=${r.metrics.medsegTest.n})${r.metrics.lesion?.medsegTest ? `, lesion Dice ${r.metrics.lesion.medsegTest.pooled.dice.toFixed(3)} (pooled, radiologists' masks, ${r.metrics.lesion.size}²)` : ""}`);
   });
 
 program

@@ -22,3 +22,7 @@ export * from "./data/sources";
 export * from "./data/orientation";
 export * as cluster from "./cluster";
 export * as lungs from "./lungs";
+export * as study2 from "./studies/study2";
+export * as study2Report from "./reports/study2";
+export * as masks from "./studies/masks";
+export { studyLungMasks } from "./studies/lung-provider";

@@ -51,6 +51,7 @@ export const PAPER_ARM_NAMES: Record<string, string> = {
   "covid-ct-118": "COVID-CT-118",
   "covid-seg": "COVID-Seg",
   "covid-ct-349": "COVID-CT-349",
+  combination: "Combination (COVID-CT-349 + COVID-Seg)",
 };
 
 /** Table 5 key (PAPER_TABLE5) of each arm of either protocol. */
@@ -93,3 +94,35 @@ export const PAPER_PROTOCOL_TABLES: readonly PaperProtocolRow[] = [
   { split: "test", cls: "noncovid", source: "luna16", images: 164, patients: 19 },
   { split: "test", cls: "noncovid", source: "radiopaedia", images: 4, patients: null },
 ];
+
+/** One row of Table 6 / Table 7: accuracy / F1 / AUC in %. */
+export interface PaperScores {
+  accuracy: number;
+  f1: number;
+  auc: number;
+}
+
+/**
+ * Table 6 (Study II, DenseNet-169, paper protocol), keyed `<arm>|<variant>` (variant: "", "lung",
+ * "lesion", "lung-lesion"). Rows without a mask repeat Table 5's DenseNet-169 rows.
+ */
+export const PAPER_TABLE6: Record<string, PaperScores> = {
+  "covid-ct-349|": { accuracy: 79.5, f1: 76.0, auc: 90.1 },
+  "covid-ct-349|lung": { accuracy: 85.0, f1: 85.9, auc: 92.8 },
+  "covid-seg|": { accuracy: 69.8, f1: 61.1, auc: 86.9 },
+  "covid-seg|lung": { accuracy: 68.0, f1: 74.8, auc: 85.8 },
+  "covid-seg|lesion": { accuracy: 72.4, f1: 77.5, auc: 95.0 },
+  "covid-ct-118|": { accuracy: 57.8, f1: 36.3, auc: 75.2 },
+  "covid-ct-118|lung": { accuracy: 73.3, f1: 66.4, auc: 86.2 },
+  "combination|": { accuracy: 74.5, f1: 70.1, auc: 89.8 },
+  "combination|lung": { accuracy: 86.2, f1: 87.2, auc: 97.6 },
+  "combination|lesion": { accuracy: 83.3, f1: 84.6, auc: 94.8 },
+  "combination|lung-lesion": { accuracy: 87.1, f1: 88.1, auc: 95.2 },
+};
+
+/** Table 7 (CSSL): the best Study II model (lung + lesion, Combination) per initialisation. */
+export const PAPER_TABLE7: Record<string, PaperScores> = {
+  random: { accuracy: 83.0, f1: 83.2, auc: 94.1 },
+  imagenet: { accuracy: 87.1, f1: 88.1, auc: 95.2 },
+  "imagenet+moco": { accuracy: 89.1, f1: 89.6, auc: 98.1 },
+};

@@ -1,42 +1,58 @@
 /**
- * The grids of the studies, registered from the code the notebooks run: Study I's entries are
- * studyOneCells (the cells runStudyOneGrid trains) at defaultRunDir (where the notebook looks).
- * Studies II and CSSL register theirs here when they land (CSSL: `pretrain` entries, and
- * fine-tuning entries with dependsOn naming them).
+ * The grids of the studies, registered from the code the notebooks run: each entry is a cell the
+ * notebook's grid function trains (studyOneCells, studyTwoCells) at the directory the notebook looks
+ * in. CSSL registers `pretrain` entries and fine-tuning entries whose dependsOn names them.
  */
 import * as path from "path";
 import type { ProtocolName } from "../protocols";
-import { studyOneCells, defaultRunDir, builtModelName } from "../studies/study1";
+import { studyOneCells, defaultRunDir, builtModelName, StudyOneConfig, effectiveInit, variantName } from "../studies/study1";
+import { studyTwoCells } from "../studies/study2";
 import { getProfile } from "../training/profiles";
-import { DEFAULT_RUNS_ROOT, GridEntry, registerGrid } from "./grid";
+import { DEFAULT_RUNS_ROOT, GridEntry, GridRequest, registerGrid } from "./grid";
+
+/** The grid entry of one diagnosis run: its `covid-ct train` command and where it writes. */
+export function trainEntry(c: StudyOneConfig, req: GridRequest, dependsOn: string[] = []): GridEntry {
+  const profile = getProfile(c.profile);
+  const root = path.resolve(req.runsRoot ?? DEFAULT_RUNS_ROOT);
+  // The notebook's directory, moved under the requested runs root (same relative layout).
+  const rel = path.relative(DEFAULT_RUNS_ROOT, defaultRunDir(c));
+  const built = builtModelName(c, profile);
+  const variant = variantName(c);
+  return {
+    study: c.study ?? "study1",
+    id: path.basename(rel),
+    command: "train",
+    args: [
+      "--model", c.model, "--positives", c.positives, "--profile", c.profile, "--protocol", c.protocol ?? "official", "--seed", String(c.seed),
+      ...(c.study && c.study !== "study1" ? ["--study", c.study] : []),
+      ...(variant ? ["--variant", variant.replace("-", "+")] : []),
+      ...(c.init !== undefined ? ["--init", c.init] : []),
+      ...(c.epochs !== undefined ? ["--epochs", String(c.epochs)] : []),
+    ],
+    runDir: path.join(root, rel),
+    dependsOn,
+    config: {
+      study: c.study ?? "study1", protocol: c.protocol ?? "official", profile: c.profile, model: c.model, modelBuilt: built, arm: c.positives,
+      ...(variant ? { variant } : {}), init: effectiveInit(c, profile), seed: c.seed, epochs: c.epochs ?? profile.epochs,
+    },
+  };
+}
 
 registerGrid({
   study: "study1",
   description: "Study I (Table 5): models × positive arms × seeds, each one `covid-ct train`",
   notebook: "02",
   entries(req) {
-    const profile = getProfile(req.profile);
-    const cells = studyOneCells({ profile: req.profile, protocol: req.protocol as ProtocolName, seeds: req.seeds, epochs: req.epochs });
-    const root = path.resolve(req.runsRoot ?? DEFAULT_RUNS_ROOT);
-    return cells.map((c): GridEntry => {
-      // The notebook's directory, moved under the requested runs root (same relative layout).
-      const rel = path.relative(DEFAULT_RUNS_ROOT, defaultRunDir(c));
-      const built = builtModelName(c, profile);
-      return {
-        study: "study1",
-        id: path.basename(rel),
-        command: "train",
-        args: [
-          "--model", c.model, "--positives", c.positives, "--profile", c.profile, "--protocol", c.protocol ?? "official", "--seed", String(c.seed),
-          ...(c.epochs !== undefined ? ["--epochs", String(c.epochs)] : []),
-        ],
-        runDir: path.join(root, rel),
-        dependsOn: [],
-        config: {
-          study: "study1", protocol: c.protocol ?? "official", profile: c.profile, model: c.model, modelBuilt: built, arm: c.positives,
-          init: profile.imagenet ? "imagenet" : "random", seed: c.seed, epochs: c.epochs ?? profile.epochs,
-        },
-      };
-    });
+    return studyOneCells({ profile: req.profile, protocol: req.protocol as ProtocolName, seeds: req.seeds, epochs: req.epochs }).map((c) => trainEntry(c, req));
+  },
+});
+
+registerGrid({
+  study: "study2",
+  description: "Study II (Table 6): DenseNet-169 × (arm, lung/lesion variant) × seeds under the paper protocol; the image-only rows of Study I's arms are Study I's runs (its grid)",
+  notebook: "03",
+  entries(req) {
+    if (req.protocol !== "paper") throw new Error("Study II is measured under the paper protocol: use --protocol paper.");
+    return studyTwoCells({ profile: req.profile, seeds: req.seeds, epochs: req.epochs, includeStudyOne: false }).map((c) => trainEntry(c, req));
   },
 });

@@ -30,7 +30,23 @@ export interface FullMask {
 export interface LungMaskProvider {
   /** Identifies the masks (e.g. the U-Net's weight hash): part of every cache key built on them. */
   readonly id: string;
+  /** What made the masks, in words (e.g. "residual U-Net, runs/lungs/…"). */
+  readonly description?: string;
+  /** Measured quality, by mask family ("classical", "unet"): the segmenter run's metrics. */
+  readonly quality?: Record<string, LungMaskQuality>;
   maskFor(file: string, source: NonNullable<Example["source"]>): Promise<FullMask>;
+}
+
+/** How good a family of lung masks is (lib/lungs measures it). */
+export interface LungMaskQuality {
+  /** Dice against held-out pseudo labels (pooled), NaN where not measured. */
+  heldOutDice: number;
+  /** Share of the radiologists' lesion pixels of the MedSeg slices inside the lung masks (pooled). */
+  medsegCoverage: number;
+  /** Share of COVID-Seg pseudo lesion pixels inside the lung masks (pooled). */
+  covidSegCoverage: number;
+  /** Mean share of the image inside the lung mask on MedSeg (a mask that grows to the body would cover everything). */
+  medsegLungShare: number;
 }
 
 /** The lesion mask file of an example, or null when its source has none. */

@@ -757,7 +757,10 @@ export function evaluateRun(runDir: string): StudyOneMetrics {
   const history = readHistory(runDir);
   let best = -1, bestAuc = -Infinity;
   history.forEach((h) => { if (h.valAuc > bestAuc) { bestAuc = h.valAuc; best = h.epoch; } });
-  return metricsFromPredictions(rows, best, manifest.seed ?? 0);
+  // The lesion masks' Dice is not in predictions.csv: keep what the run measured.
+  let lesion: StudyOneMetrics["lesion"];
+  try { lesion = (JSON.parse(fs.readFileSync(path.join(runDir, "metrics.json"), "utf8")) as StudyOneMetrics).lesion; } catch { lesion = undefined; }
+  return { ...metricsFromPredictions(rows, best, manifest.seed ?? 0), ...(lesion ? { lesion } : {}) };
 }
 
 export interface StudyOneGrid {

@@ -1,0 +1,208 @@
+/**
+ * Notebook 03 (Study II): Table 6 with the paper beside ours, lesion Dice on expert masks, ROC
+ * curves, Figure 3 (CT, lung mask, lesion mask) and predicted lesion masks, from finished runs.
+ */
+import * as path from "path";
+import sharp from "sharp";
+import { meanSd, rocAuc, rocCurve } from "../evaluation";
+import { PAPER_ARM_NAMES } from "../paper";
+import { Figure, tableBundle } from "../plots";
+import { Example, loadGrayImages } from "../studies/inputs";
+import { LungMaskProvider, lesionMasks, lungMasks } from "../studies/masks";
+import { PredictionRow, readLesionPredictions, readPredictions, StudyOneResult, variantName } from "../studies/study1";
+import { paperRowSix, rowKey, TABLE6_ROWS, TableSixRow } from "../studies/study2";
+import { MULTITASK_HEADS, PROFILES, StudyProfile } from "../training/profiles";
+import { escapeHtml } from "../util/html";
+import { seedMeanBootstrap } from "./study1";
+
+const pct = (x: number) => (Number.isFinite(x) ? (100 * x).toFixed(1) : "–");
+const VARIANT_LABEL: Record<string, string> = { "": "image only", lung: "+ lung mask", lesion: "+ lesion mask", "lung-lesion": "+ lung and lesion masks" };
+
+/** Runs grouped by Table 6 row key, in the order given. */
+function byRow(results: readonly StudyOneResult[]): Map<string, StudyOneResult[]> {
+  const m = new Map<string, StudyOneResult[]>();
+  for (const r of results) {
+    const k = rowKey({ arm: r.config.positives, lungMask: r.config.lungMask, lesionMask: r.config.lesionMask });
+    if (!m.has(k)) m.set(k, []);
+    m.get(k)!.push(r);
+  }
+  return m;
+}
+
+function cell(runs: readonly StudyOneResult[], metric: "accuracy" | "f1" | "auc"): string {
+  const ms = meanSd(runs.map((r) => r.metrics.test[metric]));
+  const [lo, hi] = seedMeanBootstrap(runs, metric);
+  return `${pct(ms.mean)} ± ${runs.length > 1 ? pct(ms.sd) : "–"} [${pct(lo)}, ${pct(hi)}]`;
+}
+
+/**
+ * Table 6: all 11 rows in the paper's order, the paper's Acc / F1 / AUC beside ours (mean ± sd over
+ * seeds [95 % bootstrap CI of that mean]) and, for lesion rows, the pooled lesion Dice on the MedSeg
+ * test slices (radiologists' masks; the paper reports none). A row without runs is shown as not run.
+ */
+export function table6(results: readonly StudyOneResult[], opts: { notRun?: Record<string, string> } = {}) {
+  const g = byRow(results);
+  const rows = TABLE6_ROWS.map((r) => {
+    const k = rowKey(r);
+    const runs = g.get(k) ?? [];
+    const p = paperRowSix(r);
+    const paper = `${p.accuracy} / ${p.f1} / ${p.auc}`;
+    const name = [PAPER_ARM_NAMES[r.arm] ?? r.arm, VARIANT_LABEL[variantName(r)]];
+    if (!runs.length) return [...name, paper, "not run", opts.notRun?.[k] ?? "", "", "", 0];
+    const dice = runs.map((x) => x.metrics.lesion?.medsegTest?.pooled.dice).filter((d): d is number => d !== undefined);
+    return [...name, paper, cell(runs, "accuracy"), cell(runs, "f1"), cell(runs, "auc"), dice.length ? `${pct(meanSd(dice).mean)}${dice.length > 1 ? ` ± ${pct(meanSd(dice).sd)}` : ""}` : "–", runs.length];
+  });
+  const prof = results[0]?.config.profile ?? "quick";
+  return tableBundle(["training set", "variant", "paper Acc / F1 / AUC", "ours Acc", "ours F1", "ours AUC", "lesion Dice, MedSeg (expert)", "seeds"], rows, {
+    caption: `Table 6 — Study II, DenseNet-169, paper protocol, profile '${prof}' (test set, threshold 0.5, COVID positive; mean ± sd over seeds [95 % bootstrap CI of that mean])`,
+    note:
+      "Test set: COVID-Seg slices of 4 volumes + LUNA slices (no Radiopaedia negatives; near-duplicates of training removed). Lung masks: our residual U-Net trained on classical pseudo masks (none exist in the data). " +
+      "Lesion masks in training: Inf-Net's PSEUDO labels of the COVID-Seg slices; negatives count as lesion-free; COVID-CT figures carry no lesion loss. Lesion Dice is pooled over the 48 MedSeg test slices at the lesion output's size. " +
+      `The paper's numbers are single runs at 480² with full fine-tuning${prof === "paper" ? "" : "; ours follow the profile shown in 'How each row's model differs'"}.`,
+  });
+}
+
+/** Quality of the lung masks the runs use, beside the classical extractor's (from the segmenter run). */
+export function lungQualityTable(lungs: LungMaskProvider) {
+  const q = lungs.quality ?? {};
+  const f = (x: number | undefined, d = 3) => (x === undefined || !Number.isFinite(x) ? "–" : x.toFixed(d));
+  const rows = Object.entries(q).map(([k, v]) => [k, f(v.heldOutDice), f(v.medsegCoverage), f(v.covidSegCoverage), f(v.medsegLungShare)]);
+  return tableBundle(["lung masks", "Dice vs held-out pseudo labels", "MedSeg lesion coverage (radiologists)", "COVID-Seg lesion coverage (pseudo)", "MedSeg mean lung share of image"], rows.length ? rows : [["(not measured)", "", "", "", ""]], {
+    caption: `Lung masks used by the runs: ${lungs.description ?? lungs.id}`,
+    note: "Coverage = share of lesion pixels inside the lung mask, pooled over slices (the acceptance target is ≥ 0.90 on MedSeg); the lung share guards against masks that grow to the whole body.",
+  });
+}
+
+/** Paper vs the profile's Study II model, row by row (what a `quick` row really is). */
+export function studyTwoProtocolTable(p: StudyProfile) {
+  const paper = PROFILES.paper;
+  const h = MULTITASK_HEADS[p.name];
+  const frozen = p.strategy === "frozen-features";
+  const rows = [
+    ["backbone", "DenseNet-169 from ImageNet, fine-tuned", frozen ? `DenseNet-169 from ImageNet, FROZEN: its last feature map (${p.inputSize / 32}×${p.inputSize / 32}×1664 at ${p.inputSize}²) cached once` : p.tinyModels ? "tiny-densenet (smoke), trained from scratch" : "DenseNet-169 from ImageNet, fine-tuned"],
+    ["input size", `${paper.inputSize}²`, `${p.inputSize}²`],
+    ["image only (rows 1, 3, 6, 8)", "DenseNet-169 classifier", frozen ? "global average of the frozen map → softmax (Study I's quick model; rows 1, 3, 6 are Study I's runs)" : "DenseNet-169 classifier"],
+    ["+ lung mask (Fig. 4A)", "mask concatenated with the image as an input channel", frozen ? "the frozen backbone cannot take a 4th channel: the mask enters at the feature map — the share of lung in each map cell is a second input, and the classifier adds the lung-masked mean of the features" : "4-channel input; the mask channel's first-conv filters start at zero (ImageNet filters for the image)"],
+    ["+ lesion mask (Fig. 4B)", "ASPP → lesion branch + classification branch fed the predicted mask; loss CE + lesion loss (1:1)", frozen ? `no ASPP (a 7×7 map): a 1×1 conv lesion branch on the frozen map, output ${h.lesionSize}²; classifier fed [mean features, lesion-weighted mean, lesion burden]; loss CE + Dice+BCE (1:1)` : `ASPP (${h.asppFilters} filters, rates for stride ${h.outputStride}) → lesion branch at the input size + classifier fed [mean features, lesion-weighted mean, lesion burden]; loss CE + Dice+BCE (1:1)`],
+    ["augmentation", "crop, flip, jitter — identical on image and masks", frozen ? "none (features cached)" : "crop, flip, brightness/contrast — crop and flip identical on image and masks"],
+    ["optimiser", "Adam, lr 1e-4, cosine period 10", `Adam, lr ${p.schedule.lr}, cosine period ${p.schedule.periodEpochs}`],
+    ["epochs, batch", "not stated, 16", `${p.epochs}, ${p.batchSize}; checkpoint selected on validation AUC`],
+    ["seeds", "1 run", p.seeds.join(", ")],
+  ];
+  return tableBundle(["setting", "paper", `ours (profile '${p.name}')`], rows, { caption: "How each row's model differs from the paper's" });
+}
+
+/** ROC curves of the Table 6 rows of one training set (seed-averaged probabilities). */
+export function rocFigureSix(results: readonly StudyOneResult[], arm: string): Figure {
+  const data: Record<string, unknown>[] = [];
+  for (const [k, runs] of byRow(results)) {
+    if (!k.startsWith(`${arm}|`)) continue;
+    const preds = runs.map((r) => readPredictions(path.join(r.runDir, "predictions.csv")).filter((p) => p.set === "test"));
+    const labels = preds[0].map((p) => p.label);
+    const mean = preds[0].map((_, i) => preds.reduce((a, ps) => a + ps[i].probability, 0) / preds.length);
+    const pts = rocCurve(labels, mean);
+    data.push({ type: "scatter", mode: "lines", name: `${VARIANT_LABEL[k.split("|")[1]]} (AUC ${rocAuc(labels, mean).auc.toFixed(3)})`, x: pts.map((p) => p.fpr), y: pts.map((p) => p.tpr) });
+  }
+  data.push({ type: "scatter", mode: "lines", name: "chance", x: [0, 1], y: [0, 1], line: { dash: "dot", color: "#999" } });
+  return {
+    data,
+    layout: {
+      title: { text: `ROC on the test set — ${PAPER_ARM_NAMES[arm] ?? arm} (probabilities averaged over seeds)` },
+      xaxis: { title: { text: "false positive rate" }, range: [0, 1] },
+      yaxis: { title: { text: "true positive rate (COVID)" }, range: [0, 1] },
+      height: 420,
+    },
+  };
+}
+
+/** Validation AUC (and lesion Dice where measured) per epoch of every Study II run of one arm. */
+export function trainingCurvesSix(results: readonly StudyOneResult[], arm: string): Figure {
+  const data: Record<string, unknown>[] = [];
+  for (const r of results.filter((x) => x.config.positives === arm)) {
+    const name = `${VARIANT_LABEL[variantName(r.config)]} s${r.config.seed}`;
+    const x = r.history.map((h) => h.epoch + 1);
+    data.push({ type: "scatter", mode: "lines", name: `val AUC ${name}`, x, y: r.history.map((h) => h.valAuc) });
+    if (r.history.some((h) => Number.isFinite(h.valLesionDice))) data.push({ type: "scatter", mode: "lines", name: `val lesion Dice (pseudo) ${name}`, x, y: r.history.map((h) => h.valLesionDice), line: { dash: "dot" } });
+  }
+  return { data, layout: { title: { text: `Training curves — ${PAPER_ARM_NAMES[arm] ?? arm}` }, xaxis: { title: { text: "epoch" } }, yaxis: { title: { text: "validation AUC / lesion Dice" } }, height: 420 } };
+}
+
+/** A gray image with masks drawn over it (lung: blue outline-ish tint, lesion: red, prediction: yellow) as a PNG data URI. */
+export async function overlayPng(gray: Uint8Array, size: number, layers: { mask: ArrayLike<number>; size: number; rgb: [number, number, number]; alpha?: number }[], outSize = 180): Promise<string> {
+  const rgb = Buffer.alloc(size * size * 3);
+  for (let i = 0; i < size * size; i++) for (let c = 0; c < 3; c++) rgb[3 * i + c] = gray[i];
+  for (const l of layers) {
+    const a = l.alpha ?? 0.45;
+    for (let y = 0; y < size; y++) for (let x = 0; x < size; x++) {
+      const v = l.mask[Math.floor((y * l.size) / size) * l.size + Math.floor((x * l.size) / size)];
+      if (v < 0.5) continue;
+      const i = y * size + x;
+      for (let c = 0; c < 3; c++) rgb[3 * i + c] = Math.round((1 - a) * rgb[3 * i + c] + a * l.rgb[c]);
+    }
+  }
+  const png = await sharp(rgb, { raw: { width: size, height: size, channels: 3 } }).resize(outSize, outSize).png().toBuffer();
+  return `data:image/png;base64,${png.toString("base64")}`;
+}
+
+const LUNG_RGB: [number, number, number] = [40, 120, 255];
+const LESION_RGB: [number, number, number] = [255, 40, 40];
+const PRED_RGB: [number, number, number] = [255, 220, 0];
+
+/**
+ * Figure 3: CT slices, their lung mask (our U-Net) and lesion mask (COVID-Seg: pseudo labels; MedSeg:
+ * radiologists'), side by side.
+ */
+export async function figure3(examples: readonly Example[], lungs: LungMaskProvider, size = 224) {
+  const gray = await loadGrayImages(examples, size);
+  const lung = await lungMasks(examples, size, lungs);
+  const lesion = await lesionMasks(examples, size);
+  const cells: string[] = [];
+  for (let i = 0; i < examples.length; i++) {
+    const e = examples[i];
+    const kind = e.source === "medseg" ? "radiologists' lesion mask" : "pseudo lesion mask";
+    const imgs = await Promise.all([
+      overlayPng(gray[i], size, []),
+      overlayPng(gray[i], size, [{ mask: lung[i], size, rgb: LUNG_RGB }]),
+      overlayPng(gray[i], size, lesion[i] ? [{ mask: lesion[i]!, size, rgb: LESION_RGB, alpha: 0.6 }] : []),
+    ]);
+    cells.push(`<figure style="display:inline-block;margin:6px;text-align:center">${imgs.map((s) => `<img src="${s}"/>`).join("")}<figcaption style="font-size:11px">${escapeHtml(e.id)}: CT · lung mask (U-Net, blue) · ${kind} (red)</figcaption></figure>`);
+  }
+  return { "text/html": `<div>${cells.join("")}</div>`, "text/plain": `Figure 3: ${examples.length} slices with lung and lesion masks` };
+}
+
+/** Predicted lesion masks (yellow) beside the radiologists' (red) on MedSeg test slices, from a run's lesion-predictions.json. */
+export async function lesionPredictionGallery(run: StudyOneResult, medseg: readonly Example[], max = 6) {
+  const lp = readLesionPredictions(run.runDir);
+  if (!lp) return { "text/plain": `${run.runDir} has no lesion predictions (not a lesion run)` };
+  const shown = medseg.filter((e) => lp.masks.has(e.id)).slice(0, max);
+  const size = 224;
+  const gray = await loadGrayImages(shown, size);
+  const ref = await lesionMasks(shown, size);
+  const cells: string[] = [];
+  for (let i = 0; i < shown.length; i++) {
+    const pred = lp.masks.get(shown[i].id)!;
+    const [a, b] = await Promise.all([
+      overlayPng(gray[i], size, ref[i] ? [{ mask: ref[i]!, size, rgb: LESION_RGB, alpha: 0.6 }] : []),
+      overlayPng(gray[i], size, [{ mask: pred, size: lp.size, rgb: PRED_RGB, alpha: 0.6 }]),
+    ]);
+    cells.push(`<figure style="display:inline-block;margin:6px;text-align:center"><img src="${a}"/><img src="${b}"/><figcaption style="font-size:11px">${escapeHtml(shown[i].id)}: radiologists (red) · predicted (yellow, ${lp.size}²)</figcaption></figure>`);
+  }
+  const d = run.metrics.lesion?.medsegTest?.pooled.dice;
+  return { "text/html": `<p>${escapeHtml(`${path.basename(run.runDir)}: pooled lesion Dice on the MedSeg test slices ${d === undefined ? "–" : d.toFixed(3)}`)}</p><div>${cells.join("")}</div>`, "text/plain": `${shown.length} MedSeg test slices with predicted lesion masks` };
+}
+
+/** The rows each variant adds: mean test AUC change over the image-only row of the same training set. */
+export function maskEffects(results: readonly StudyOneResult[]) {
+  const g = byRow(results);
+  const auc = (k: string) => { const r = g.get(k); return r ? meanSd(r.map((x) => x.metrics.test.auc)).mean : NaN; };
+  const lines: string[] = [];
+  for (const r of TABLE6_ROWS.filter((x: TableSixRow) => x.lungMask || x.lesionMask)) {
+    const base = auc(`${r.arm}|`), ours = auc(rowKey(r));
+    const p = paperRowSix(r).auc - paperRowSix({ arm: r.arm, lungMask: false, lesionMask: false }).auc;
+    if (!Number.isFinite(base) || !Number.isFinite(ours)) continue;
+    lines.push(`${PAPER_ARM_NAMES[r.arm] ?? r.arm} ${VARIANT_LABEL[variantName(r)]}: AUC ${ours - base >= 0 ? "+" : ""}${pct(ours - base)} points over image only (paper: ${p >= 0 ? "+" : ""}${p.toFixed(1)}).`);
+  }
+  return { "text/plain": lines.join("\n"), "text/html": `<ul>${lines.map((l) => `<li>${escapeHtml(l)}</li>`).join("")}</ul>` };
+}
+
+export type { PredictionRow };

@@ -1,0 +1,136 @@
+/**
+ * Study II (paper Section 4, Fig. 4, Table 6): lung masks at the input, lesion masks at the output.
+ * DenseNet-169 under the paper protocol; each row of Table 6 is a positive training set (arm) and a
+ * variant: image only, + lung mask (Fig. 4A), + lesion mask (Fig. 4B), + both (Fig. 4C).
+ *
+ * A row is a cell of the one diagnosis run (study1.ts runStudyOne) with `lungMask` / `lesionMask`.
+ * Rows without a mask on Study I's arms ARE Study I's DenseNet-169 runs (the paper's Table 6 repeats
+ * Table 5 there): the grid points at Study I's run directories, so notebook 02's runs are reused.
+ */
+import { resolveMedsegRoot } from "../config";
+import { listMedsegSlices } from "../data/sources";
+import { PaperScores, PAPER_TABLE6 } from "../paper";
+import { protocolExamples } from "../protocols";
+import { Example } from "./inputs";
+import { getProfile, ProfileName } from "../training/profiles";
+import { armsOf, finished, studyOneProtocol, PositiveArm, runStudyOne, StudyOneConfig, StudyOneHooks, StudyOneResult, variantName } from "./study1";
+
+/** One row of Table 6. */
+export interface TableSixRow {
+  arm: PositiveArm;
+  lungMask: boolean;
+  lesionMask: boolean;
+}
+
+/** The 11 rows of Table 6, in the paper's order. */
+export const TABLE6_ROWS: readonly TableSixRow[] = [
+  { arm: "covid-ct-349", lungMask: false, lesionMask: false },
+  { arm: "covid-ct-349", lungMask: true, lesionMask: false },
+  { arm: "covid-seg", lungMask: false, lesionMask: false },
+  { arm: "covid-seg", lungMask: true, lesionMask: false },
+  { arm: "covid-seg", lungMask: false, lesionMask: true },
+  { arm: "covid-ct-118", lungMask: false, lesionMask: false },
+  { arm: "covid-ct-118", lungMask: true, lesionMask: false },
+  { arm: "combination", lungMask: false, lesionMask: false },
+  { arm: "combination", lungMask: true, lesionMask: false },
+  { arm: "combination", lungMask: false, lesionMask: true },
+  { arm: "combination", lungMask: true, lesionMask: true },
+];
+
+/** Study II's backbone (the paper: DenseNet-169 from ImageNet). */
+export const STUDY2_MODEL = "densenet169" as const;
+
+/** Variant flags from a name: "", "none", "lung", "lesion", "lung-lesion" / "lung+lesion". */
+export function parseVariant(v: string): { lungMask: boolean; lesionMask: boolean } {
+  const norm = v.replace("+", "-");
+  const table: Record<string, { lungMask: boolean; lesionMask: boolean }> = {
+    "": { lungMask: false, lesionMask: false },
+    none: { lungMask: false, lesionMask: false },
+    lung: { lungMask: true, lesionMask: false },
+    lesion: { lungMask: false, lesionMask: true },
+    "lung-lesion": { lungMask: true, lesionMask: true },
+  };
+  const r = table[norm];
+  if (!r) throw new Error(`Unknown variant '${v}'. Use one of: none, lung, lesion, lung+lesion (see README, "Study II").`);
+  return r;
+}
+
+export function rowKey(r: { arm: string; lungMask?: boolean; lesionMask?: boolean }): string {
+  return `${r.arm}|${variantName(r)}`;
+}
+
+export function paperRowSix(r: TableSixRow): PaperScores {
+  return PAPER_TABLE6[rowKey(r)];
+}
+
+export interface StudyTwoGrid {
+  profile: ProfileName;
+  seeds?: readonly number[];
+  epochs?: number;
+  force?: boolean;
+  /** Restrict to these rows (default all 11). */
+  rows?: readonly TableSixRow[];
+  /** Study I's image-only runs are listed too (default true; the cluster grid leaves them to Study I's grid). */
+  includeStudyOne?: boolean;
+  dataRoot?: string;
+  medsegRoot?: string;
+  weightsRoot?: string;
+}
+
+/** The run config of one row and seed: Study I's own run where the row is an image-only Study I arm. */
+export function studyTwoCell(r: TableSixRow, seed: number, g: Omit<StudyTwoGrid, "rows" | "seeds">): StudyOneConfig {
+  const studyOne = !r.lungMask && !r.lesionMask && (armsOf("paper") as readonly string[]).includes(r.arm);
+  return {
+    study: studyOne ? "study1" : "study2",
+    model: STUDY2_MODEL,
+    positives: r.arm,
+    profile: g.profile,
+    protocol: "paper",
+    seed,
+    ...(r.lungMask ? { lungMask: true } : {}),
+    ...(r.lesionMask ? { lesionMask: true } : {}),
+    force: g.force,
+    epochs: g.epochs,
+    dataRoot: g.dataRoot,
+    medsegRoot: g.medsegRoot,
+    weightsRoot: g.weightsRoot,
+  };
+}
+
+/** Every cell of Table 6 (rows × seeds) as run configs. */
+export function studyTwoCells(g: StudyTwoGrid): StudyOneConfig[] {
+  const seeds = g.seeds ?? getProfile(g.profile).seeds;
+  const cells: StudyOneConfig[] = [];
+  for (const r of g.rows ?? TABLE6_ROWS) for (const seed of seeds) {
+    const c = studyTwoCell(r, seed, g);
+    if (c.study === "study1" && g.includeStudyOne === false) continue;
+    cells.push(c);
+  }
+  return cells;
+}
+
+/** Every cell of Table 6, reusing finished runs (Study I's among them). */
+export async function runStudyTwoGrid(g: StudyTwoGrid, hooks: StudyOneHooks & { onRun?: (c: StudyOneConfig, i: number, n: number) => void } = {}): Promise<StudyOneResult[]> {
+  const cells = studyTwoCells(g);
+  const out: StudyOneResult[] = [];
+  for (let i = 0; i < cells.length; i++) {
+    hooks.onRun?.(cells[i], i, cells.length);
+    out.push(finished(await runStudyOne(cells[i], hooks)));
+  }
+  return out;
+}
+
+/** The 48 MedSeg test slices (original CTs, radiologists' lesion masks) as examples. */
+export function medsegTestExamples(root?: string): Example[] {
+  return listMedsegSlices("test", resolveMedsegRoot(root).dir).map((m) => ({ id: m.id, path: m.path, label: 1 as const, source: "medseg" as const }));
+}
+
+/** Slices for Figure 3: COVID-Seg training slices of the paper protocol (pseudo lesion labels) and MedSeg test slices (radiologists'). */
+export async function figureExamples(n = 4): Promise<Example[]> {
+  const p = await studyOneProtocol({ protocol: "paper" });
+  const seg = protocolExamples(p, "train", "covid").filter((e) => e.source === "covid19-ct-seg");
+  const med = medsegTestExamples();
+  const k = Math.ceil(n / 2);
+  const spread = <T>(xs: T[], m: number) => Array.from({ length: Math.min(m, xs.length) }, (_, i) => xs[Math.floor(((i + 0.5) * xs.length) / m)]);
+  return [...spread(seg, k), ...spread(med, n - k)];
+}
