@@ -65,6 +65,12 @@ export function featureExtractor(built: BuiltModel, which: "pooled" | "map" = "p
   return tf.model({ inputs: built.model.inputs, outputs: layer.getOutputAt(0) as tf.SymbolicTensor });
 }
 
+/** One model with several feature outputs of `built` (e.g. ["pooled", "map"]): one forward pass for all. */
+export function featureExtractors(built: BuiltModel, which: readonly ("pooled" | "map")[]): tf.LayersModel {
+  const outputs = which.map((w) => built.model.getLayer(w === "pooled" ? built.poolLayer : built.featureLayer).getOutputAt(0) as tf.SymbolicTensor);
+  return tf.model({ inputs: built.model.inputs, outputs });
+}
+
 /**
  * The layers after the backbone as a model of their own, sharing weights with `built.model`:
  * from the feature map (`"map"`: avg_pool → dropout → covid_head; Grad-CAM takes gradients of its

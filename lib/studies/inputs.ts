@@ -91,23 +91,28 @@ export interface FeatureKey {
 }
 
 /**
- * Pooled features of a frozen backbone for each example, computed once and cached on disk by
- * (image content, model, weights, size, view).
+ * Features of a frozen backbone for each example, computed once and cached on disk by
+ * (image content, model, weights, size, view, pooled/map). An extractor with several outputs
+ * (featureExtractors) computes them in one pass: the first is returned, and every output is cached
+ * under its own key from `keys` (so Study I's pooled pass also leaves Study II the maps).
  */
 export async function computeFeatures(
   extractor: tf.LayersModel,
   examples: readonly Example[],
-  key: Omit<FeatureKey, "view">,
+  key: Omit<FeatureKey, "view"> | Omit<FeatureKey, "view">[],
   pre: Preprocessing,
   opts: { views?: 1 | 2; batch?: number; onProgress?: (done: number, total: number) => void } = {},
 ): Promise<Float32Array[][]> {
+  const keys = Array.isArray(key) ? key : [key];
+  if (keys.length !== extractor.outputs.length) throw new Error(`computeFeatures: ${keys.length} cache keys for ${extractor.outputs.length} extractor outputs`);
   const views = opts.views ?? 1;
   const batch = opts.batch ?? 8;
   const cache = new DiskCache();
   // The source's preprocessing joins the key only when it is not the default (COVID-CT keys unchanged).
-  const k = (e: Example, view: 0 | 1) => {
+  const k = (e: Example, view: 0 | 1, which = 0) => {
     const sp = sourcePreprocessing(e.source ?? "covid-ct", e.path);
-    return cacheKey("features", PREPROCESS_VERSION, contentHash(e.path), Object.keys(sp).length ? { ...key, view, source: sp } : { ...key, view });
+    const kk = keys[which];
+    return cacheKey("features", PREPROCESS_VERSION, contentHash(e.path), Object.keys(sp).length ? { ...kk, view, source: sp } : { ...kk, view });
   };
   const out: Float32Array[][] = examples.map(() => []);
   const todo: { i: number; view: 0 | 1 }[] = [];
@@ -122,25 +127,28 @@ export async function computeFeatures(
   opts.onProgress?.(done, examples.length * views);
   for (let s = 0; s < todo.length; s += batch) {
     const chunk = todo.slice(s, s + batch);
-    const imgs = await loadGrayImages(chunk.map((c) => examples[c.i]), key.size);
-    const f = tf.tidy(() => {
-      let g = grayBatch(imgs, imgs.map((_, j) => j), key.size);
+    const imgs = await loadGrayImages(chunk.map((c) => examples[c.i]), keys[0].size);
+    const outs = tf.tidy(() => {
+      let g = grayBatch(imgs, imgs.map((_, j) => j), keys[0].size);
       const flip = chunk.map((c) => c.view === 1);
       if (flip.some(Boolean)) {
         const mirrored = tf.image.flipLeftRight(g);
         const mask = tf.tensor4d(flip.map((b) => (b ? 1 : 0)), [chunk.length, 1, 1, 1]);
         g = tf.add(tf.mul(mirrored, mask), tf.mul(g, tf.sub(1, mask))) as tf.Tensor4D;
       }
-      return extractor.predict(toModelInput(g, pre)) as tf.Tensor;
+      const y = extractor.predict(toModelInput(g, pre)) as tf.Tensor | tf.Tensor[];
+      return Array.isArray(y) ? y : [y];
     });
-    const data = await f.data();
-    const dim = f.size / f.shape[0];
-    f.dispose();
-    chunk.forEach((c, j) => {
-      const v = new Float32Array(data.subarray(j * dim, (j + 1) * dim));
-      out[c.i][c.view] = v;
-      cache.put("features", k(examples[c.i], c.view), Buffer.from(v.buffer));
-    });
+    for (let o = 0; o < outs.length; o++) {
+      const data = await outs[o].data();
+      const dim = outs[o].size / outs[o].shape[0];
+      chunk.forEach((c, j) => {
+        const v = new Float32Array(data.subarray(j * dim, (j + 1) * dim));
+        if (o === 0) out[c.i][c.view] = v;
+        cache.put("features", k(examples[c.i], c.view, o), Buffer.from(v.buffer));
+      });
+    }
+    tf.dispose(outs);
     done += chunk.length;
     opts.onProgress?.(done, examples.length * views);
   }

@@ -24,7 +24,7 @@ import { openDataset } from "../data/dataset";
 import { CLASS_DIR, ImageClass, Split, splitListRel } from "../data/dataset";
 import { BinaryMetrics, binaryMetrics, bootstrapCI, chooseThreshold, metricFn, officialMetrics, rocAuc, SegmentationSummary } from "../evaluation";
 import { makeManifest, sha256OfManifest, writeManifest } from "../manifest";
-import { buildFeatureHead, buildModel, buildMultiTaskModel, featureExtractor, headModel, isModelName, MODEL_NAMES, ModelName } from "../models";
+import { buildFeatureHead, buildModel, buildMultiTaskModel, featureExtractors, headModel, isModelName, MODEL_NAMES, ModelName } from "../models";
 import { findWeightsDir, hasImagenetWeights, loadImagenetWeights, preprocessFor, weightsChecksum } from "../models/weights";
 import { buildProtocol, isProtocolName, Protocol, protocolExamples, PROTOCOL_NAMES, ProtocolName, writeProtocol } from "../protocols";
 import { listMedsegSlices } from "../data/sources";
@@ -529,12 +529,14 @@ async function prepareBackbone(c: StudyOneConfig, profile: StudyProfile, data: S
     log(`ImageNet weights: ${w.loaded} tensors from ${w.dir}${w.verified ? " (checksum verified)" : " (checksum differs from the tested copy)"}`);
   }
   if (profile.strategy === "frozen-features") {
-    const extractor = featureExtractor(built, "pooled");
+    // One pass gives the pooled vector (this run) and the feature map (cached for Study II's heads).
+    const extractor = featureExtractors(built, ["pooled", "map"]);
     const key = { model: modelName, weightsSha256: checksums[`weights/${modelName}`] ?? "random", size: profile.inputSize };
+    const keys = [key, { ...key, which: "map" as const }];
     const rest = [...data.val, ...data.test, ...data.medsegTest];
     log(`frozen features: ${data.train.length + rest.length} images at ${profile.inputSize}² (cached after the first run)`);
-    const trainF = await computeFeatures(extractor, data.train, key, pre, { views: profile.trainViews, onProgress: hooks.onFeatures });
-    const restF = await computeFeatures(extractor, rest, key, pre, { views: 1, onProgress: hooks.onFeatures });
+    const trainF = await computeFeatures(extractor, data.train, keys, pre, { views: profile.trainViews, onProgress: hooks.onFeatures });
+    const restF = await computeFeatures(extractor, rest, keys, pre, { views: 1, onProgress: hooks.onFeatures });
     const head = headModel(built, "pooled");
     return { trainable: head, sources: featureSources(data, trainF, restF, profile.standardiseFeatures, runDir), task: classificationTask, dispose: () => { head.dispose(); built.model.dispose(); } };
   }
@@ -594,11 +596,11 @@ async function prepareStudyTwo(
   if (profile.strategy === "frozen-features") {
     const built = buildModel(modelName, { inputSize: size, seed: c.seed, includeHead: false });
     await init.load(built.model);
-    const extractor = featureExtractor(built, "map");
+    const extractor = featureExtractors(built, ["map", "pooled"]);
     const mapShape = (extractor.outputs[0].shape.slice(1) as number[]) as [number, number, number];
-    const key = { model: modelName, weightsSha256: init.weightsKey, size, which: "map" as const };
+    const key = { model: modelName, weightsSha256: init.weightsKey, size };
     log(`frozen feature maps ${mapShape.join("×")}: ${all.length} images at ${size}² (cached after the first run)`);
-    const maps = split((await computeFeatures(extractor, all, key, pre, { views: 1, onProgress: hooks.onFeatures })).map((v) => v[0]));
+    const maps = split((await computeFeatures(extractor, all, [{ ...key, which: "map" as const }, key], pre, { views: 1, onProgress: hooks.onFeatures })).map((v) => v[0]));
     built.model.dispose();
     const norm = channelNormalisation(maps.train, mapShape[2]);
     writeJsonAtomic(path.join(runDir, CHANNEL_NORMALISATION_FILE), { mean: Array.from(norm.mean), std: Array.from(norm.std) });
