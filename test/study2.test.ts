@@ -39,10 +39,12 @@ describe("Study II: masks on the model's input", function () {
     for (const s of [seg, luna]) {
       const e: Example = { id: s.id, path: s.path, label: s.cls === "covid" ? 1 : 0, source: s.source };
       const raw = await decodeRaw(e.path, 1);
-      const full = { data: Uint8Array.from(raw.data, (v) => (v >= 128 ? 1 : 0)), height: raw.height, width: raw.width };
+      // "Bright" = the top 30 % of the slice's grey levels: a mask with a shape, drawn on the file.
+      const t = Array.from(raw.data).sort((x, y) => x - y)[Math.floor(0.7 * raw.data.length)];
+      const full = { data: Uint8Array.from(raw.data, (v) => (v > t ? 1 : 0)), height: raw.height, width: raw.width };
       const aligned = await alignToExample(e, 64, full);
       const img = await preprocessCached(e.path, examplePreprocess(e, 64));
-      const bright = Uint8Array.from(img.data, (v) => (v >= 128 ? 1 : 0));
+      const bright = Uint8Array.from(img.data, (v) => (v > t ? 1 : 0));
       assert.ok(bright.reduce((a, b) => a + b, 0) > 50, "the slice has bright pixels to compare");
       assert.ok(agreement(aligned, bright) > 0.93, `${s.source}: aligned mask agrees with the thresholded image on ${agreement(aligned, bright).toFixed(3)} of pixels`);
       // The same mask without the turn would not line up on the rotated source.
@@ -67,7 +69,14 @@ describe("Study II: masks on the model's input", function () {
 
   it("paired augmentation: crop and flip move image and masks together; the image part equals Study I's augmentBatch", () => {
     const n = 3, s = 32;
-    const img = tf.tidy(() => tf.clipByValue(tf.add(tf.mul(tf.randomUniform([n, s, s, 1], 0, 1, "float32", 7), 0.3), tf.tile(tf.linspace(0, 1, s).reshape([1, 1, s, 1]), [n, s, 1, 1])), 0, 1) as tf.Tensor4D);
+    // A smooth off-centre blob per image (its mask: blob > 0.6), so that crop and flip show.
+    const img = tf.tidy(() => {
+      const yy = tf.tile(tf.linspace(0, 1, s).reshape([1, s, 1, 1]), [n, 1, s, 1]);
+      const xx = tf.tile(tf.linspace(0, 1, s).reshape([1, 1, s, 1]), [n, s, 1, 1]);
+      const cx = tf.tensor4d([0.3, 0.6, 0.4], [n, 1, 1, 1]);
+      const d2 = tf.add(tf.square(tf.sub(xx, cx)), tf.square(tf.sub(yy, 0.45)));
+      return tf.exp(tf.mul(d2, -12)) as tf.Tensor4D;
+    });
     const mask = tf.tidy(() => tf.cast(tf.greaterEqual(img, 0.6), "float32") as tf.Tensor4D);
     const geometric = { ...PAPER_AUGMENT, brightness: 0, contrast: 0 };
     const [gi, gm] = augmentPair(img, mask, geometric, "seed-1");
