@@ -443,6 +443,8 @@ export async function runPretraining(c: PretrainConfig, hooks: PretrainHooks = {
         } finally {
           x.dispose();
         }
+        // Let the event loop run (SIGINT/SIGTERM handlers of the CLI) between steps.
+        await new Promise((resolve) => setImmediate(resolve));
       }
       const rec: PretrainEpoch = { epoch: e, loss: loss / stepsPerEpoch, accuracy: acc / stepsPerEpoch, lr, steps: stepsPerEpoch };
       if (e === epochs || (p.probe.every > 0 && e % p.probe.every === 0)) rec.probe = runProbe(state, probeInputs, p.probe.knn);
