@@ -343,6 +343,51 @@ program
   });
 
 program
+  .command("pretrain")
+  .description("CSSL: self-supervised MoCo pretraining on the protocol's training images (writes a run directory whose encoder/ fine-tuning loads)")
+  .option("--method <name>", "self-supervised method: moco", oneOf("--method", ["moco"]), "moco")
+  .option("--model <name>", "backbone: densenet169 (paper) | resnet50 | densenet121 | resnet18; the smoke profile builds tiny-densenet / tiny-resnet", oneOf("--model", ["densenet121", "densenet169", "resnet18", "resnet50", "tiny-densenet", "tiny-resnet"]), "densenet169")
+  .option("--init <name>", "starting weights: imagenet (the paper's CSSL) | random", oneOf("--init", ["imagenet", "random"]), "imagenet")
+  .option("--protocol <name>", "whose training images: paper (COVID-CT + COVID-Seg + LUNA) | official (COVID-CT only)", oneOf("--protocol", ["official", "paper"]), "paper")
+  .option("--profile <name>", "paper | quick | smoke (lib/ssl/pretrain.ts PRETRAIN_PROFILES)", oneOf("--profile", PROFILES), "quick")
+  .option("--seed <n>", "seed of the init, image subset, batches and augmentation (integer ≥ 0)", intArg("--seed", 0), 1)
+  .option("--epochs <n>", "override the profile's epoch count (integer ≥ 1; the cosine schedule spans them)", intArg("--epochs", 1, 100000))
+  .option("--out <dir>", "run directory (default runs/cssl/<protocol>/<profile>/moco-<model>-<init>-seed<n>)")
+  .option("--resume", "continue an interrupted run from its last checkpoint (the configuration must match the stored one)")
+  .option("--force", "replace the run directory's run (only a run directory of covid-ct; the old run survives until the new one finishes)")
+  .addOption(dataOption())
+  .option("--weights <dir>", "pretrained weights root")
+  .option("--json", "print metrics.json when done")
+  .action(async (o: { method: string; model: string; init: string; protocol: string; profile: string; seed: number; epochs?: number; out?: string; resume?: boolean; force?: boolean; data?: string; weights?: string; json?: boolean }) => {
+    if (o.resume && o.force) throw new Error("--resume and --force contradict each other: --resume continues the stored run, --force replaces it. Use one.");
+    const { runPretraining } = await import("./ssl/pretrain");
+    const { abandonActiveRuns } = await import("./runs");
+    const err = (m: string) => process.stderr.write(m + "\n");
+    // As `train`: on Ctrl-C / SIGTERM keep the last checkpoint, release the lock, say how to go on.
+    const onSignal = (sig: NodeJS.Signals) => {
+      for (const r of abandonActiveRuns()) {
+        const again = ["npx covid-ct", ...process.argv.slice(2).filter((a) => a !== "--force" && a !== "--resume"), "--resume"].join(" ");
+        err(r.outcome === "kept" ? `\ninterrupted (${sig}): ${r.dir} keeps its last checkpoint. Continue with:\n  ${again}` : `\ninterrupted (${sig}) before the first checkpoint: nothing was kept (${r.dir}).`);
+      }
+      process.exit(sig === "SIGTERM" ? 143 : 130);
+    };
+    process.once("SIGINT", onSignal);
+    process.once("SIGTERM", onSignal);
+    const probe = (p?: { auc: number; accuracy: number }) => (p ? `  k-NN probe AUC ${p.auc.toFixed(3)} acc ${p.accuracy.toFixed(3)}` : "");
+    const r = await runPretraining(
+      { method: o.method as never, model: o.model as never, init: o.init as never, protocol: o.protocol as never, profile: o.profile as never, seed: o.seed, epochs: o.epochs, out: o.out, resume: o.resume, force: o.force, dataRoot: o.data, weightsRoot: o.weights },
+      {
+        log: err,
+        onStep: (s) => err(`  epoch ${s.epoch} step ${s.step + 1}/${s.steps}: loss ${s.loss.toFixed(4)}  top-1 ${s.accuracy.toFixed(3)}`),
+        onEpoch: (e) => err(e.epoch === 0 ? `epoch 0 (init weights):${probe(e.probe)}` : `epoch ${e.epoch}: loss ${e.loss!.toFixed(4)}  top-1 ${e.accuracy!.toFixed(3)}  lr ${e.lr!.toExponential(2)}  ${e.seconds!.toFixed(1)} s${probe(e.probe)}`),
+      },
+    );
+    if (r.interrupted) return;
+    const m = r.metrics;
+    print(!!o.json, m, () => `${r.reused ? "reused " : ""}${r.runDir}\nfinal epoch ${m.final.epoch}: loss ${m.final.loss.toFixed(4)}  top-1 ${m.final.accuracy.toFixed(3)}\nk-NN probe (train → val) AUC ${m.probe.initial.auc.toFixed(3)} → ${m.probe.final.auc.toFixed(3)}, accuracy ${m.probe.initial.accuracy.toFixed(3)} → ${m.probe.final.accuracy.toFixed(3)}\nencoder for fine-tuning: ${path.join(r.runDir, "encoder")}`);
+  });
+
+program
   .command("grid")
   .description("a study's grid of runs (one entry per run directory) with each run's state; --emit slurm writes job arrays, --run runs it here")
   .requiredOption("--study <name>", "study whose grid to list (study1)")

@@ -290,35 +290,18 @@ export interface LoadReport {
 }
 
 /**
- * Load ImageNet weights into a model built by `buildModel(name)`, by layer name. Every backbone
- * weight must be present with the same shape (an error lists the first mismatches); the head
- * (`covid_head`) keeps its initialisation and the file's fc1000 is skipped.
- *
- * `adaptChannels: "sum"` lets a model with a 1-channel input take the 3-channel first convolution by
- * summing its kernel over input channels (exact for a grey image replicated to RGB when the
- * per-channel normalisation is the same; approximate with the ImageNet mean/std).
- *
- * `adaptChannels: "zeros"` lets a model with more than 3 input channels (Study II: RGB + lung mask)
- * take it: input channels 0–2 get the ImageNet filters, the extra channels zero filters. Zeros so
- * that the pretrained network is unchanged at the start (with any mask its output equals the
- * 3-channel model's); the extra filters still get gradients (∂loss/∂w = input · upstream gradient,
- * the mask is not zero), so fine-tuning learns to use the mask.
- *
- * `missing: "keep-init"` accepts model weights absent from the file (layers added on top of the
- * backbone) and lists them in `notInFile`; the default "error" keeps Study I strict.
+ * Write named weight tensors (e.g. readWeights of a tfjs layers folder) into a model's backbone by
+ * layer-scoped name; the head layers (`covid_*`) are left alone. The core of loadImagenetWeights,
+ * shared with loaders of other pretrained backbones (CSSL). Disposes `tensors`. Nothing is written
+ * when there are problems (listed, the caller words the error): a missing weight (unless
+ * `missing: "keep-init"`), a shape that cannot be adapted, or a file weight that matches no layer.
+ * `adaptChannels` as in loadImagenetWeights (the first convolution of a 1- or >3-channel input).
  */
-export async function loadImagenetWeights(
+export function assignWeightsByName(
   model: tf.LayersModel,
-  name: ModelName,
-  weightsRoot?: string,
+  tensors: tf.NamedTensorMap,
   opts: { adaptChannels?: "error" | "sum" | "zeros"; missing?: "error" | "keep-init" } = {},
-): Promise<LoadReport> {
-  if (!hasImagenetWeights(name)) {
-    throw new Error(`no ImageNet weights for '${name}'; available: ${Object.keys(WEIGHT_SETS).join(", ")} (train it from scratch instead)`);
-  }
-  const set = WEIGHT_SETS[name];
-  const dir = findWeightsDir(name, weightsRoot);
-  const { tensors, skipped } = readWeights(dir, set.skipLayers);
+): { loaded: number; adapted: string[]; notInFile: string[]; problems: string[] } {
   const adapted: string[] = [];
   const notInFile: string[] = [];
   const problems: string[] = [];
@@ -356,18 +339,53 @@ export async function loadImagenetWeights(
     }
     const unused = Object.keys(tensors).filter((k) => !used.has(k));
     if (unused.length) problems.push(`${unused.length} file weights match no layer, e.g. ${unused.slice(0, 3).join(", ")}`);
-    if (problems.length) {
-      throw new Error(
-        `ImageNet weights in ${dir} do not fit this ${name} model (${problems.length} problems):\n  ${problems.slice(0, 8).join("\n  ")}` +
-          (problems.some((p) => p.startsWith("shape")) ? "\n(a 1-channel input needs adaptChannels: 'sum', a 4-or-more-channel input adaptChannels: 'zeros')" : ""),
-      );
-    }
-    for (const [v, t] of pairs) v.write(t);
+    if (!problems.length) for (const [v, t] of pairs) v.write(t);
   } finally {
     tf.dispose(Object.values(tensors));
   }
+  return { loaded: problems.length ? 0 : pairs.length, adapted, notInFile, problems };
+}
+
+/**
+ * Load ImageNet weights into a model built by `buildModel(name)`, by layer name. Every backbone
+ * weight must be present with the same shape (an error lists the first mismatches); the head
+ * (`covid_head`) keeps its initialisation and the file's fc1000 is skipped.
+ *
+ * `adaptChannels: "sum"` lets a model with a 1-channel input take the 3-channel first convolution by
+ * summing its kernel over input channels (exact for a grey image replicated to RGB when the
+ * per-channel normalisation is the same; approximate with the ImageNet mean/std).
+ *
+ * `adaptChannels: "zeros"` lets a model with more than 3 input channels (Study II: RGB + lung mask)
+ * take it: input channels 0–2 get the ImageNet filters, the extra channels zero filters. Zeros so
+ * that the pretrained network is unchanged at the start (with any mask its output equals the
+ * 3-channel model's); the extra filters still get gradients (∂loss/∂w = input · upstream gradient,
+ * the mask is not zero), so fine-tuning learns to use the mask.
+ *
+ * `missing: "keep-init"` accepts model weights absent from the file (layers added on top of the
+ * backbone) and lists them in `notInFile`; the default "error" keeps Study I strict.
+ */
+export async function loadImagenetWeights(
+  model: tf.LayersModel,
+  name: ModelName,
+  weightsRoot?: string,
+  opts: { adaptChannels?: "error" | "sum" | "zeros"; missing?: "error" | "keep-init" } = {},
+): Promise<LoadReport> {
+  if (!hasImagenetWeights(name)) {
+    throw new Error(`no ImageNet weights for '${name}'; available: ${Object.keys(WEIGHT_SETS).join(", ")} (train it from scratch instead)`);
+  }
+  const set = WEIGHT_SETS[name];
+  const dir = findWeightsDir(name, weightsRoot);
+  const { tensors, skipped } = readWeights(dir, set.skipLayers);
+  const r = assignWeightsByName(model, tensors, opts);
+  if (r.problems.length) {
+    throw new Error(
+      `ImageNet weights in ${dir} do not fit this ${name} model (${r.problems.length} problems):\n  ${r.problems.slice(0, 8).join("\n  ")}` +
+        (r.problems.some((p) => p.startsWith("shape")) ? "\n(a 1-channel input needs adaptChannels: 'sum', a 4-or-more-channel input adaptChannels: 'zeros')" : ""),
+    );
+  }
+  const { adapted, notInFile, loaded } = r;
   const sha256 = weightsChecksum(dir).sha256;
-  return { name, dir, loaded: pairs.length, skipped, adapted, notInFile, sha256, verified: sha256 === set.sha256 };
+  return { name, dir, loaded, skipped, adapted, notInFile, sha256, verified: sha256 === set.sha256 };
 }
 
 /**

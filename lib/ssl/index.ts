@@ -2,3 +2,4 @@
 export * from "./augment";
 export * from "./moco";
 export * from "./probe";
+export * from "./pretrain";

@@ -42,6 +42,12 @@
  * (MoCo v2: cosine) is the caller's: pass `lr` per step. What to hand on for fine-tuning: MoCo's
  * linear evaluation loads encoder_q; saveMoco writes both encoders in the tfjs layers format.
  *
+ * Frozen stem (`frozenUntil`, not in MoCo; for CPU budgets): the layers up to and including that
+ * layer form a stem that never trains and runs in inference mode (BN moving statistics, no update),
+ * shared by both encoders (their weights would stay equal anyway: k ← m·k + (1 − m)·q with k = q).
+ * The encoders are then the layers after it + the head, fed with the stem's feature map. Default ""
+ * (the whole backbone trains, as MoCo).
+ *
  * Small-scale caveat, measured on the 2-core machine: with a tiny backbone, few images and a fast
  * key encoder (m = 0.9), the step's positive-key accuracy climbs while instance discrimination on a
  * fixed set (mocoEvaluate) does not: the only key computed by the current key encoder is the
@@ -103,6 +109,11 @@ export interface MocoConfig {
    * probes, far behind after a short pretraining).
    */
   bnMomentum: number;
+  /**
+   * Name of the backbone layer that ends a frozen stem (see the file comment), e.g. "pool4_pool"
+   * (DenseNet: only the last dense block and the final norm train). Default "" = no stem.
+   */
+  frozenUntil: string;
 }
 
 /** MoCo v2 with the CSSL paper's settings (see the file comment). */
@@ -125,6 +136,7 @@ export const MOCO_V2_PAPER: MocoConfig = {
   augment: MOCO_V2_AUGMENT,
   seed: 0,
   bnMomentum: 0.9,
+  frozenUntil: "",
 };
 
 /** MoCo v1's choices on top of the paper's settings: linear head, T = 0.07, no blur. */
@@ -154,6 +166,8 @@ export interface MocoState {
   optimizer: tf.MomentumOptimizer;
   /** Input normalisation of the backbone (gray [0,1] → 3-channel model input). */
   preprocessing: Preprocessing;
+  /** Frozen stem shared by both encoders, run in inference mode (config.frozenUntil), or null. */
+  stem: tf.LayersModel | null;
 }
 
 export interface MocoStepResult {
@@ -186,11 +200,47 @@ export function resolveMocoConfig(c: Partial<MocoConfig> = {}): MocoConfig {
   return cfg;
 }
 
-/** Backbone (pooled features) + projection head as one layers model; the head is seeded. */
-async function buildEncoder(cfg: MocoConfig): Promise<tf.LayersModel> {
+/**
+ * Re-apply the layers of `model` that come after `from` to `input` (same layer objects, so the
+ * weights are shared and keep their names); returns the image of `model`'s output.
+ */
+function reapplyAfter(model: tf.LayersModel, from: tf.SymbolicTensor, input: tf.SymbolicTensor): tf.SymbolicTensor {
+  const mapped = new Map<number, tf.SymbolicTensor>([[from.id, input]]);
+  type Node = { inputTensors: tf.SymbolicTensor[]; outputTensors: tf.SymbolicTensor[] };
+  for (const layer of model.layers) {
+    const node = (layer as unknown as { inboundNodes: Node[] }).inboundNodes[0];
+    if (!node || node.inputTensors.length === 0) continue;
+    const ins = node.inputTensors.map((t) => mapped.get(t.id));
+    if (ins.every((t) => t === undefined)) continue;
+    if (ins.some((t) => t === undefined)) throw new Error(`MoCo frozenUntil: layer '${layer.name}' takes inputs from both sides of the cut; choose a layer that separates the graph (e.g. a transition's pool)`);
+    const out = layer.apply(ins.length === 1 ? ins[0]! : (ins as tf.SymbolicTensor[])) as tf.SymbolicTensor;
+    mapped.set(node.outputTensors[0].id, out);
+  }
+  const out = mapped.get(model.outputs[0].id);
+  if (!out) throw new Error(`MoCo frozenUntil: the model's output does not depend on the cut`);
+  return out;
+}
+
+/**
+ * Backbone (pooled features) + projection head as one layers model; the head is seeded. With
+ * `frozenUntil`, the backbone up to that layer is returned apart as the frozen stem and the encoder
+ * starts from its feature map.
+ */
+async function buildEncoder(cfg: MocoConfig): Promise<{ encoder: tf.LayersModel; stem: tf.LayersModel | null }> {
   const built = buildModel(cfg.backbone, { includeHead: false, inputSize: cfg.inputSize, channels: 3, seed: cfg.seed, bnMomentum: cfg.bnMomentum });
   if (cfg.init === "imagenet") await loadImagenetWeights(built.model, cfg.backbone, cfg.weightsRoot);
-  const pooled = built.model.outputs[0];
+  let input = built.model.inputs[0];
+  let pooled = built.model.outputs[0];
+  let stem: tf.LayersModel | null = null;
+  if (cfg.frozenUntil) {
+    const cut = built.model.layers.find((l) => l.name === cfg.frozenUntil);
+    if (!cut) throw new Error(`MoCo: frozenUntil '${cfg.frozenUntil}' is no layer of ${cfg.backbone} (e.g. DenseNet: pool4_pool, pool3_pool)`);
+    const stemOut = cut.getOutputAt(0) as tf.SymbolicTensor;
+    stem = tf.model({ inputs: built.model.inputs, outputs: stemOut, name: "moco_stem" });
+    stem.trainable = false;
+    input = tf.input({ shape: stemOut.shape.slice(1) as number[], name: "moco_stem_features" });
+    pooled = reapplyAfter(built.model, stemOut, input);
+  }
   const width = pooled.shape[pooled.shape.length - 1] as number;
   const init = (k: number) => tf.initializers.glorotUniform({ seed: cfg.seed + 200003 + k });
   let x: tf.SymbolicTensor = pooled;
@@ -198,7 +248,18 @@ async function buildEncoder(cfg: MocoConfig): Promise<tf.LayersModel> {
     x = tf.layers.dense({ units: cfg.mlpHidden || width, activation: "relu", kernelInitializer: init(0), name: MOCO_FC_HIDDEN }).apply(x) as tf.SymbolicTensor;
   }
   x = tf.layers.dense({ units: cfg.dim, kernelInitializer: init(1), name: MOCO_FC }).apply(x) as tf.SymbolicTensor;
-  return tf.model({ inputs: built.model.inputs, outputs: x, name: "moco_encoder" });
+  return { encoder: tf.model({ inputs: input, outputs: x, name: "moco_encoder" }), stem };
+}
+
+/** An encoder cut at its pooled backbone features (the input of the projection head). */
+export function pooledEncoder(encoder: tf.LayersModel): tf.LayersModel {
+  const head = encoder.layers.find((l) => l.name === MOCO_FC_HIDDEN) ?? encoder.getLayer(MOCO_FC);
+  return tf.model({ inputs: encoder.inputs, outputs: head.getInputAt(0) as tf.SymbolicTensor });
+}
+
+/** Model input → what the encoders take: the stem's feature map (inference mode), or the input itself. */
+export function stemApply(state: Pick<MocoState, "stem">, x: tf.Tensor4D): tf.Tensor4D {
+  return state.stem ? (state.stem.apply(x, { training: false }) as tf.Tensor4D) : x.clone();
 }
 
 /** A model's (trainable or all) weights as tf.Variables, keyed by layer-scoped name ("conv1/conv/kernel"). */
@@ -233,9 +294,10 @@ export function l2Normalize(x: tf.Tensor): tf.Tensor {
  */
 export async function createMoco(config: Partial<MocoConfig> = {}): Promise<MocoState> {
   const cfg = resolveMocoConfig(config);
-  const query = await buildEncoder(cfg);
+  const { encoder: query, stem } = await buildEncoder(cfg);
   // Key init = query init, as builder.py's param_k.data.copy_(param_q.data) (BN statistics included).
-  const key = await buildEncoder({ ...cfg, init: "random" });
+  const { encoder: key, stem: keyStem } = await buildEncoder({ ...cfg, init: "random" });
+  keyStem?.dispose(); // the stem is shared: the query's serves both
   key.setWeights(query.getWeights());
   key.trainable = false;
   const q0 = initialQueue(cfg);
@@ -250,6 +312,7 @@ export async function createMoco(config: Partial<MocoConfig> = {}): Promise<Moco
     step: 0,
     optimizer: tf.train.momentum(cfg.lr, cfg.sgdMomentum, false),
     preprocessing: preprocessFor(cfg.backbone),
+    stem,
   };
 }
 
@@ -259,6 +322,7 @@ export function disposeMoco(state: MocoState): void {
   state.key.dispose();
   state.queue.dispose();
   state.optimizer.dispose();
+  state.stem?.dispose();
 }
 
 /** builder.py `_momentum_update_key_encoder`: k ← m·k + (1 − m)·q for every trainable weight. */
@@ -367,8 +431,8 @@ export function mocoStep(state: MocoState, batchImages: tf.Tensor4D, seed: strin
   }
   const s = String(seed);
   const [vq, vk] = twoViews(batchImages, cfg.augment, cfg.inputSize, s);
-  const xq = toModelInput(vq, state.preprocessing);
-  const xk = toModelInput(vk, state.preprocessing);
+  const xq = tf.tidy(() => stemApply(state, toModelInput(vq, state.preprocessing)));
+  const xk = tf.tidy(() => stemApply(state, toModelInput(vk, state.preprocessing)));
   tf.dispose([vq, vk]);
   let keys: tf.Tensor2D | undefined;
   const correct: tf.Scalar[] = [];
@@ -434,7 +498,7 @@ export function mocoEvaluate(state: MocoState, images: tf.Tensor4D, seed: string
       const parts: tf.Tensor[] = [];
       for (let s = 0; s < v.shape[0]; s += batchSize) {
         const x = toModelInput(tf.slice(v, [s, 0, 0, 0], [Math.min(batchSize, v.shape[0] - s), -1, -1, -1]), state.preprocessing);
-        parts.push(model.apply(x, { training: false }) as tf.Tensor);
+        parts.push(model.apply(stemApply(state, x), { training: false }) as tf.Tensor);
       }
       return l2Normalize(tf.concat(parts, 0)) as tf.Tensor2D;
     });
@@ -549,7 +613,8 @@ export async function loadMoco(dir: string): Promise<MocoState> {
     throw new Error(`${stFile} is not a version-1 MoCo checkpoint (format ${st.format}, version ${st.version})`);
   }
   // Rebuild from the config (random init: every weight is overwritten below), then load by position.
-  const state = await createMoco({ ...st.config, init: "random" });
+  // A frozen stem is not in the checkpoint (it never changes): it is rebuilt with the stored init.
+  const state = await createMoco({ ...st.config, init: st.config.frozenUntil ? st.config.init : "random" });
   state.config = st.config;
   for (const [which, model] of [["query", state.query], ["key", state.key]] as const) {
     const saved = await loadLayersModel(path.join(dir, which));
