@@ -26,3 +26,5 @@ export * as study2 from "./studies/study2";
 export * as study2Report from "./reports/study2";
 export * as masks from "./studies/masks";
 export { studyLungMasks } from "./studies/lung-provider";
+export * as cssl from "./studies/cssl";
+export * as csslReport from "./reports/cssl";

@@ -7,6 +7,8 @@ import * as path from "path";
 import type { ProtocolName } from "../protocols";
 import { studyOneCells, defaultRunDir, builtModelName, StudyOneConfig, effectiveInit, variantName } from "../studies/study1";
 import { studyTwoCells } from "../studies/study2";
+import { csslCell, pretrainConfigOf, TABLE7_ROWS } from "../studies/cssl";
+import { defaultPretrainDir } from "../ssl/pretrain";
 import { getProfile } from "../training/profiles";
 import { DEFAULT_RUNS_ROOT, GridEntry, GridRequest, registerGrid } from "./grid";
 
@@ -54,5 +56,39 @@ registerGrid({
   entries(req) {
     if (req.protocol !== "paper") throw new Error("Study II is measured under the paper protocol: use --protocol paper.");
     return studyTwoCells({ profile: req.profile, seeds: req.seeds, epochs: req.epochs, includeStudyOne: false }).map((c) => trainEntry(c, req));
+  },
+});
+
+registerGrid({
+  study: "cssl",
+  description: "CSSL (Table 7): MoCo pretraining (`pretrain`, from ImageNet and from random) and the Study II best model fine-tuned per init × seeds; MoCo rows depend on their pretraining (afterok)",
+  notebook: "04",
+  entries(req) {
+    if (req.protocol !== "paper") throw new Error("CSSL is measured under the paper protocol: use --protocol paper.");
+    const root = path.resolve(req.runsRoot ?? DEFAULT_RUNS_ROOT);
+    const pre = new Map<string, GridEntry>();
+    for (const row of TABLE7_ROWS) {
+      if (!row.pretrainFrom || pre.has(row.pretrainFrom)) continue;
+      const c = pretrainConfigOf(row.pretrainFrom, req.profile);
+      const rel = path.relative(DEFAULT_RUNS_ROOT, defaultPretrainDir(c));
+      pre.set(row.pretrainFrom, {
+        study: "cssl",
+        id: path.basename(rel),
+        command: "pretrain",
+        args: ["--method", c.method, "--model", c.model, "--init", c.init, "--protocol", c.protocol ?? "paper", "--profile", c.profile, "--seed", String(c.seed)],
+        runDir: path.join(root, rel),
+        dependsOn: [],
+        config: { study: "cssl", stage: "pretrain", protocol: "paper", profile: req.profile, model: c.model, method: c.method, init: c.init, seed: c.seed },
+      });
+    }
+    const seeds = req.seeds ?? getProfile(req.profile).seeds;
+    const fine = TABLE7_ROWS.flatMap((row) =>
+      seeds.map((seed) => {
+        const p = row.pretrainFrom ? pre.get(row.pretrainFrom)! : undefined;
+        const e = trainEntry(csslCell(row, seed, { profile: req.profile, epochs: req.epochs }, p?.runDir), req, p ? [p.id] : []);
+        return { ...e, config: { ...e.config, stage: "fine-tune", row: row.key } };
+      }),
+    );
+    return [...pre.values(), ...fine];
   },
 });

@@ -33,6 +33,7 @@ import { classificationTask, EpochLog, ExampleSource, predictProbabilities, Step
 import { lesionSegmentation, MultiTaskSource, multiTaskTask, predictMultiTask } from "../training/multitask";
 import { channelNormalisation, MapFeatureSource, maskToGrid, MaskedImageSource } from "./multitask-inputs";
 import { lesionMasks, LungMaskProvider, lungMasks } from "./masks";
+import { CSSL_INPUT_SIZE } from "./cssl-settings";
 import { getProfile, MULTITASK_HEADS, MultiTaskHeads, ProfileName, StudyProfile } from "../training/profiles";
 import { shortcutCues, shortcutModel } from "../protocols/shortcut";
 import { writeJsonAtomic } from "../util/fs";
@@ -222,7 +223,7 @@ export function variantName(c: Pick<StudyOneConfig, "lungMask" | "lesionMask">):
 
 /** The init of a run as a file-name-safe word: imagenet, random, or moco-<pretraining run name>. */
 export function initName(init: string): string {
-  return init.startsWith("checkpoint:") ? `ckpt-${path.basename(path.resolve(init.slice("checkpoint:".length)))}` : init;
+  return init.startsWith("checkpoint:") ? path.basename(path.resolve(init.slice("checkpoint:".length))) : init;
 }
 
 /**
@@ -367,7 +368,9 @@ export function requireInteger(name: string, v: unknown, min: number, max = Numb
 export function checkStudyOneConfig(c: StudyOneConfig): StudyProfile {
   if (!isModelName(c.model) && c.model !== SHORTCUT_MODEL) throw new Error(`Unknown model '${c.model}'. Use one of: ${[...MODEL_NAMES, SHORTCUT_MODEL].join(", ")}.`);
 
-  const profile: StudyProfile = { ...getProfile(c.profile), ...(c.profileOverrides ?? {}) };
+  // CSSL fine-tunes at the pretraining's input size where the profile's differs (cssl.ts CSSL_INPUT_SIZE).
+  const csslSize = (c.study === "cssl" && CSSL_INPUT_SIZE[c.profile]) || undefined;
+  const profile: StudyProfile = { ...getProfile(c.profile), ...(csslSize ? { inputSize: csslSize } : {}), ...(c.profileOverrides ?? {}) };
   const protocol = c.protocol ?? "official";
   if (!isProtocolName(protocol)) throw new Error(`Unknown protocol '${protocol}'. Use one of: ${PROTOCOL_NAMES.join(", ")}.`);
   const study = c.study ?? "study1";
@@ -398,7 +401,15 @@ export function builtModelName(c: Pick<StudyOneConfig, "model">, profile: StudyP
 function inputChecksums(c: StudyOneConfig, profile: StudyProfile): Record<string, string> {
   const out: Record<string, string> = { "data/covid-ct.sha256": sha256OfManifest() };
   const name = builtModelName(c, profile);
-  if (effectiveInit(c, profile) === "imagenet" && name !== SHORTCUT_MODEL) {
+  const init = effectiveInit(c, profile);
+  if (init.startsWith("checkpoint:")) {
+    // The MoCo encoder is an input like the data: its hash keys reuse, --resume and the feature cache.
+    const dir = path.resolve(init.slice("checkpoint:".length));
+    const enc = path.join(dir, "encoder");
+    if (!fs.existsSync(path.join(enc, "model.json"))) throw new Error(`--init ${init}: ${enc}/model.json does not exist. Finish the pretraining first (\`covid-ct pretrain … --out ${dir}\`).`);
+    out[`pretrained/${path.basename(dir)}`] = weightsChecksum(enc).sha256;
+  }
+  if (init === "imagenet" && name !== SHORTCUT_MODEL) {
     if (!hasImagenetWeights(name)) throw new Error(`No ImageNet weights exist for '${name}' (profile ${profile.name} needs them): use densenet169 or resnet50.`);
     out[`weights/${name}`] = weightsChecksum(findWeightsDir(name, c.weightsRoot)).sha256;
   }
@@ -730,7 +741,8 @@ export function readLesionPredictions(runDir: string): { size: number; masks: Ma
  */
 function backboneInit(c: StudyOneConfig, profile: StudyProfile, modelName: ModelName, checksums: Record<string, string>, log: (m: string) => void): { weightsKey: string; load: (m: tf.LayersModel) => Promise<void> } {
   const init = effectiveInit(c, profile);
-  if (init === "random") return { weightsKey: "random", load: async () => undefined };
+  // A random backbone differs per seed: so do its cached features.
+  if (init === "random") return { weightsKey: `random-seed${c.seed}`, load: async () => undefined };
   if (init === "imagenet") {
     return {
       weightsKey: checksums[`weights/${modelName}`] ?? "imagenet",
@@ -740,7 +752,16 @@ function backboneInit(c: StudyOneConfig, profile: StudyProfile, modelName: Model
       },
     };
   }
-  throw new Error(`Unknown init '${init}': use imagenet, random or checkpoint:<pretraining run dir>.`);
+  const dir = path.resolve(init.slice("checkpoint:".length));
+  return {
+    weightsKey: checksums[`pretrained/${path.basename(dir)}`],
+    load: async (m) => {
+      const { loadPretrainedBackbone } = await import("../ssl/pretrain");
+      const r = await loadPretrainedBackbone(m, dir, { adaptChannels: "zeros" });
+      if (r.backboneLeftAtInit.length) throw new Error(`${dir}: ${r.backboneLeftAtInit.length} backbone weights were not in its encoder (e.g. ${r.backboneLeftAtInit[0]}).`);
+      log(`pretrained encoder: ${r.loaded} tensors from ${dir}`);
+    },
+  };
 }
 
 /** Recompute metrics.json from predictions.csv of a finished run (the `evaluate` command). */

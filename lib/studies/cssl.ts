@@ -1,0 +1,113 @@
+/**
+ * The CSSL ablation (paper Section 4, "Experimental settings", Table 7): the best Study II model —
+ * DenseNet-169 with the lung mask as input and the ASPP lesion branch, trained on Combination under
+ * the paper protocol — initialised three ways: randomly, from ImageNet (transfer learning, TL), and
+ * from ImageNet followed by MoCo contrastive self-supervised pretraining on the protocol's training
+ * CT images (TL + CSSL); plus MoCo from a random init (CSSL without TL, beyond the paper).
+ *
+ * A Table 7 row is a cell of the one diagnosis run (study1.ts runStudyOne) with study "cssl" and an
+ * `init`; the MoCo rows' init is `checkpoint:<pretraining run>` (lib/ssl/pretrain.ts), so their
+ * fine-tuning depends on that run (grid: dependsOn; Slurm: afterok).
+ */
+import * as path from "path";
+import { defaultPretrainDir, PretrainConfig, PretrainInit, PretrainResult, runPretraining } from "../ssl/pretrain";
+import { getProfile, ProfileName } from "../training/profiles";
+import { finished, runStudyOne, StudyOneConfig, StudyOneHooks, StudyOneResult } from "./study1";
+
+/** Study II's best model, the one Table 7 fine-tunes. */
+export const CSSL_FINETUNE: Pick<StudyOneConfig, "model" | "positives" | "lungMask" | "lesionMask" | "protocol"> = {
+  model: "densenet169",
+  positives: "combination",
+  lungMask: true,
+  lesionMask: true,
+  protocol: "paper",
+};
+
+/** One row of Table 7: a plain init, or MoCo pretraining from an init. */
+export interface TableSevenRow {
+  /** PAPER_TABLE7 key ("random", "imagenet", "imagenet+moco") or "random+moco" (beyond the paper). */
+  key: string;
+  label: string;
+  /** Plain initialisation of the fine-tuned backbone … */
+  init?: "random" | "imagenet";
+  /** … or the MoCo encoder pretrained from this init. */
+  pretrainFrom?: PretrainInit;
+}
+
+export const TABLE7_ROWS: readonly TableSevenRow[] = [
+  { key: "random", label: "random init", init: "random" },
+  { key: "imagenet", label: "ImageNet (TL)", init: "imagenet" },
+  { key: "imagenet+moco", label: "ImageNet + MoCo (TL + CSSL)", pretrainFrom: "imagenet" },
+  { key: "random+moco", label: "random + MoCo (CSSL without TL; not in the paper)", pretrainFrom: "random" },
+];
+
+export { CSSL_INPUT_SIZE } from "./cssl-settings";
+
+/** The pretraining run of a MoCo row (one per init; seed 1: a pretraining serves every fine-tuning seed). */
+export function pretrainConfigOf(init: PretrainInit, profile: ProfileName, o: { force?: boolean; epochs?: number } = {}): PretrainConfig {
+  return { method: "moco", model: "densenet169", init, protocol: "paper", profile, seed: 1, ...(o.force ? { force: true } : {}) };
+}
+
+export interface CsslGrid {
+  profile: ProfileName;
+  seeds?: readonly number[];
+  force?: boolean;
+  /** Override the fine-tuning epochs. */
+  epochs?: number;
+  rows?: readonly TableSevenRow[];
+  /** Root of the run directories (default runs/): pretraining runs are looked up there. */
+  runsRoot?: string;
+}
+
+/** The fine-tuning config of one Table 7 row and seed (`pretrainDir`: where its MoCo run is). */
+export function csslCell(r: TableSevenRow, seed: number, g: Pick<CsslGrid, "profile" | "epochs" | "force">, pretrainDir?: string): StudyOneConfig {
+  const init = r.pretrainFrom ? `checkpoint:${pretrainDir ?? defaultPretrainDir(pretrainConfigOf(r.pretrainFrom, g.profile))}` : r.init!;
+  return { ...CSSL_FINETUNE, study: "cssl", profile: g.profile, seed, init, ...(g.epochs !== undefined ? { epochs: g.epochs } : {}), ...(g.force ? { force: true } : {}) };
+}
+
+export function csslCells(g: CsslGrid): { row: TableSevenRow; config: StudyOneConfig }[] {
+  const seeds = g.seeds ?? getProfile(g.profile).seeds;
+  return (g.rows ?? TABLE7_ROWS).flatMap((row) => seeds.map((seed) => ({ row, config: csslCell(row, seed, g) })));
+}
+
+export interface CsslResults {
+  /** Pretraining runs by init ("imagenet", "random"). */
+  pretraining: Partial<Record<PretrainInit, Extract<PretrainResult, { interrupted: false }>>>;
+  /** Fine-tuning runs with their row. */
+  runs: { row: TableSevenRow; result: StudyOneResult }[];
+}
+
+/** Pretrain (or reuse) the MoCo encoders, then fine-tune (or reuse) every Table 7 cell. */
+export async function runCsslGrid(g: CsslGrid, hooks: StudyOneHooks & { onRun?: (what: string, i: number, n: number) => void } = {}): Promise<CsslResults> {
+  const rows = g.rows ?? TABLE7_ROWS;
+  const inits = [...new Set(rows.map((r) => r.pretrainFrom).filter((x): x is PretrainInit => !!x))];
+  const cells = csslCells(g);
+  const n = inits.length + cells.length;
+  const pretraining: CsslResults["pretraining"] = {};
+  let i = 0;
+  for (const init of inits) {
+    hooks.onRun?.(`MoCo pretraining from ${init}`, i++, n);
+    const r = await runPretraining(pretrainConfigOf(init, g.profile, { force: g.force }), { log: hooks.log });
+    if (r.interrupted) throw new Error(`Pretraining ${r.runDir} stopped early; continue it with \`covid-ct pretrain … --resume\`.`);
+    pretraining[init] = r;
+  }
+  const runs: CsslResults["runs"] = [];
+  for (const { row, config } of cells) {
+    hooks.onRun?.(`fine-tuning, ${row.label}, seed ${config.seed}`, i++, n);
+    runs.push({ row, result: finished(await runStudyOne(config, hooks)) });
+  }
+  return { pretraining, runs };
+}
+
+/** The pretraining run directory a checkpoint init names (null for random / imagenet). */
+export function checkpointDir(init: string | undefined): string | null {
+  return init?.startsWith("checkpoint:") ? path.resolve(init.slice("checkpoint:".length)) : null;
+}
+
+/** The paper protocol's validation images (the embedding plot's points). */
+export async function validationExamples(): Promise<import("./inputs").Example[]> {
+  const { studyOneProtocol } = await import("./study1");
+  const { protocolExamples } = await import("../protocols");
+  const p = await studyOneProtocol({ protocol: "paper" });
+  return [...protocolExamples(p, "val", "covid"), ...protocolExamples(p, "val", "noncovid")];
+}
