@@ -186,6 +186,22 @@ describe("cluster: Slurm scripts", function () {
     for (const f of [r.submitScript, ...r.scripts.map((s) => s.file)]) assert.equal(spawnSync("bash", ["-n", f]).status, 0, `${f} is valid bash`);
   });
 
+  it("the real CSSL grid (paper profile): MoCo pretraining, then fine-tuning from its encoder, afterok, a GPU per task; Study II's grid lists its 8 own rows per seed", () => {
+    const out = tempDir("emit-cssl");
+    const r = cli(["grid", "--study", "cssl", "--protocol", "paper", "--profile", "paper", "--emit", "slurm", "--out", out]);
+    assert.equal(r.code, 0, r.stderr);
+    const l0 = fs.readFileSync(path.join(out, "cssl-level0.sbatch"), "utf8"), l1 = fs.readFileSync(path.join(out, "cssl-level1.sbatch"), "utf8");
+    assert.match(l0, /run \S+\/runs\/cssl\/paper\/paper\/moco-densenet169-imagenet-seed1 pretrain --method moco --model densenet169 --init imagenet --protocol paper --profile paper --seed 1 ;;/);
+    assert.match(l0, /--init random --protocol paper --profile paper --seed 1 ;;/, "CSSL without TL");
+    assert.match(l1, /train --model densenet169 --positives combination .*--study cssl --variant lung\+lesion --init checkpoint:\S+\/runs\/cssl\/paper\/paper\/moco-densenet169-imagenet-seed1/);
+    assert.doesNotMatch(l1, /--init (random|imagenet) /, "plain inits need no pretraining: they run in the first array");
+    for (const s of [l0, l1]) assert.match(s, /^#SBATCH --gres=gpu:1$/m);
+    assert.match(fs.readFileSync(path.join(out, "cssl-submit.sh"), "utf8"), /^j1=\$\(sbatch --parsable --dependency=afterok:\$\{j0\} cssl-level1\.sbatch/m);
+    const j = JSON.parse(cli(["grid", "--study", "study2", "--protocol", "paper", "--profile", "paper", "--json"]).stdout) as { config: { variant?: string } }[];
+    assert.equal(j.length, 8 * 3);
+    assert.match(cli(["grid", "--study", "study2", "--protocol", "official", "--profile", "paper"]).stderr, /paper protocol/);
+  });
+
   it("an emitted array task, executed as Slurm would, trains its run; run again it resumes/reuses; an unknown index fails", function () {
     requireRealData(this);
     const out = tempDir("emit-exec");
