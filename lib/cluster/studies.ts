@@ -7,7 +7,7 @@ import * as path from "path";
 import type { ProtocolName } from "../protocols";
 import { studyOneCells, defaultRunDir, builtModelName, StudyOneConfig, effectiveInit, variantName } from "../studies/study1";
 import { studyTwoCells } from "../studies/study2";
-import { csslCell, pretrainConfigOf, TABLE7_ROWS } from "../studies/cssl";
+import { csslCell, notRunReason, pretrainConfigOf, TABLE7_ROWS } from "../studies/cssl";
 import { defaultPretrainDir } from "../ssl/pretrain";
 import { getProfile } from "../training/profiles";
 import { DEFAULT_RUNS_ROOT, GridEntry, GridRequest, registerGrid } from "./grid";
@@ -71,6 +71,9 @@ registerGrid({
       if (!row.pretrainFrom || pre.has(row.pretrainFrom)) continue;
       const c = pretrainConfigOf(row.pretrainFrom, req.profile);
       const rel = path.relative(DEFAULT_RUNS_ROOT, defaultPretrainDir(c));
+      // Under smoke both MoCo rows share one pretraining (tiny models: random init only).
+      const same = [...pre.values()].find((e) => e.id === path.basename(rel));
+      if (same) { pre.set(row.pretrainFrom, same); continue; }
       pre.set(row.pretrainFrom, {
         study: "cssl",
         id: path.basename(rel),
@@ -82,13 +85,15 @@ registerGrid({
       });
     }
     const seeds = req.seeds ?? getProfile(req.profile).seeds;
-    const fine = TABLE7_ROWS.flatMap((row) =>
+    const fine = TABLE7_ROWS.filter((row) => !notRunReason(row, req.profile)).flatMap((row) =>
       seeds.map((seed) => {
         const p = row.pretrainFrom ? pre.get(row.pretrainFrom)! : undefined;
         const e = trainEntry(csslCell(row, seed, { profile: req.profile, epochs: req.epochs }, p?.runDir), req, p ? [p.id] : []);
         return { ...e, config: { ...e.config, stage: "fine-tune", row: row.key } };
       }),
     );
-    return [...pre.values(), ...fine];
+    // Smoke: the two MoCo rows are one run (one shared pretraining): list it once.
+    const unique = fine.filter((e, i) => fine.findIndex((f) => f.id === e.id) === i);
+    return [...new Set(pre.values()), ...unique];
   },
 });

@@ -4,11 +4,11 @@
  */
 import * as path from "path";
 import { meanSd, rocAuc, rocCurve } from "../evaluation";
-import { preprocessFor, findWeightsDir, weightsChecksum, buildModel, featureExtractors, loadImagenetWeights } from "../models";
+import { preprocessFor, findWeightsDir, weightsChecksum, buildModel, featureExtractors, loadImagenetWeights, ModelName } from "../models";
 import { PAPER_TABLE7 } from "../paper";
 import { Figure, tableBundle } from "../plots";
 import { PretrainEpoch, PRETRAIN_PROFILES, PretrainResult, loadPretrainedBackbone } from "../ssl/pretrain";
-import { CsslResults, CSSL_INPUT_SIZE, TABLE7_ROWS } from "../studies/cssl";
+import { CsslResults, CSSL_INPUT_SIZE, notRunReason, TABLE7_ROWS } from "../studies/cssl";
 import { computeFeatures, Example } from "../studies/inputs";
 import { readPredictions, StudyOneResult } from "../studies/study1";
 import { StudyProfile } from "../training/profiles";
@@ -83,6 +83,7 @@ function byRow(runs: CsslResults["runs"]): Map<string, StudyOneResult[]> {
 /** Table 7: the paper's values beside ours (mean ± sd over seeds [95 % bootstrap CI of that mean]). */
 export function table7(res: CsslResults) {
   const g = byRow(res.runs);
+  const prof = res.runs[0]?.result.config.profile ?? "quick";
   const rows = TABLE7_ROWS.map((row) => {
     const runs = g.get(row.key) ?? [];
     const p = PAPER_TABLE7[row.key];
@@ -91,9 +92,8 @@ export function table7(res: CsslResults) {
       const [lo, hi] = seedMeanBootstrap(runs, metric);
       return `${pct(ms.mean)} ± ${runs.length > 1 ? pct(ms.sd) : "–"} [${pct(lo)}, ${pct(hi)}]`;
     };
-    return [row.label, p ? `${p.accuracy} / ${p.f1} / ${p.auc}` : "– (not in the paper)", ...(runs.length ? [cell("accuracy"), cell("f1"), cell("auc")] : ["not run", "", ""]), runs.length];
+    return [row.label, p ? `${p.accuracy} / ${p.f1} / ${p.auc}` : "– (not in the paper)", ...(runs.length ? [cell("accuracy"), cell("f1"), cell("auc")] : [notRunReason(row, prof) ?? "not run", "", ""]), runs.length];
   });
-  const prof = res.runs[0]?.result.config.profile ?? "quick";
   return tableBundle(["initialisation", "paper Acc / F1 / AUC", "ours Acc", "ours F1", "ours AUC", "seeds"], rows, {
     caption: `Table 7 — CSSL ablation: DenseNet-169, lung mask + lesion branch, Combination, paper protocol, profile '${prof}' (test set, threshold 0.5)`,
     note: "The paper's numbers are single runs with full fine-tuning at 480²; ours follow the settings table above. The MoCo encoders are pretrained once (seed 1) and fine-tuned with every seed.",
@@ -147,20 +147,23 @@ export function pca2(xs: readonly Float32Array[]): number[][] {
  */
 export async function embeddingFigure(res: CsslResults, examples: readonly Example[], profile: StudyProfile): Promise<Figure> {
   const size = CSSL_INPUT_SIZE[profile.name] ?? profile.inputSize;
-  const encoders: { name: string; key: string; load: (m: import("@tensorflow/tfjs").LayersModel) => Promise<unknown> }[] = [
-    { name: "ImageNet", key: weightsChecksum(findWeightsDir("densenet169")).sha256, load: (m) => loadImagenetWeights(m, "densenet169") },
-  ];
+  type Encoder = { name: string; model: ModelName; key: string; load: (m: import("@tensorflow/tfjs").LayersModel) => Promise<unknown> };
+  // Tiny stand-ins (smoke) have no ImageNet weights: only their MoCo encoders are shown.
+  const encoders: Encoder[] = profile.tinyModels ? [] : [{ name: "ImageNet", model: "densenet169", key: weightsChecksum(findWeightsDir("densenet169")).sha256, load: (m) => loadImagenetWeights(m, "densenet169") }];
+  const seen = new Set<string>();
   for (const [init, r] of Object.entries(res.pretraining) as [string, Finished][]) {
-    encoders.push({ name: `MoCo from ${init}`, key: weightsChecksum(path.join(r.runDir, "encoder")).sha256, load: (m) => loadPretrainedBackbone(m, r.runDir) });
+    if (seen.has(r.runDir)) continue;
+    seen.add(r.runDir);
+    encoders.push({ name: `MoCo from ${r.modelBuilt === "densenet169" ? init : `${init} (${r.modelBuilt})`}`, model: r.modelBuilt, key: weightsChecksum(path.join(r.runDir, "encoder")).sha256, load: (m) => loadPretrainedBackbone(m, r.runDir) });
   }
   const data: Record<string, unknown>[] = [];
   const axes: Record<string, unknown> = {};
   for (let i = 0; i < encoders.length; i++) {
     const e = encoders[i];
-    const built = buildModel("densenet169", { inputSize: size, includeHead: false });
+    const built = buildModel(e.model, { inputSize: size, includeHead: false });
     await e.load(built.model);
     // Same keys as the fine-tuning runs' feature pass: a cache hit after the runs.
-    const f = (await computeFeatures(featureExtractors(built, ["pooled"]), examples, { model: "densenet169", weightsSha256: e.key, size }, preprocessFor("densenet169"))).map((v) => v[0]);
+    const f = (await computeFeatures(featureExtractors(built, ["pooled"]), examples, { model: e.model, weightsSha256: e.key, size }, preprocessFor(e.model))).map((v) => v[0]);
     built.model.dispose();
     const xy = pca2(f);
     const ax = i === 0 ? "" : String(i + 1);

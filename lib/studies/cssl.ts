@@ -10,7 +10,7 @@
  * fine-tuning depends on that run (grid: dependsOn; Slurm: afterok).
  */
 import * as path from "path";
-import { defaultPretrainDir, PretrainConfig, PretrainInit, PretrainResult, runPretraining } from "../ssl/pretrain";
+import { builtPretrainModel, defaultPretrainDir, getPretrainProfile, PretrainConfig, PretrainInit, PretrainResult, runPretraining } from "../ssl/pretrain";
 import { getProfile, ProfileName } from "../training/profiles";
 import { finished, runStudyOne, StudyOneConfig, StudyOneHooks, StudyOneResult } from "./study1";
 
@@ -45,7 +45,9 @@ export { CSSL_INPUT_SIZE } from "./cssl-settings";
 
 /** The pretraining run of a MoCo row (one per init; seed 1: a pretraining serves every fine-tuning seed). */
 export function pretrainConfigOf(init: PretrainInit, profile: ProfileName, o: { force?: boolean; epochs?: number } = {}): PretrainConfig {
-  return { method: "moco", model: "densenet169", init, protocol: "paper", profile, seed: 1, ...(o.force ? { force: true } : {}) };
+  // A profile of tiny stand-ins (smoke) has no ImageNet weights: both MoCo rows share its random-init pretraining.
+  const built = builtPretrainModel({ model: "densenet169", init }, getPretrainProfile(profile));
+  return { method: "moco", model: "densenet169", init: built.init, protocol: "paper", profile, seed: 1, ...(o.force ? { force: true } : {}) };
 }
 
 export interface CsslGrid {
@@ -65,9 +67,16 @@ export function csslCell(r: TableSevenRow, seed: number, g: Pick<CsslGrid, "prof
   return { ...CSSL_FINETUNE, study: "cssl", profile: g.profile, seed, init, ...(g.epochs !== undefined ? { epochs: g.epochs } : {}), ...(g.force ? { force: true } : {}) };
 }
 
+/** Why a row cannot run under a profile (null: it can): tiny stand-in models have no ImageNet weights. */
+export function notRunReason(row: TableSevenRow, profile: ProfileName): string | null {
+  return getProfile(profile).tinyModels && (row.init === "imagenet" || row.pretrainFrom === "imagenet") && row.key !== "imagenet+moco"
+    ? `not run under '${profile}': its tiny stand-in model has no ImageNet weights`
+    : null;
+}
+
 export function csslCells(g: CsslGrid): { row: TableSevenRow; config: StudyOneConfig }[] {
   const seeds = g.seeds ?? getProfile(g.profile).seeds;
-  return (g.rows ?? TABLE7_ROWS).flatMap((row) => seeds.map((seed) => ({ row, config: csslCell(row, seed, g) })));
+  return (g.rows ?? TABLE7_ROWS).filter((row) => !notRunReason(row, g.profile)).flatMap((row) => seeds.map((seed) => ({ row, config: csslCell(row, seed, g) })));
 }
 
 export interface CsslResults {
@@ -85,11 +94,17 @@ export async function runCsslGrid(g: CsslGrid, hooks: StudyOneHooks & { onRun?: 
   const n = inits.length + cells.length;
   const pretraining: CsslResults["pretraining"] = {};
   let i = 0;
+  const done = new Map<string, Extract<PretrainResult, { interrupted: false }>>();
   for (const init of inits) {
     hooks.onRun?.(`MoCo pretraining from ${init}`, i++, n);
-    const r = await runPretraining(pretrainConfigOf(init, g.profile, { force: g.force }), { log: hooks.log });
-    if (r.interrupted) throw new Error(`Pretraining ${r.runDir} stopped early; continue it with \`covid-ct pretrain … --resume\`.`);
-    pretraining[init] = r;
+    const c = pretrainConfigOf(init, g.profile, { force: g.force });
+    const key = defaultPretrainDir(c);
+    if (!done.has(key)) {
+      const r = await runPretraining(c, { log: hooks.log });
+      if (r.interrupted) throw new Error(`Pretraining ${r.runDir} stopped early; continue it with \`covid-ct pretrain … --resume\`.`);
+      done.set(key, r);
+    }
+    pretraining[init] = done.get(key)!;
   }
   const runs: CsslResults["runs"] = [];
   for (const { row, config } of cells) {
