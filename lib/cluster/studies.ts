@@ -68,7 +68,7 @@ registerGrid({
     const root = path.resolve(req.runsRoot ?? DEFAULT_RUNS_ROOT);
     const pre = new Map<string, GridEntry>();
     for (const row of TABLE7_ROWS) {
-      if (!row.pretrainFrom || pre.has(row.pretrainFrom)) continue;
+      if (!row.pretrainFrom || pre.has(row.pretrainFrom) || notRunReason(row, req.profile)) continue;
       const c = pretrainConfigOf(row.pretrainFrom, req.profile);
       const rel = path.relative(DEFAULT_RUNS_ROOT, defaultPretrainDir(c));
       // Under smoke both MoCo rows share one pretraining (tiny models: random init only).

@@ -69,7 +69,7 @@ export function csslCell(r: TableSevenRow, seed: number, g: Pick<CsslGrid, "prof
 
 /** Why a row cannot run under a profile (null: it can): tiny stand-in models have no ImageNet weights. */
 export function notRunReason(row: TableSevenRow, profile: ProfileName): string | null {
-  return getProfile(profile).tinyModels && (row.init === "imagenet" || row.pretrainFrom === "imagenet") && row.key !== "imagenet+moco"
+  return getProfile(profile).tinyModels && (row.init === "imagenet" || row.pretrainFrom === "imagenet")
     ? `not run under '${profile}': its tiny stand-in model has no ImageNet weights`
     : null;
 }
@@ -88,7 +88,7 @@ export interface CsslResults {
 
 /** Pretrain (or reuse) the MoCo encoders, then fine-tune (or reuse) every Table 7 cell. */
 export async function runCsslGrid(g: CsslGrid, hooks: StudyOneHooks & { onRun?: (what: string, i: number, n: number) => void } = {}): Promise<CsslResults> {
-  const rows = g.rows ?? TABLE7_ROWS;
+  const rows = (g.rows ?? TABLE7_ROWS).filter((r) => !notRunReason(r, g.profile));
   const inits = [...new Set(rows.map((r) => r.pretrainFrom).filter((x): x is PretrainInit => !!x))];
   const cells = csslCells(g);
   const n = inits.length + cells.length;
