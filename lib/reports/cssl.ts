@@ -3,17 +3,17 @@
  * before and after pretraining, ROC curves, and a 2-D PCA of validation features per encoder.
  */
 import * as path from "path";
-import { meanSd, rocAuc, rocCurve } from "../evaluation";
+import { meanSd } from "../evaluation";
 import { preprocessFor, findWeightsDir, weightsChecksum, buildModel, featureExtractors, loadImagenetWeights, ModelName } from "../models";
 import { PAPER_TABLE7 } from "../paper";
 import { Figure, tableBundle } from "../plots";
 import { PretrainEpoch, PRETRAIN_PROFILES, PretrainResult, loadPretrainedBackbone } from "../ssl/pretrain";
 import { CsslResults, CSSL_INPUT_SIZE, notRunReason, TABLE7_ROWS } from "../studies/cssl";
 import { computeFeatures, Example } from "../studies/inputs";
-import { readPredictions, StudyOneResult } from "../studies/study1";
+import { StudyOneResult } from "../studies/study1";
 import { StudyProfile } from "../training/profiles";
 import { escapeHtml } from "../util/html";
-import { seedMeanBootstrap } from "./study1";
+import { rocFigureOf, seedMeanBootstrap } from "./study1";
 
 const pct = (x: number) => (Number.isFinite(x) ? (100 * x).toFixed(1) : "–");
 type Finished = Extract<PretrainResult, { interrupted: false }>;
@@ -102,18 +102,8 @@ export function table7(res: CsslResults) {
 
 /** ROC curves of the Table 7 rows (seed-averaged probabilities). */
 export function rocFigureSeven(res: CsslResults): Figure {
-  const data: Record<string, unknown>[] = [];
-  for (const row of TABLE7_ROWS) {
-    const runs = byRow(res.runs).get(row.key);
-    if (!runs) continue;
-    const preds = runs.map((r) => readPredictions(path.join(r.runDir, "predictions.csv")).filter((p) => p.set === "test"));
-    const labels = preds[0].map((p) => p.label);
-    const mean = preds[0].map((_, i) => preds.reduce((a, ps) => a + ps[i].probability, 0) / preds.length);
-    const pts = rocCurve(labels, mean);
-    data.push({ type: "scatter", mode: "lines", name: `${row.label} (AUC ${rocAuc(labels, mean).auc.toFixed(3)})`, x: pts.map((p) => p.fpr), y: pts.map((p) => p.tpr) });
-  }
-  data.push({ type: "scatter", mode: "lines", name: "chance", x: [0, 1], y: [0, 1], line: { dash: "dot", color: "#999" } });
-  return { data, layout: { title: { text: "ROC on the test set — Table 7 rows (probabilities averaged over seeds)" }, xaxis: { title: { text: "false positive rate" }, range: [0, 1] }, yaxis: { title: { text: "true positive rate (COVID)" }, range: [0, 1] }, height: 420 } };
+  const g = byRow(res.runs);
+  return rocFigureOf("Table 7 rows", TABLE7_ROWS.filter((r) => g.has(r.key)).map((r) => ({ name: r.label, runs: g.get(r.key)! })));
 }
 
 /** Top-2 principal components of row vectors (power iteration with deflation), and each row's coordinates. */

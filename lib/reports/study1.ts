@@ -118,28 +118,32 @@ export function medsegTable(results: readonly StudyOneResult[]) {
   });
 }
 
-/** ROC curves of one model, one curve per arm (seed-averaged probabilities). */
-export function rocFigure(results: readonly StudyOneResult[], model: string): Figure {
-  const data = [];
-  for (const [k, runs] of groups(results)) {
-    const [m, arm] = k.split("|");
-    if (m !== model) continue;
+/** One ROC curve per group of runs (the seeds of one cell; probabilities averaged over them), on the test set. */
+export function rocFigureOf(title: string, curves: readonly { name: string; runs: readonly StudyOneResult[] }[]): Figure {
+  const data: Record<string, unknown>[] = [];
+  for (const { name, runs } of curves) {
     const preds = runs.map((r) => predictions(r, "test"));
     const labels = preds[0].map((p) => p.label);
     const mean = preds[0].map((_, i) => preds.reduce((a, ps) => a + ps[i].probability, 0) / preds.length);
     const pts = rocCurve(labels, mean);
-    data.push({ type: "scatter", mode: "lines", name: `${arm} (AUC ${rocAuc(labels, mean).auc.toFixed(3)})`, x: pts.map((p) => p.fpr), y: pts.map((p) => p.tpr) });
+    data.push({ type: "scatter", mode: "lines", name: `${name} (AUC ${rocAuc(labels, mean).auc.toFixed(3)})`, x: pts.map((p) => p.fpr), y: pts.map((p) => p.tpr) });
   }
   data.push({ type: "scatter", mode: "lines", name: "chance", x: [0, 1], y: [0, 1], line: { dash: "dot", color: "#999" } });
   return {
     data,
     layout: {
-      title: { text: `ROC on the test set — ${modelLabel(model, results.filter((r) => r.config.model === model))} (probabilities averaged over seeds)` },
+      title: { text: `ROC on the test set — ${title} (probabilities averaged over seeds)` },
       xaxis: { title: { text: "false positive rate" }, range: [0, 1] },
       yaxis: { title: { text: "true positive rate (COVID)" }, range: [0, 1] },
       height: 420,
     },
   };
+}
+
+/** ROC curves of one model, one curve per arm (seed-averaged probabilities). */
+export function rocFigure(results: readonly StudyOneResult[], model: string): Figure {
+  const curves = [...groups(results)].filter(([k]) => k.split("|")[0] === model).map(([k, runs]) => ({ name: k.split("|")[1], runs }));
+  return rocFigureOf(modelLabel(model, results.filter((r) => r.config.model === model)), curves);
 }
 
 /** Validation AUC and training loss per epoch, every arm and seed of one model. */

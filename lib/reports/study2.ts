@@ -4,16 +4,16 @@
  */
 import * as path from "path";
 import sharp from "sharp";
-import { meanSd, rocAuc, rocCurve } from "../evaluation";
+import { meanSd } from "../evaluation";
 import { PAPER_ARM_NAMES } from "../paper";
 import { Figure, tableBundle } from "../plots";
 import { Example, loadGrayImages } from "../studies/inputs";
 import { LungMaskProvider, lesionMasks, lungMasks } from "../studies/masks";
-import { PredictionRow, readLesionPredictions, readPredictions, StudyOneResult, variantName } from "../studies/study1";
+import { PredictionRow, readLesionPredictions, StudyOneResult, variantName } from "../studies/study1";
 import { paperRowSix, rowKey, TABLE6_ROWS, TableSixRow } from "../studies/study2";
 import { MULTITASK_HEADS, PROFILES, StudyProfile } from "../training/profiles";
 import { escapeHtml } from "../util/html";
-import { seedMeanBootstrap } from "./study1";
+import { rocFigureOf, seedMeanBootstrap } from "./study1";
 
 const pct = (x: number) => (Number.isFinite(x) ? (100 * x).toFixed(1) : "–");
 const VARIANT_LABEL: Record<string, string> = { "": "image only", lung: "+ lung mask", lesion: "+ lesion mask", "lung-lesion": "+ lung and lesion masks" };
@@ -94,25 +94,8 @@ export function studyTwoProtocolTable(p: StudyProfile) {
 
 /** ROC curves of the Table 6 rows of one training set (seed-averaged probabilities). */
 export function rocFigureSix(results: readonly StudyOneResult[], arm: string): Figure {
-  const data: Record<string, unknown>[] = [];
-  for (const [k, runs] of byRow(results)) {
-    if (!k.startsWith(`${arm}|`)) continue;
-    const preds = runs.map((r) => readPredictions(path.join(r.runDir, "predictions.csv")).filter((p) => p.set === "test"));
-    const labels = preds[0].map((p) => p.label);
-    const mean = preds[0].map((_, i) => preds.reduce((a, ps) => a + ps[i].probability, 0) / preds.length);
-    const pts = rocCurve(labels, mean);
-    data.push({ type: "scatter", mode: "lines", name: `${VARIANT_LABEL[k.split("|")[1]]} (AUC ${rocAuc(labels, mean).auc.toFixed(3)})`, x: pts.map((p) => p.fpr), y: pts.map((p) => p.tpr) });
-  }
-  data.push({ type: "scatter", mode: "lines", name: "chance", x: [0, 1], y: [0, 1], line: { dash: "dot", color: "#999" } });
-  return {
-    data,
-    layout: {
-      title: { text: `ROC on the test set — ${PAPER_ARM_NAMES[arm] ?? arm} (probabilities averaged over seeds)` },
-      xaxis: { title: { text: "false positive rate" }, range: [0, 1] },
-      yaxis: { title: { text: "true positive rate (COVID)" }, range: [0, 1] },
-      height: 420,
-    },
-  };
+  const curves = [...byRow(results)].filter(([k]) => k.startsWith(`${arm}|`)).map(([k, runs]) => ({ name: VARIANT_LABEL[k.split("|")[1]], runs }));
+  return rocFigureOf(PAPER_ARM_NAMES[arm] ?? arm, curves);
 }
 
 /** Validation AUC (and lesion Dice where measured) per epoch of every Study II run of one arm. */

@@ -50,10 +50,19 @@ export function toModelInput(gray: tf.Tensor4D, p: Preprocessing): tf.Tensor4D {
   return tf.tidy(() => applyPreprocessing(tf.tile(tf.mul(gray, 255), [1, 1, 1, 3]) as tf.Tensor4D, p));
 }
 
-export class ImageSource implements ExampleSource {
+/** What every source of examples carries: count, labels and ids, in the examples' order. */
+export abstract class LabelledExamples {
   readonly size: number;
   readonly labels: number[];
   readonly ids: string[];
+  constructor(examples: readonly Pick<Example, "id" | "label">[]) {
+    this.size = examples.length;
+    this.labels = examples.map((e) => e.label);
+    this.ids = examples.map((e) => e.id);
+  }
+}
+
+export class ImageSource extends LabelledExamples implements ExampleSource {
   private constructor(
     private readonly images: Uint8Array[],
     private readonly side: number,
@@ -61,9 +70,7 @@ export class ImageSource implements ExampleSource {
     private readonly augment: AugmentConfig | null,
     examples: readonly Example[],
   ) {
-    this.size = examples.length;
-    this.labels = examples.map((e) => e.label);
-    this.ids = examples.map((e) => e.id);
+    super(examples);
   }
 
   static async create(examples: readonly Example[], side: number, pre: Preprocessing, augment: AugmentConfig | null): Promise<ImageSource> {
@@ -192,18 +199,13 @@ export function foldNormalisation(kernel: tf.Tensor2D, bias: tf.Tensor1D, norm: 
 }
 
 /** Cached features as an ExampleSource; training draws one of the views per example and epoch. */
-export class FeatureSource implements ExampleSource {
-  readonly size: number;
-  readonly labels: number[];
-  readonly ids: string[];
+export class FeatureSource extends LabelledExamples implements ExampleSource {
   constructor(
     private readonly features: Float32Array[][],
     examples: readonly Example[],
     private readonly norm?: FeatureNormalisation,
   ) {
-    this.size = examples.length;
-    this.labels = examples.map((e) => e.label);
-    this.ids = examples.map((e) => e.id);
+    super(examples);
   }
 
   inputs(indices: readonly number[], ctx: { train: boolean; seed: string }): tf.Tensor {

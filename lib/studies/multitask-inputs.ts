@@ -15,7 +15,7 @@ import { Tensors } from "../training/accumulate";
 import { BatchContext } from "../training/loop";
 import { MultiTaskSource } from "../training/multitask";
 import { AugmentConfig } from "../training/profiles";
-import { Example, loadGrayImages, toModelInput } from "./inputs";
+import { Example, LabelledExamples, loadGrayImages, toModelInput } from "./inputs";
 import { lesionTargetOf } from "./masks";
 
 function bytesBatch(arrays: readonly Uint8Array[], idx: readonly number[], per: number, scale: number): Float32Array {
@@ -35,10 +35,7 @@ export interface ExampleMasks {
   lesion: (Uint8Array | null)[] | null;
 }
 
-export class MaskedImageSource implements MultiTaskSource {
-  readonly size: number;
-  readonly labels: number[];
-  readonly ids: string[];
+export class MaskedImageSource extends LabelledExamples implements MultiTaskSource {
   readonly lesionSize: [number, number];
   private readonly targets: { mask: Uint8Array; hasMask: 0 | 1 }[] | null;
   private constructor(
@@ -49,9 +46,7 @@ export class MaskedImageSource implements MultiTaskSource {
     examples: readonly Example[],
     private readonly masks: ExampleMasks,
   ) {
-    this.size = examples.length;
-    this.labels = examples.map((e) => e.label);
-    this.ids = examples.map((e) => e.id);
+    super(examples);
     this.lesionSize = [side, side];
     this.targets = masks.lesion ? examples.map((e, i) => lesionTargetOf(e, masks.lesion![i], side)) : null;
   }
@@ -145,10 +140,7 @@ export function maskToGrid(mask: Uint8Array, size: number, h: number, w: number)
 }
 
 /** Cached frozen feature maps [h,w,C] (+ lung grids, lesion targets) as a multi-task source. */
-export class MapFeatureSource implements MultiTaskSource {
-  readonly size: number;
-  readonly labels: number[];
-  readonly ids: string[];
+export class MapFeatureSource extends LabelledExamples implements MultiTaskSource {
   readonly lesionSize: [number, number];
   private readonly targets: { mask: Uint8Array; hasMask: 0 | 1 }[] | null;
   /** `maps` are standardised in place with `norm`: pass arrays this source may own. */
@@ -161,9 +153,7 @@ export class MapFeatureSource implements MultiTaskSource {
     private readonly lesion: (Uint8Array | null)[] | null,
     lesionSide: number,
   ) {
-    this.size = examples.length;
-    this.labels = examples.map((e) => e.label);
-    this.ids = examples.map((e) => e.id);
+    super(examples);
     this.lesionSize = [lesionSide, lesionSide];
     this.targets = lesion ? examples.map((e, i) => lesionTargetOf(e, lesion[i], lesionSide)) : null;
     // Standardised once, in place (the maps are this source's own copies): batches are then plain copies.

@@ -36,26 +36,43 @@ export function randomCropBox(rng: () => number, a: AugmentConfig): [number, num
  * Deterministic for a given seed string.
  */
 export function augmentBatch(x: tf.Tensor4D, a: AugmentConfig, seed: string): tf.Tensor4D {
-  const [n, h, w] = x.shape;
+  const d = drawAugmentation(x.shape[0], a, seed);
+  return tf.tidy(() => jitter(crop(x, d), a, d));
+}
+
+/** The random draws of one batch, in a fixed order per image: crop box, brightness, contrast. */
+interface AugmentDraws {
+  boxes: number[][];
+  bright: number[];
+  contrast: number[];
+}
+
+function drawAugmentation(n: number, a: AugmentConfig, seed: string): AugmentDraws {
   const rng = seedrandom(seed);
-  const boxes: number[][] = [];
-  const bright: number[] = [];
-  const contrast: number[] = [];
+  const d: AugmentDraws = { boxes: [], bright: [], contrast: [] };
   for (let i = 0; i < n; i++) {
-    boxes.push(randomCropBox(rng, a));
-    bright.push(1 + a.brightness * (2 * rng() - 1));
-    contrast.push(1 + a.contrast * (2 * rng() - 1));
+    d.boxes.push(randomCropBox(rng, a));
+    d.bright.push(1 + a.brightness * (2 * rng() - 1));
+    d.contrast.push(1 + a.contrast * (2 * rng() - 1));
   }
-  return tf.tidy(() => {
-    const idx = tf.tensor1d(Array.from({ length: n }, (_, i) => i), "int32");
-    let y = tf.image.cropAndResize(x, tf.tensor2d(boxes), idx, [h, w], "bilinear");
-    if (a.brightness > 0) y = tf.mul(y, tf.tensor4d(bright, [n, 1, 1, 1]));
-    if (a.contrast > 0) {
-      const mean = tf.mean(y, [1, 2, 3], true);
-      y = tf.add(tf.mul(tf.sub(y, mean), tf.tensor4d(contrast, [n, 1, 1, 1])), mean);
-    }
-    return tf.clipByValue(y, 0, 1) as tf.Tensor4D;
-  });
+  return d;
+}
+
+/** Random resized crop (and flip) of a batch with the drawn boxes, bilinear, same size. */
+function crop(x: tf.Tensor4D, d: AugmentDraws): tf.Tensor4D {
+  const [n, h, w] = x.shape;
+  return tf.image.cropAndResize(x, tf.tensor2d(d.boxes), tf.tensor1d(Array.from({ length: n }, (_, i) => i), "int32"), [h, w], "bilinear");
+}
+
+/** Brightness and contrast jitter of an image batch in [0, 1], clipped back to [0, 1]. */
+function jitter(y: tf.Tensor4D, a: AugmentConfig, d: AugmentDraws): tf.Tensor4D {
+  const n = y.shape[0];
+  if (a.brightness > 0) y = tf.mul(y, tf.tensor4d(d.bright, [n, 1, 1, 1]));
+  if (a.contrast > 0) {
+    const mean = tf.mean(y, [1, 2, 3], true);
+    y = tf.add(tf.mul(tf.sub(y, mean), tf.tensor4d(d.contrast, [n, 1, 1, 1])), mean);
+  }
+  return tf.clipByValue(y, 0, 1) as tf.Tensor4D;
 }
 
 /**
@@ -69,25 +86,6 @@ export function augmentPair(images: tf.Tensor4D, masks: tf.Tensor4D, a: AugmentC
   if (masks.shape[0] !== n || masks.shape[1] !== h || masks.shape[2] !== w) {
     throw new Error(`augmentPair: masks ${JSON.stringify(masks.shape)} do not match images ${JSON.stringify(images.shape)}`);
   }
-  const rng = seedrandom(seed);
-  const boxes: number[][] = [];
-  const bright: number[] = [];
-  const contrast: number[] = [];
-  for (let i = 0; i < n; i++) {
-    boxes.push(randomCropBox(rng, a));
-    bright.push(1 + a.brightness * (2 * rng() - 1));
-    contrast.push(1 + a.contrast * (2 * rng() - 1));
-  }
-  return tf.tidy(() => {
-    const idx = tf.tensor1d(Array.from({ length: n }, (_, i) => i), "int32");
-    const b = tf.tensor2d(boxes);
-    let y = tf.image.cropAndResize(images, b, idx, [h, w], "bilinear");
-    if (a.brightness > 0) y = tf.mul(y, tf.tensor4d(bright, [n, 1, 1, 1]));
-    if (a.contrast > 0) {
-      const mean = tf.mean(y, [1, 2, 3], true);
-      y = tf.add(tf.mul(tf.sub(y, mean), tf.tensor4d(contrast, [n, 1, 1, 1])), mean);
-    }
-    const m = tf.cast(tf.greaterEqual(tf.image.cropAndResize(masks, b, idx, [h, w], "bilinear"), 0.5), "float32");
-    return [tf.clipByValue(y, 0, 1) as tf.Tensor4D, m as tf.Tensor4D];
-  });
+  const d = drawAugmentation(n, a, seed);
+  return tf.tidy(() => [jitter(crop(images, d), a, d), tf.cast(tf.greaterEqual(crop(masks, d), 0.5), "float32") as tf.Tensor4D]);
 }
