@@ -9,6 +9,7 @@ import { buildModel } from "../lib/models";
 import { readWeights } from "../lib/models/weights";
 import { protocolExamples } from "../lib/protocols";
 import { MOCO_V2_AUGMENT } from "../lib/ssl/augment";
+import { loadLayersModel } from "../lib/ssl/moco";
 import { loadPretrainedBackbone, PretrainConfig, PretrainEpoch, PretrainProfile, PRETRAIN_PROFILES, runPretraining } from "../lib/ssl/pretrain";
 import { studyOneProtocol } from "../lib/studies/study1";
 import { cleanupTempDirs, requireRealData, tempDir } from "./data-fixtures";
@@ -101,6 +102,15 @@ describe("CSSL: MoCo pretraining run", function () {
     assert.equal(m.checksums["protocol/paper"], p.hash);
     assert.ok(m.git && "revision" in m.git);
     assert.equal(m.kind, "cssl-pretrain");
+    // encoder/ is a standard tfjs layers model: the backbone (pooled features), layer names of buildModel.
+    const enc = await loadLayersModel(path.join(uninterrupted, "encoder"));
+    const ref = buildModel("tiny-densenet", { inputSize: 32, includeHead: false }).model;
+    assert.deepEqual(enc.layers.map((l) => l.name), ref.layers.map((l) => l.name));
+    const x = tf.zeros([1, 32, 32, 3]);
+    assert.deepEqual((enc.predict(x) as tf.Tensor).shape, (ref.predict(x) as tf.Tensor).shape);
+    tf.dispose(x);
+    enc.dispose();
+    ref.dispose();
   });
 
   it("checkpoint init loads every backbone weight (3 channels, and 4 with zero mask filters); refuses another model", async () => {
