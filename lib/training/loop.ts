@@ -33,6 +33,8 @@ export interface ExampleSource {
    * ctx.seed is derived from (run seed, epoch, step) so augmentation is reproducible.
    */
   inputs(indices: readonly number[], ctx: { train: boolean; seed: string }): Tensors;
+  /** Release tensors the source holds (sources that keep their data on the backend). */
+  dispose?(): void;
 }
 
 export interface TrainOptions {
