@@ -27,6 +27,8 @@
  *     component's hull is much larger than it (`maxHullRatio`: the two lungs joined in front of the
  *     heart, whose hull would take the whole mediastinum) a morphological closing with a disk of
  *     `closingRadius` is used for it instead.
+ *  5b. Each lung column is extended towards the back (`posteriorReach`, upright slices): dependent
+ *     consolidation, the commonest dense COVID-19 lesion, lies there and thresholding loses it.
  *  6. The union is dilated by `dilate` (subpleural lesions), restricted to the body hull, and
  *     upsampled (nearest) to the source size.
  *
@@ -64,6 +66,20 @@ export interface LungExtractorOptions {
   dilate?: number;
   /** Disk radius of the closing, as a fraction of the working copy's longest side (default 0.04). */
   closingRadius?: number;
+  /**
+   * How far each lung is extended downwards (towards the back), fraction of the longest side
+   * (default 0.15; 0 disables). Needs the slice in the common orientation (spine at the bottom,
+   * lib/data/orientation.ts), which every caller passes. Why: COVID-19 consolidates the dependent
+   * (posterior) lung first, and a consolidated posterior lobe is as bright as the chest wall, so
+   * thresholding loses it and neither hull nor dilation brings it back (the worst MedSeg slices lost
+   * the whole posterior third of both lungs). Each column of the mask is extended below its lowest
+   * lung pixel, inside the body hull eroded by `wallThickness`. Measured on the 98 MedSeg slices
+   * (check only, never training data): pooled lesion coverage 0.842 → 0.912 (0.1), 0.926 (0.15),
+   * 0.935 (0.2); mean lung share of the image 0.638 → 0.712, 0.733, 0.750.
+   */
+  posteriorReach?: number;
+  /** Chest-wall thickness kept free by posteriorReach, fraction of the longest side (default 0.04). */
+  wallThickness?: number;
 }
 
 export const LUNG_DEFAULTS: Required<LungExtractorOptions> = {
@@ -77,6 +93,8 @@ export const LUNG_DEFAULTS: Required<LungExtractorOptions> = {
   maxHullRatio: 1.8,
   closingRadius: 0.04,
   dilate: 0.01,
+  posteriorReach: 0.15,
+  wallThickness: 0.04,
 };
 
 export interface LungMask {
@@ -285,6 +303,25 @@ export function extractLungs(gray: ArrayLike<number>, height: number, width: num
     if (fill === "closing") comp = fillHoles(closeMask(comp, h, w, radius), h, w);
     fills.push(fill);
     for (let i = 0; i < comp.length; i++) if (comp[i] && body[i]) lungs[i] = 1;
+  }
+
+  // 5b. Dependent consolidation: extend each lung column downwards (towards the back) through
+  //     tissue-bright pixels, up to the chest wall (the body hull eroded by wallThickness).
+  if (o.posteriorReach > 0) {
+    const wall = Math.max(1, Math.round(o.wallThickness * Math.max(h, w)));
+    const cavity = morph(body, h, w, wall, "erode");
+    const reach = Math.round(o.posteriorReach * Math.max(h, w));
+    const add: number[] = [];
+    for (let x = 0; x < w; x++) {
+      let yLow = -1;
+      for (let y = h - 1; y >= 0; y--) if (lungs[y * w + x]) { yLow = y; break; }
+      if (yLow < 0) continue;
+      for (let y = yLow + 1; y <= Math.min(h - 1, yLow + reach); y++) {
+        if (!cavity[y * w + x]) break;
+        add.push(y * w + x);
+      }
+    }
+    for (const i of add) lungs[i] = 1;
   }
 
   if (o.dilate > 0) {
