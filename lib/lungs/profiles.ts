@@ -1,0 +1,79 @@
+/**
+ * Run profiles of the lung segmenter (Study II): one typed config per profile name, every knob
+ * documented here. The CLI and ensureLungSegmenter only pick a name.
+ */
+import { ProfileName } from "../training/profiles";
+import { AugmentConfig } from "../training/profiles";
+import { CosineSchedule } from "../training/schedule";
+
+export interface LungProfile {
+  name: ProfileName;
+  /** U-Net input side S: the whole slice (upright) is resized to S×S gray. Multiple of 8. */
+  inputSize: number;
+  /** First-level filters of the residual U-Net (Zhang et al.: 64). */
+  width: number;
+  epochs: number;
+  batchSize: number;
+  /** Examples per forward/backward pass (gradients accumulated up to batchSize). */
+  microBatch: number;
+  /** Adam with the cosine schedule of the engine. */
+  schedule: CosineSchedule;
+  /** Applied to image and pseudo mask together (augmentPair). */
+  augment: AugmentConfig;
+  /** Cap on images per set (train, val, test, MedSeg) for smoke tests; undefined = all. */
+  limit?: number;
+}
+
+/**
+ * Mild augmentation for lung masks: crops of at least 70 % of the area keep both lungs mostly in
+ * view (the model must learn the whole-slice framing it sees at inference), flips and grey jitter
+ * as the paper's classifiers.
+ */
+export const LUNG_AUGMENT: AugmentConfig = { minScale: 0.7, hflip: true, brightness: 0.2, contrast: 0.2 };
+
+export const LUNG_PROFILES: Record<ProfileName, LungProfile> = {
+  // Zhang et al.'s ResUnet at their patch size 224² and width 64. They trained with SGD on MSE; we
+  // use the engine's Adam + cosine with the Dice+BCE loss (the usual choice for binary masks).
+  // 50 epochs at batch 16 (~900 images): for a GPU.
+  paper: {
+    name: "paper",
+    inputSize: 224,
+    width: 64,
+    epochs: 50,
+    batchSize: 16,
+    microBatch: 16,
+    schedule: { lr: 1e-3, periodEpochs: 50 },
+    augment: LUNG_AUGMENT,
+  },
+  // 2 shared CPU cores on wasm: 96² and width 8 (lungs are large, smooth shapes; 96² keeps their
+  // outline within ~1 % of the slice), one cosine period over the run. Sized so that training plus
+  // writing the masks of every protocol and MedSeg image fits in about four minutes.
+  quick: {
+    name: "quick",
+    inputSize: 96,
+    width: 8,
+    epochs: 6,
+    batchSize: 16,
+    microBatch: 16,
+    schedule: { lr: 3e-3, periodEpochs: 6 },
+    augment: LUNG_AUGMENT,
+  },
+  // Tiny: every code path in seconds (tests).
+  smoke: {
+    name: "smoke",
+    inputSize: 32,
+    width: 4,
+    epochs: 2,
+    batchSize: 4,
+    microBatch: 4,
+    schedule: { lr: 3e-3, periodEpochs: 2 },
+    augment: LUNG_AUGMENT,
+    limit: 12,
+  },
+};
+
+export function getLungProfile(name: string): LungProfile {
+  const p = (LUNG_PROFILES as Record<string, LungProfile>)[name];
+  if (!p) throw new Error(`Unknown lung profile '${name}'. Use one of: ${Object.keys(LUNG_PROFILES).join(", ")}.`);
+  return structuredClone(p);
+}
