@@ -82,7 +82,7 @@ export function toFileOrientation(mask: Uint8Array, s: Pick<UprightSlice, "heigh
 export function maskToPng(mask: Uint8Array, height: number, width: number): Promise<Buffer> {
   const bytes = Buffer.alloc(mask.length);
   for (let i = 0; i < mask.length; i++) bytes[i] = mask[i] ? 255 : 0;
-  return sharp(bytes, { raw: { width, height, channels: 1 } }).png({ compressionLevel: 6 }).toBuffer();
+  return sharp(bytes, { raw: { width, height, channels: 1 } }).toColourspace("b-w").png({ compressionLevel: 6 }).toBuffer();
 }
 
 /** Gray PNG → 0/1 mask (≥ 128) with its size, or null when it is not a readable PNG. */
