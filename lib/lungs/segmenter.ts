@@ -255,7 +255,7 @@ export async function trainLungSegmenter(cfg: LungSegmenterConfig): Promise<Lung
     const train = await segmentationSource(sets.train, S, cache);
     const val = await segmentationSource(sets.val, S, cache);
     const t1 = Date.now();
-    const model = buildResUNet({ inputSize: S, width: profile.width, seed });
+    const model = buildResUNet({ inputSize: S, width: profile.width, seed, bnMomentum: profile.bnMomentum });
     const opt = tf.train.adam(profile.schedule.lr);
     log(`training the residual U-Net (${S}², width ${profile.width}, ${profile.epochs} epochs) → ${run.dir}`);
     const r = await trainModel(model, opt, segmentationTask({ augment: profile.augment }), train, val, {
