@@ -260,6 +260,47 @@ function empty(height: number, width: number, fallback: LungMask["fallback"], th
   return { mask: new Uint8Array(height * width), height, width, components: 0, fills: [], bodyFraction, lungFraction: 0, threshold, fallback };
 }
 
+/** Step 2 on the working copy: convex hull of the large bright components, or null when there are none. */
+function bodyStep(data: Float32Array, h: number, w: number, lo: number, o: Required<LungExtractorOptions>): Uint8Array | null {
+  const tBody = lo + o.bodyLevel * (otsuThreshold(data) - lo);
+  const bright = new Uint8Array(h * w);
+  for (let i = 0; i < bright.length; i++) bright[i] = data[i] > tBody ? 1 : 0;
+  const bc = connectedComponents(bright, h, w);
+  const largest = Math.max(0, ...bc.areas.slice(1));
+  if (largest === 0) return null;
+  const keepBody = new Int32Array(h * w);
+  for (let i = 0; i < keepBody.length; i++) keepBody[i] = bc.labels[i] && bc.areas[bc.labels[i]] >= o.keepFraction * largest ? 1 : 0;
+  return hullMask(keepBody, 1, h, w);
+}
+
+/** Nearest upsampling of a working-copy mask to the source size. */
+function upsample(small: Uint8Array, h: number, w: number, height: number, width: number): Uint8Array {
+  const mask = new Uint8Array(height * width);
+  const sy = h / height, sx = w / width;
+  for (let y = 0; y < height; y++) {
+    const row = Math.min(h - 1, Math.floor((y + 0.5) * sy)) * w;
+    for (let x = 0; x < width; x++) mask[y * width + x] = small[row + Math.min(w - 1, Math.floor((x + 0.5) * sx))];
+  }
+  return mask;
+}
+
+/**
+ * The body hull of step 2 at the source size (1 = inside the body), or null on degenerate input.
+ * The U-Net's masks are cut to it: outside air is never lung, and the U-Net, which sees uncropped
+ * slices with wide black margins rarely in training, can take black margin for lung.
+ */
+export function bodyHull(gray: ArrayLike<number>, height: number, width: number, options: LungExtractorOptions = {}): Uint8Array | null {
+  const o = { ...LUNG_DEFAULTS, ...options };
+  if (gray.length !== height * width) throw new Error(`bodyHull: ${gray.length} pixels for ${height}×${width}; pass one 8-bit grey channel`);
+  if (height < 16 || width < 16) return null;
+  const { data, h, w } = workCopy(gray, height, width, o.workSide);
+  let lo = 255, hi = 0;
+  for (let i = 0; i < data.length; i++) { lo = Math.min(lo, data[i]); hi = Math.max(hi, data[i]); }
+  if (hi - lo < 16) return null;
+  const body = bodyStep(data, h, w, lo, o);
+  return body ? upsample(body, h, w, height, width) : null;
+}
+
 /**
  * Pseudo lung mask of an 8-bit grayscale CT slice (values 0–255, row-major). See the file comment
  * for the steps; options default to LUNG_DEFAULTS.
@@ -274,15 +315,8 @@ export function extractLungs(gray: ArrayLike<number>, height: number, width: num
   if (hi - lo < 16) return empty(height, width, "flat-image");
 
   // 2. Body: convex hull of the large bright components.
-  const tBody = lo + o.bodyLevel * (otsuThreshold(data) - lo);
-  const bright = new Uint8Array(h * w);
-  for (let i = 0; i < bright.length; i++) bright[i] = data[i] > tBody ? 1 : 0;
-  const bc = connectedComponents(bright, h, w);
-  const largest = Math.max(0, ...bc.areas.slice(1));
-  if (largest === 0) return empty(height, width, "no-body");
-  const keepBody = new Int32Array(h * w);
-  for (let i = 0; i < keepBody.length; i++) keepBody[i] = bc.labels[i] && bc.areas[bc.labels[i]] >= o.keepFraction * largest ? 1 : 0;
-  const body = hullMask(keepBody, 1, h, w);
+  const body = bodyStep(data, h, w, lo, o);
+  if (!body) return empty(height, width, "no-body");
   let bodyArea = 0;
   for (let i = 0; i < body.length; i++) bodyArea += body[i];
   const bodyFraction = bodyArea / (h * w);

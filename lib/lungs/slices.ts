@@ -11,7 +11,7 @@ import { cacheKey, contentHash, DiskCache } from "../data/cache";
 import { decodeRaw } from "../data/decode";
 import { Orientation, orientPixels } from "../data/orientation";
 import { SourceName, sourceOrientation } from "../data/sources";
-import { extractLungs, LUNG_DEFAULTS, LungExtractorOptions } from "./classical";
+import { bodyHull, extractLungs, LUNG_DEFAULTS, LungExtractorOptions } from "./classical";
 
 /** Bump when the classical masks change for the same options (old cache entries are then ignored). */
 export const CLASSICAL_CACHE_VERSION = 1;
@@ -64,13 +64,25 @@ export async function resizeMask(mask: Uint8Array, height: number, width: number
   return r;
 }
 
-/** Probabilities side × side → 0/1 mask at the upright height × width (bilinear, ≥ 0.5). */
-export async function probabilitiesToMask(prob: ArrayLike<number>, side: number, height: number, width: number): Promise<Uint8Array> {
+/** Probabilities side × side → 0/1 mask at the upright height × width (bilinear, then ≥ threshold). */
+export async function probabilitiesToMask(prob: ArrayLike<number>, side: number, height: number, width: number, threshold = 0.5): Promise<Uint8Array> {
   const bytes = new Uint8Array(side * side);
   for (let i = 0; i < bytes.length; i++) bytes[i] = Math.max(0, Math.min(255, Math.round(prob[i] * 255)));
   const r = await resizeGray(bytes, side, side, width, height);
-  for (let i = 0; i < r.length; i++) r[i] = r[i] >= 128 ? 1 : 0;
+  const t = Math.round(threshold * 255);
+  for (let i = 0; i < r.length; i++) r[i] = r[i] >= t ? 1 : 0;
   return r;
+}
+
+/**
+ * The U-Net's mask of an upright slice at its full size: probabilities resized and thresholded,
+ * then (cutToBody, default true) cut to the classical body hull, since outside air is never lung.
+ */
+export async function unetMask(prob: ArrayLike<number>, side: number, s: UprightSlice, cutToBody = true, threshold = 0.5): Promise<Uint8Array> {
+  const m = await probabilitiesToMask(prob, side, s.height, s.width, threshold);
+  const body = cutToBody ? bodyHull(s.gray, s.height, s.width) : null;
+  if (body) for (let i = 0; i < m.length; i++) m[i] &= body[i];
+  return m;
 }
 
 /** An upright mask turned back to the file's own orientation. */
