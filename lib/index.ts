@@ -22,3 +22,4 @@ export * from "./data/sources";
 export * from "./data/orientation";
 export * as cluster from "./cluster";
 export * as lungs from "./lungs";
+export * as segmentation from "./training/segmentation";
