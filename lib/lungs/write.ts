@@ -7,7 +7,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import { listCovidCt, listCovidSeg, listLuna, listMedsegSlices, resolveSourceRoot, SourceImage, SourceName } from "../data/sources";
-import { checkOutputDir, checkRunDirPath, RunDirError } from "../runs/dir";
+import { checkOutputDir, checkRunDirPath } from "../runs/dir";
 import { ProfileName } from "../training/profiles";
 import { writeFileAtomic } from "../util/fs";
 import { defaultLungRunDir, ensureLungSegmenter, LungMetrics } from "./segmenter";
@@ -85,4 +85,3 @@ export async function writeLungMasks(o: WriteLungMasksOptions): Promise<WriteLun
   return { count: images.length, out, segmenterRun: runDir, trained: !finished, metrics: fs.existsSync(mf) ? JSON.parse(fs.readFileSync(mf, "utf8")) : null, seconds: (Date.now() - t0) / 1000 };
 }
 
-export { RunDirError };
