@@ -454,6 +454,30 @@ program
   });
 
 program
+  .command("lungs")
+  .description("Study II: write the U-Net's binary lung mask (PNG 0/255, the image's size) of every image of a source; trains the segmenter first if needed")
+  .requiredOption("--source <name>", "covid-ct | covid19-ct-seg | luna16 | medseg", oneOf("--source", ["covid-ct", "covid19-ct-seg", "luna16", "medseg"]))
+  .requiredOption("--out <dir>", "folder for the masks, laid out as the source's data root (new, empty, or written by this command)")
+  .option("--profile <name>", "segmenter profile: paper | quick | smoke", oneOf("--profile", PROFILES), "quick")
+  .option("--seed <n>", "segmenter seed (integer ≥ 0)", intArg("--seed", 0), 1)
+  .option("--limit <n>", "only the first n images of the source (integer ≥ 1)", intArg("--limit", 1))
+  .option("--segmenter <dir>", "segmenter run directory (default runs/lungs/paper/<profile>/resunet-seed<n>)")
+  .option("--json", "print the summary as JSON")
+  .action(async (o: { source: string; out: string; profile: string; seed: number; limit?: number; segmenter?: string; json?: boolean }) => {
+    const { writeLungMasks } = await import("./lungs/write");
+    const log = (m: string) => process.stderr.write(`${m}\n`);
+    const r = await writeLungMasks({ source: o.source as never, out: o.out, profile: o.profile as never, seed: o.seed, limit: o.limit, segmenterRun: o.segmenter, log });
+    const m = r.metrics;
+    print(!!o.json, r, () => [
+      `${r.count} lung masks of ${o.source} → ${r.out} (${r.seconds.toFixed(0)} s)`,
+      `segmenter: ${r.segmenterRun}${r.trained ? " (trained now)" : ""}`,
+      m ? `  held-out Dice vs pseudo masks ${fmt(m.heldOut.pooled.dice, 4)} (pooled), ${fmt(m.heldOut.perImage.dice, 4)} (per image)` : "",
+      m ? `  MedSeg lesion coverage (pooled): classical ${fmt(m.medsegCoverage.classical.pooled.coverage, 4)}, U-Net ${fmt(m.medsegCoverage.unet.pooled.coverage, 4)}; lung share U-Net ${fmt(m.lungShare.medseg.unet, 3)}` : "",
+      m ? `  COVID-Seg pseudo-lesion coverage (pooled): classical ${fmt(m.covidSegCoverage.classical.pooled.coverage, 4)}, U-Net ${fmt(m.covidSegCoverage.unet.pooled.coverage, 4)}` : "",
+    ].filter(Boolean).join("\n"));
+  });
+
+program
   .command("evaluate")
   .description("recompute a finished run's metrics from its predictions.csv")
   .requiredOption("--run <dir>", "run directory written by `train`")

@@ -28,3 +28,4 @@ export * as masks from "./studies/masks";
 export { studyLungMasks } from "./studies/lung-provider";
 export * as cssl from "./studies/cssl";
 export * as csslReport from "./reports/cssl";
+export * as segmentation from "./training/segmentation";

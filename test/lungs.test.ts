@@ -38,25 +38,30 @@ function rotate90(a: Uint8Array, n: number): Uint8Array {
   return out;
 }
 
+/** The orientation-free steps only (posteriorReach extends lungs towards the bottom of the image). */
+const NO_REACH = { posteriorReach: 0 };
+
 describe("lungs: classical extractor", () => {
   it("phantom: covers both lungs (Dice > 0.9) and the dense lesion biting into one (coverage > 0.9)", () => {
     const p = chestPhantom();
-    const m = extractLungs(p.gray, 160, 160);
+    // The phantom's lungs end well above its back (no dependent consolidation): posteriorReach,
+    // the one orientation-dependent step, is tested on MedSeg below, not on the phantom.
+    const m = extractLungs(p.gray, 160, 160, NO_REACH);
     assert.equal(m.fallback, null);
     assert.equal(m.components, 2);
     const lung = segmentationMetrics(m.mask, p.lungs);
     const les = segmentationMetrics(m.mask, p.lesion);
     // Without lesion filling the lesion is left out: the test can fail.
-    const raw = segmentationMetrics(extractLungs(p.gray, 160, 160, { fill: "none", dilate: 0 }).mask, p.lesion);
+    const raw = segmentationMetrics(extractLungs(p.gray, 160, 160, { ...NO_REACH, fill: "none", dilate: 0 }).mask, p.lesion);
     assert.ok(lung.dice > 0.9, `lung Dice ${lung.dice}`);
     assert.ok(les.coverage > 0.9, `lesion coverage ${les.coverage}`);
     assert.ok(raw.coverage < 0.5, `lesion coverage without fill ${raw.coverage}`);
   });
 
-  it("does not depend on orientation: a 90° rotated phantom gives the rotated mask", () => {
+  it("does not depend on orientation (apart from posteriorReach): a 90° rotated phantom gives the rotated mask", () => {
     const p = chestPhantom(160, 2);
-    const a = extractLungs(p.gray, 160, 160);
-    const b = extractLungs(rotate90(p.gray, 160), 160, 160);
+    const a = extractLungs(p.gray, 160, 160, NO_REACH);
+    const b = extractLungs(rotate90(p.gray, 160), 160, 160, NO_REACH);
     assert.ok(segmentationMetrics(b.mask, rotate90(a.mask, 160)).dice > 0.97);
   });
 
@@ -65,7 +70,7 @@ describe("lungs: classical extractor", () => {
     // Keep rows 40..119 and columns 20..139: the body touches every side; the lungs touch top and bottom.
     const h = 80, w = 120;
     const crop = (a: Uint8Array) => { const o = new Uint8Array(h * w); for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) o[y * w + x] = a[(y + 40) * 160 + x + 20]; return o; };
-    const m = extractLungs(crop(p.gray), h, w);
+    const m = extractLungs(crop(p.gray), h, w, NO_REACH);
     assert.ok(segmentationMetrics(m.mask, crop(p.lungs)).dice > 0.9);
   });
 
@@ -101,7 +106,8 @@ describe("lungs: classical extractor", () => {
     const s = summariseSegmentation(overlaps);
     console.log(`      MedSeg: ${s.n} slices, pooled lesion coverage ${s.pooled.coverage.toFixed(4)}, per-image mean ${s.perImage.coverage.mean.toFixed(4)}`);
     assert.equal(s.n, 98);
-    // Measured 0.8416 (per-image mean 0.8645) with LUNG_DEFAULTS; 0.80 leaves a margin for decoder differences.
+    // Measured 0.8570 here, on the files as stored (turned: posteriorReach extends sideways); 0.9259 on
+    // the upright slices (sourceOrientation), as every caller passes them. 0.80 leaves a margin.
     assert.ok(s.pooled.coverage >= 0.8, `pooled coverage ${s.pooled.coverage}`);
   });
 

@@ -27,6 +27,8 @@
  *     component's hull is much larger than it (`maxHullRatio`: the two lungs joined in front of the
  *     heart, whose hull would take the whole mediastinum) a morphological closing with a disk of
  *     `closingRadius` is used for it instead.
+ *  5b. Each lung column is extended towards the back (`posteriorReach`, upright slices): dependent
+ *     consolidation, the commonest dense COVID-19 lesion, lies there and thresholding loses it.
  *  6. The union is dilated by `dilate` (subpleural lesions), restricted to the body hull, and
  *     upsampled (nearest) to the source size.
  *
@@ -64,6 +66,20 @@ export interface LungExtractorOptions {
   dilate?: number;
   /** Disk radius of the closing, as a fraction of the working copy's longest side (default 0.04). */
   closingRadius?: number;
+  /**
+   * How far each lung is extended downwards (towards the back), fraction of the longest side
+   * (default 0.15; 0 disables). Needs the slice in the common orientation (spine at the bottom,
+   * lib/data/orientation.ts), which every caller passes. Why: COVID-19 consolidates the dependent
+   * (posterior) lung first, and a consolidated posterior lobe is as bright as the chest wall, so
+   * thresholding loses it and neither hull nor dilation brings it back (the worst MedSeg slices lost
+   * the whole posterior third of both lungs). Each column of the mask is extended below its lowest
+   * lung pixel, inside the body hull eroded by `wallThickness`. Measured on the 98 MedSeg slices
+   * (check only, never training data): pooled lesion coverage 0.842 → 0.912 (0.1), 0.926 (0.15),
+   * 0.935 (0.2); mean lung share of the image 0.638 → 0.712, 0.733, 0.750.
+   */
+  posteriorReach?: number;
+  /** Chest-wall thickness kept free by posteriorReach, fraction of the longest side (default 0.04). */
+  wallThickness?: number;
 }
 
 export const LUNG_DEFAULTS: Required<LungExtractorOptions> = {
@@ -77,6 +93,8 @@ export const LUNG_DEFAULTS: Required<LungExtractorOptions> = {
   maxHullRatio: 1.8,
   closingRadius: 0.04,
   dilate: 0.01,
+  posteriorReach: 0.15,
+  wallThickness: 0.04,
 };
 
 export interface LungMask {
@@ -175,28 +193,61 @@ export function fillHoles(mask: Uint8Array, h: number, w: number): Uint8Array {
   return out;
 }
 
+/** 1-D squared distance transform of f (Felzenszwalb & Huttenlocher 2012), n values from f[off + k·stride]. */
+function dt1(f: Float64Array, off: number, stride: number, n: number, d: Float64Array, v: Int32Array, z: Float64Array): void {
+  let k = 0;
+  v[0] = 0;
+  z[0] = -Infinity;
+  z[1] = Infinity;
+  const fq = (q: number) => f[off + q * stride];
+  for (let q = 1; q < n; q++) {
+    let sIntersect = (fq(q) + q * q - (fq(v[k]) + v[k] * v[k])) / (2 * q - 2 * v[k]);
+    while (sIntersect <= z[k]) {
+      k--;
+      sIntersect = (fq(q) + q * q - (fq(v[k]) + v[k] * v[k])) / (2 * q - 2 * v[k]);
+    }
+    k++;
+    v[k] = q;
+    z[k] = sIntersect;
+    z[k + 1] = Infinity;
+  }
+  k = 0;
+  for (let q = 0; q < n; q++) {
+    while (z[k + 1] < q) k++;
+    d[q] = (q - v[k]) * (q - v[k]) + fq(v[k]);
+  }
+}
+
+/** Exact squared Euclidean distance of every pixel to the nearest pixel where feature[i] === value (in the frame). */
+function squaredDistance(feature: Uint8Array, h: number, w: number, value: number): Float64Array {
+  const BIG = 1e12; // "no feature": finite, so the parabola intersections stay defined
+  const f = new Float64Array(h * w);
+  for (let i = 0; i < f.length; i++) f[i] = feature[i] === value ? 0 : BIG;
+  const n = Math.max(h, w);
+  const d = new Float64Array(n), v = new Int32Array(n), z = new Float64Array(n + 1);
+  for (let x = 0; x < w; x++) {
+    dt1(f, x, w, h, d, v, z);
+    for (let y = 0; y < h; y++) f[y * w + x] = d[y];
+  }
+  for (let y = 0; y < h; y++) {
+    dt1(f, y * w, 1, w, d, v, z);
+    for (let x = 0; x < w; x++) f[y * w + x] = d[x];
+  }
+  return f;
+}
+
 /**
- * Binary dilation (grow) or erosion with a disk of radius r, through a Euclidean distance test per
- * offset (r ≤ ~15 at the working size: a few million operations).
+ * Binary dilation (grow) or erosion with a disk of radius r (lattice offsets dx² + dy² ≤ r²),
+ * through an exact Euclidean distance transform: linear in the image size whatever r (a per-offset
+ * test cost ~r² per pixel and made the extractor ~0.4 s a slice). Outside the frame counts as
+ * background for dilation and as inside for erosion, so lungs cut by the frame do not shrink away
+ * from it.
  */
 export function morph(mask: Uint8Array, h: number, w: number, r: number, op: "dilate" | "erode"): Uint8Array {
-  const offs: [number, number][] = [];
-  for (let dy = -r; dy <= r; dy++) for (let dx = -r; dx <= r; dx++) if (dx * dx + dy * dy <= r * r) offs.push([dx, dy]);
+  const d = squaredDistance(mask, h, w, op === "dilate" ? 1 : 0);
   const out = new Uint8Array(h * w);
-  const want = op === "dilate" ? 1 : 0;
-  for (let y = 0; y < h; y++) {
-    for (let x = 0; x < w; x++) {
-      let hit = false;
-      for (const [dx, dy] of offs) {
-        const xx = x + dx, yy = y + dy;
-        // Outside the frame: background for dilation; for erosion treated as inside, so lungs cut
-        // by the frame do not shrink away from it.
-        const v = xx < 0 || yy < 0 || xx >= w || yy >= h ? (op === "dilate" ? 0 : 1) : mask[yy * w + xx];
-        if (v === want) { hit = true; break; }
-      }
-      out[y * w + x] = op === "dilate" ? (hit ? 1 : 0) : hit ? 0 : 1;
-    }
-  }
+  const r2 = r * r;
+  for (let i = 0; i < out.length; i++) out[i] = op === "dilate" ? (d[i] <= r2 ? 1 : 0) : d[i] <= r2 ? 0 : 1;
   return out;
 }
 
@@ -207,6 +258,47 @@ export function closeMask(mask: Uint8Array, h: number, w: number, r: number): Ui
 
 function empty(height: number, width: number, fallback: LungMask["fallback"], threshold = NaN, bodyFraction = 0): LungMask {
   return { mask: new Uint8Array(height * width), height, width, components: 0, fills: [], bodyFraction, lungFraction: 0, threshold, fallback };
+}
+
+/** Step 2 on the working copy: convex hull of the large bright components, or null when there are none. */
+function bodyStep(data: Float32Array, h: number, w: number, lo: number, o: Required<LungExtractorOptions>): Uint8Array | null {
+  const tBody = lo + o.bodyLevel * (otsuThreshold(data) - lo);
+  const bright = new Uint8Array(h * w);
+  for (let i = 0; i < bright.length; i++) bright[i] = data[i] > tBody ? 1 : 0;
+  const bc = connectedComponents(bright, h, w);
+  const largest = Math.max(0, ...bc.areas.slice(1));
+  if (largest === 0) return null;
+  const keepBody = new Int32Array(h * w);
+  for (let i = 0; i < keepBody.length; i++) keepBody[i] = bc.labels[i] && bc.areas[bc.labels[i]] >= o.keepFraction * largest ? 1 : 0;
+  return hullMask(keepBody, 1, h, w);
+}
+
+/** Nearest upsampling of a working-copy mask to the source size. */
+function upsample(small: Uint8Array, h: number, w: number, height: number, width: number): Uint8Array {
+  const mask = new Uint8Array(height * width);
+  const sy = h / height, sx = w / width;
+  for (let y = 0; y < height; y++) {
+    const row = Math.min(h - 1, Math.floor((y + 0.5) * sy)) * w;
+    for (let x = 0; x < width; x++) mask[y * width + x] = small[row + Math.min(w - 1, Math.floor((x + 0.5) * sx))];
+  }
+  return mask;
+}
+
+/**
+ * The body hull of step 2 at the source size (1 = inside the body), or null on degenerate input.
+ * The U-Net's masks are cut to it: outside air is never lung, and the U-Net, which sees uncropped
+ * slices with wide black margins rarely in training, can take black margin for lung.
+ */
+export function bodyHull(gray: ArrayLike<number>, height: number, width: number, options: LungExtractorOptions = {}): Uint8Array | null {
+  const o = { ...LUNG_DEFAULTS, ...options };
+  if (gray.length !== height * width) throw new Error(`bodyHull: ${gray.length} pixels for ${height}×${width}; pass one 8-bit grey channel`);
+  if (height < 16 || width < 16) return null;
+  const { data, h, w } = workCopy(gray, height, width, o.workSide);
+  let lo = 255, hi = 0;
+  for (let i = 0; i < data.length; i++) { lo = Math.min(lo, data[i]); hi = Math.max(hi, data[i]); }
+  if (hi - lo < 16) return null;
+  const body = bodyStep(data, h, w, lo, o);
+  return body ? upsample(body, h, w, height, width) : null;
 }
 
 /**
@@ -223,15 +315,8 @@ export function extractLungs(gray: ArrayLike<number>, height: number, width: num
   if (hi - lo < 16) return empty(height, width, "flat-image");
 
   // 2. Body: convex hull of the large bright components.
-  const tBody = lo + o.bodyLevel * (otsuThreshold(data) - lo);
-  const bright = new Uint8Array(h * w);
-  for (let i = 0; i < bright.length; i++) bright[i] = data[i] > tBody ? 1 : 0;
-  const bc = connectedComponents(bright, h, w);
-  const largest = Math.max(0, ...bc.areas.slice(1));
-  if (largest === 0) return empty(height, width, "no-body");
-  const keepBody = new Int32Array(h * w);
-  for (let i = 0; i < keepBody.length; i++) keepBody[i] = bc.labels[i] && bc.areas[bc.labels[i]] >= o.keepFraction * largest ? 1 : 0;
-  const body = hullMask(keepBody, 1, h, w);
+  const body = bodyStep(data, h, w, lo, o);
+  if (!body) return empty(height, width, "no-body");
   let bodyArea = 0;
   for (let i = 0; i < body.length; i++) bodyArea += body[i];
   const bodyFraction = bodyArea / (h * w);
@@ -285,6 +370,25 @@ export function extractLungs(gray: ArrayLike<number>, height: number, width: num
     if (fill === "closing") comp = fillHoles(closeMask(comp, h, w, radius), h, w);
     fills.push(fill);
     for (let i = 0; i < comp.length; i++) if (comp[i] && body[i]) lungs[i] = 1;
+  }
+
+  // 5b. Dependent consolidation: extend each lung column downwards (towards the back) through
+  //     tissue-bright pixels, up to the chest wall (the body hull eroded by wallThickness).
+  if (o.posteriorReach > 0) {
+    const wall = Math.max(1, Math.round(o.wallThickness * Math.max(h, w)));
+    const cavity = morph(body, h, w, wall, "erode");
+    const reach = Math.round(o.posteriorReach * Math.max(h, w));
+    const add: number[] = [];
+    for (let x = 0; x < w; x++) {
+      let yLow = -1;
+      for (let y = h - 1; y >= 0; y--) if (lungs[y * w + x]) { yLow = y; break; }
+      if (yLow < 0) continue;
+      for (let y = yLow + 1; y <= Math.min(h - 1, yLow + reach); y++) {
+        if (!cavity[y * w + x]) break;
+        add.push(y * w + x);
+      }
+    }
+    for (const i of add) lungs[i] = 1;
   }
 
   if (o.dilate > 0) {

@@ -1,17 +1,23 @@
 /**
- * The lung masks Study II's runs use (Fig. 4A): one provider per profile, identified by a hash that
- * goes into every run's checksums, so a retrained segmenter never reuses a run made with other masks.
+ * The lung masks Study II's runs use (Fig. 4A): the residual U-Net of the profile (lib/lungs),
+ * trained once on the classical extractor's pseudo labels and reused by every run. Its weight hash
+ * identifies the masks: it goes into every run's checksums and every aligned-mask cache key, so a
+ * retrained segmenter never reuses a run or a mask made with another.
  */
 import { createHash } from "crypto";
+import * as fs from "fs";
+import * as path from "path";
 import { extractLungsFromFile, LUNG_DEFAULTS } from "../lungs/classical";
+import { ensureLungSegmenter, LungMetrics } from "../lungs/segmenter";
 import { ProfileName } from "../training/profiles";
-import { LungMaskProvider } from "./masks";
+import { LungMaskProvider, LungMaskQuality } from "./masks";
 
-/** The classical extractor's masks (lib/lungs/classical.ts) as a provider. */
+/** The classical extractor's masks (lib/lungs/classical.ts) as a provider (tests, comparisons). */
 export function classicalLungMasks(): LungMaskProvider {
   const id = `classical:${createHash("sha256").update(JSON.stringify(LUNG_DEFAULTS)).digest("hex").slice(0, 16)}`;
   return {
     id,
+    description: "classical extractor (lib/lungs/classical.ts)",
     async maskFor(file) {
       const m = await extractLungsFromFile(file);
       return { data: m.mask, height: m.height, width: m.width };
@@ -19,9 +25,31 @@ export function classicalLungMasks(): LungMaskProvider {
   };
 }
 
-/** The lung-mask provider of a profile's Study II runs. */
-export async function studyLungMasks(profile: ProfileName, log: (m: string) => void = () => undefined): Promise<LungMaskProvider> {
-  void profile;
-  log("lung masks: classical extractor");
-  return classicalLungMasks();
+/** The segmenter run's measurements as the quality table's rows. */
+function qualityOf(m: LungMetrics): Record<string, LungMaskQuality> {
+  return {
+    "classical extractor (the pseudo labels)": { heldOutDice: NaN, medsegCoverage: m.medsegCoverage.classical.pooled.coverage, covidSegCoverage: m.covidSegCoverage.classical.pooled.coverage, medsegLungShare: m.lungShare.medseg.classical },
+    "residual U-Net (used by the runs)": { heldOutDice: m.heldOut.pooled.dice, medsegCoverage: m.medsegCoverage.unet.pooled.coverage, covidSegCoverage: m.covidSegCoverage.unet.pooled.coverage, medsegLungShare: m.lungShare.medseg.unet },
+  };
+}
+
+const providers = new Map<string, Promise<LungMaskProvider>>();
+
+/** The lung-mask provider of a profile's Study II runs: its U-Net (trained on first use), memoised per process. */
+export function studyLungMasks(profile: ProfileName, log: (m: string) => void = () => undefined): Promise<LungMaskProvider> {
+  if (!providers.has(profile)) {
+    const p = (async (): Promise<LungMaskProvider> => {
+      const seg = await ensureLungSegmenter({ profile, log });
+      const metrics = JSON.parse(fs.readFileSync(path.join(seg.runDir, "metrics.json"), "utf8")) as LungMetrics;
+      return {
+        id: `resunet:${seg.modelSha256.slice(0, 16)}`,
+        description: `residual U-Net, ${path.relative(process.cwd(), seg.runDir) || seg.runDir}`,
+        quality: qualityOf(metrics),
+        maskFor: (file, source) => seg.maskFor(file, source),
+        masksFor: (items, onProgress) => seg.masksFor(items, onProgress),
+      };
+    })();
+    providers.set(profile, p.catch((e) => { providers.delete(profile); throw e; }));
+  }
+  return providers.get(profile)!;
 }

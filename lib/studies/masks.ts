@@ -35,6 +35,8 @@ export interface LungMaskProvider {
   /** Measured quality, by mask family ("classical", "unet"): the segmenter run's metrics. */
   readonly quality?: Record<string, LungMaskQuality>;
   maskFor(file: string, source: NonNullable<Example["source"]>): Promise<FullMask>;
+  /** maskFor over many files at once (batched predictions; optional). */
+  masksFor?(items: readonly { file: string; source: NonNullable<Example["source"]> }[], onProgress?: (done: number, total: number) => void): Promise<FullMask[]>;
 }
 
 /** How good a family of lung masks is (lib/lungs measures it). */
@@ -127,7 +129,14 @@ export function lesionMasks(examples: readonly Example[], size: number): Promise
 
 /** Lung masks of examples at `size` from a provider (every example gets one). */
 export async function lungMasks(examples: readonly Example[], size: number, provider: LungMaskProvider): Promise<Uint8Array[]> {
-  const out = await alignedMasks(examples, size, `lung:${provider.id}`, (e) => provider.maskFor(e.path, e.source ?? "covid-ct"));
+  const kind = `lung:${provider.id}`;
+  if (provider.masksFor) {
+    // Full masks of the examples not aligned yet, predicted in batches (the provider caches them).
+    const cache = new DiskCache();
+    const todo = examples.filter((e) => !cache.get("aligned-masks", cacheKey("aligned-mask", PREPROCESS_VERSION, contentHash(e.path), kind, examplePreprocess(e, size))));
+    if (todo.length) await provider.masksFor(todo.map((e) => ({ file: e.path, source: e.source ?? "covid-ct" })));
+  }
+  const out = await alignedMasks(examples, size, kind, (e) => provider.maskFor(e.path, e.source ?? "covid-ct"));
   return out.map((m, i) => {
     if (!m) throw new Error(`No lung mask for ${examples[i].path}`);
     return m;
