@@ -4,26 +4,11 @@
  * identifies the masks: it goes into every run's checksums and every aligned-mask cache key, so a
  * retrained segmenter never reuses a run or a mask made with another.
  */
-import { createHash } from "crypto";
 import * as fs from "fs";
 import * as path from "path";
-import { extractLungsFromFile, LUNG_DEFAULTS } from "../lungs/classical";
 import { ensureLungSegmenter, LungMetrics } from "../lungs/segmenter";
 import { ProfileName } from "../training/profiles";
 import { LungMaskProvider, LungMaskQuality } from "./masks";
-
-/** The classical extractor's masks (lib/lungs/classical.ts) as a provider (tests, comparisons). */
-export function classicalLungMasks(): LungMaskProvider {
-  const id = `classical:${createHash("sha256").update(JSON.stringify(LUNG_DEFAULTS)).digest("hex").slice(0, 16)}`;
-  return {
-    id,
-    description: "classical extractor (lib/lungs/classical.ts)",
-    async maskFor(file) {
-      const m = await extractLungsFromFile(file);
-      return { data: m.mask, height: m.height, width: m.width };
-    },
-  };
-}
 
 /** The segmenter run's measurements as the quality table's rows. */
 function qualityOf(m: LungMetrics): Record<string, LungMaskQuality> {
