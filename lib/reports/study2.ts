@@ -183,7 +183,8 @@ export function maskEffects(results: readonly StudyOneResult[]) {
     const base = auc(`${r.arm}|`), ours = auc(rowKey(r));
     const p = paperRowSix(r).auc - paperRowSix({ arm: r.arm, lungMask: false, lesionMask: false }).auc;
     if (!Number.isFinite(base) || !Number.isFinite(ours)) continue;
-    lines.push(`${PAPER_ARM_NAMES[r.arm] ?? r.arm} ${VARIANT_LABEL[variantName(r)]}: AUC ${ours - base >= 0 ? "+" : ""}${pct(ours - base)} points over image only (paper: ${p >= 0 ? "+" : ""}${p.toFixed(1)}).`);
+    const ceiling = base >= 0.98 ? " — the image-only row is already at the ceiling: a mask cannot show a gain here" : "";
+    lines.push(`${PAPER_ARM_NAMES[r.arm] ?? r.arm} ${VARIANT_LABEL[variantName(r)]}: AUC ${ours - base >= 0 ? "+" : ""}${pct(ours - base)} points over image only (paper: ${p >= 0 ? "+" : ""}${p.toFixed(1)})${ceiling}.`);
   }
   return { "text/plain": lines.join("\n"), "text/html": `<ul>${lines.map((l) => `<li>${escapeHtml(l)}</li>`).join("")}</ul>` };
 }
