@@ -30,6 +30,7 @@ export function csslProtocolTable(p: StudyProfile) {
     ["what trains", "the whole DenseNet-169", ours.moco.frozenUntil ? `the last dense block + final BN + projection head (layers up to ${ours.moco.frozenUntil} frozen, inference mode)` : "the whole network"],
     ["views", "random resized crop 0.2, flip, colour jitter 0.4/0.4/0.4/0.1, blur, grayscale", `${ours.moco.inputSize}² crops of ${ours.loadSize}² chest crops; brightness/contrast jitter (saturation, hue and grayscale are no-ops on gray CT), flip, blur`],
     ["epochs", "not stated", String(ours.epochs)],
+    ["random init", "a random DenseNet-169, fine-tuned", p.strategy === "frozen-features" ? "one random DenseNet-169 (seed 1), frozen, for every seed — as each MoCo encoder is pretrained once; the seeds vary the heads" : "a random DenseNet-169 per seed, fine-tuned"],
     ["fine-tuning", "Study II best model (lung mask + lesion, Combination), as Study II", `the same model under profile '${p.name}'${p.strategy === "frozen-features" ? ` — FROZEN backbone, heads on its ${size}² feature maps (Table 6's quick rows use ${p.inputSize}²)` : ""}`],
   ];
   return tableBundle(["setting", "paper", `ours (profile '${p.name}')`], rows, { caption: "Pretraining and fine-tuning: paper vs ours" });

@@ -570,6 +570,9 @@ export function headsOf(profile: StudyProfile): MultiTaskHeads {
   return MULTITASK_HEADS[profile.name];
 }
 
+/** Seed of the random backbone of every frozen-features run with init random (see prepareStudyTwo). */
+export const FROZEN_RANDOM_BACKBONE_SEED = 1;
+
 /** Per-channel standardisation of a frozen-map run's training maps (part of its head model). */
 export const CHANNEL_NORMALISATION_FILE = "map-normalisation.json";
 
@@ -605,7 +608,9 @@ async function prepareStudyTwo(
   const lung = c.lungMask ? split(await lungMasks(all, size, lungs!)) : null;
 
   if (profile.strategy === "frozen-features") {
-    const built = buildModel(modelName, { inputSize: size, seed: c.seed, includeHead: false });
+    // A frozen random backbone is drawn once (seed 1) for every run seed, as a MoCo encoder is
+    // pretrained once: the run seed varies the head, and its feature maps are computed once.
+    const built = buildModel(modelName, { inputSize: size, seed: FROZEN_RANDOM_BACKBONE_SEED, includeHead: false });
     await init.load(built.model);
     const extractor = featureExtractors(built, ["map", "pooled"]);
     const mapShape = (extractor.outputs[0].shape.slice(1) as number[]) as [number, number, number];
@@ -742,8 +747,8 @@ export function readLesionPredictions(runDir: string): { size: number; masks: Ma
  */
 function backboneInit(c: StudyOneConfig, profile: StudyProfile, modelName: ModelName, checksums: Record<string, string>, log: (m: string) => void): { weightsKey: string; load: (m: tf.LayersModel) => Promise<void> } {
   const init = effectiveInit(c, profile);
-  // A random backbone differs per seed: so do its cached features.
-  if (init === "random") return { weightsKey: `random-seed${c.seed}`, load: async () => undefined };
+  // A random backbone differs per seed (so do its cached features); frozen, it is drawn once.
+  if (init === "random") return { weightsKey: `random-seed${profile.strategy === "frozen-features" ? FROZEN_RANDOM_BACKBONE_SEED : c.seed}`, load: async () => undefined };
   if (init === "imagenet") {
     return {
       weightsKey: checksums[`weights/${modelName}`] ?? "imagenet",
