@@ -57,8 +57,6 @@ export interface CsslGrid {
   /** Override the fine-tuning epochs. */
   epochs?: number;
   rows?: readonly TableSevenRow[];
-  /** Root of the run directories (default runs/): pretraining runs are looked up there. */
-  runsRoot?: string;
 }
 
 /** The fine-tuning config of one Table 7 row and seed (`pretrainDir`: where its MoCo run is). */
