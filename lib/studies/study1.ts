@@ -343,6 +343,8 @@ function recordedConfig(c: StudyOneConfig, p: StudyProfile) {
     ...(c.lungMask ? { lungMask: true } : {}),
     ...(c.lesionMask ? { lesionMask: true } : {}),
     ...(c.init !== undefined ? { init: c.init } : {}),
+    // A frozen random backbone is one draw for every run seed (prepareStudyTwo): say which.
+    ...((c.lungMask || c.lesionMask) && p.strategy === "frozen-features" && effectiveInit(c, p) === "random" ? { randomBackboneSeed: FROZEN_RANDOM_BACKBONE_SEED } : {}),
     protocol: c.protocol ?? "official",
     model: c.model,
     modelBuilt: builtModelName(c, p),
