@@ -314,6 +314,7 @@ program
     if (o.resume && o.force) throw new Error("--resume and --force contradict each other: --resume continues the stored run, --force replaces it. Use one.");
     const { parseVariant } = await import("./studies/study2");
     if (o.variant !== undefined && (o.lungMask || o.lesionMask)) throw new Error("--variant and --lung-mask/--lesion-mask say the same thing: use one of them.");
+    if (o.variant !== undefined && o.variant.trim() === "") throw new Error("--variant is empty: use none, lung, lesion or lung+lesion (or leave it out: image only).");
     const v = o.variant !== undefined ? parseVariant(o.variant) : { lungMask: !!o.lungMask, lesionMask: !!o.lesionMask };
     const study = (o.study ?? (o.init !== undefined && o.init !== "imagenet" ? "cssl" : v.lungMask || v.lesionMask || o.positives === "combination" ? "study2" : "study1")) as "study1" | "study2" | "cssl";
     const bar = cliProgress();

@@ -16,6 +16,7 @@ import { parseVariant, studyTwoCells, TABLE6_ROWS } from "../lib/studies/study2"
 import { augmentBatch, augmentPair } from "../lib/training/augment";
 import { PAPER_AUGMENT } from "../lib/training/profiles";
 import { cleanupTempDirs } from "./data-fixtures";
+import { checkRunDirPath } from "../lib/runs/dir";
 
 const haveData = fs.existsSync(resolveCovidSegRoot().dir) && fs.existsSync(resolveMedsegRoot().dir);
 const CLI = path.join(PROJECT_ROOT, "dist", "lib", "cli.js");
@@ -170,6 +171,12 @@ describe("Study II: runs", function () {
     assert.match(fail(["--positives", "combination", "--variant", "lungs"]), /Unknown variant 'lungs'/);
     assert.match(fail(["--positives", "combination", "--variant", "lung", "--lesion-mask"]), /say the same thing/);
     assert.match(fail(["--positives", "covid-ct-118", "--variant", "lesion"]), /only covid-seg and combination/);
+    assert.match(fail(["--positives", "combination", "--variant", ""]), /--variant is empty/);
+    assert.match(fail(["--positives", "combination", "--variant", "lung+lesion", "--init", "checkpoint:"]), /names no directory/);
+    // Nothing is ever written into ../shared (the read-only data), not even beside a data root.
+    const shared = path.resolve(PROJECT_ROOT, "..", "shared", "datasets", "written-by-a-test");
+    assert.throws(() => checkRunDirPath(shared), /shared read-only data/);
+    assert.ok(!fs.existsSync(shared));
     assert.ok(!fs.existsSync(path.join(tmp, "never")));
   });
 });

@@ -65,7 +65,11 @@ export function checkRunDirPath(raw: string, opts: { flag?: string; protect?: re
   if (dir === path.parse(dir).root) throw refuse("is the filesystem root");
   if (dir === os.homedir()) throw refuse("is your home directory");
   if (isInside(PROJECT_ROOT, dir)) throw refuse(dir === PROJECT_ROOT ? "is the project root" : "contains the project");
-  for (const p of opts.protect ?? []) {
+  // ../shared beside the project holds the read-only data and weights of every checkout: nothing
+  // is ever written inside it, even beside (not inside) a data root.
+  const shared = path.resolve(PROJECT_ROOT, "..", "shared");
+  if (fs.existsSync(shared) && isInside(dir, shared)) throw refuse(`is inside ${shared}, the shared read-only data and weights`);
+  for (const p of [...(opts.protect ?? []), ...(fs.existsSync(shared) ? [shared] : [])]) {
     const abs = path.resolve(p);
     if (isInside(abs, dir)) throw refuse(`contains the data root ${abs}`);
     if (isInside(dir, abs)) throw refuse(`is inside the data root ${abs}`);

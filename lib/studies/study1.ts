@@ -387,6 +387,9 @@ export function checkStudyOneConfig(c: StudyOneConfig): StudyProfile {
   if (c.init !== undefined && !["imagenet", "random"].includes(c.init) && !c.init.startsWith("checkpoint:")) {
     throw new Error(`Unknown init '${c.init}': use imagenet, random or checkpoint:<pretraining run dir>.`);
   }
+  if (c.init !== undefined && c.init.startsWith("checkpoint:") && c.init.slice("checkpoint:".length).trim() === "") {
+    throw new Error("init checkpoint: names no directory: use checkpoint:<the directory `covid-ct pretrain` wrote>.");
+  }
   if (c.init === "imagenet" && !hasImagenetWeights(builtModelName(c, profile))) throw new Error(`init imagenet: no ImageNet weights exist for '${builtModelName(c, profile)}' (profile ${profile.name}); use init random.`);
   requireInteger("--seed", c.seed, 0);
   if (c.epochs !== undefined) requireInteger("--epochs", c.epochs, 1, 100000);
