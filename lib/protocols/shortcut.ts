@@ -18,7 +18,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { cacheKey, contentHash, DiskCache, mapLimit, PREPROCESS_VERSION } from "../data/cache";
 import { decodeRaw } from "../data/decode";
-import { Example, loadGrayImages } from "../studies/inputs";
+import { Example, loadGrayImages } from "../data/examples";
 
 export const SHORTCUT_VERSION = 1;
 const BINS = 16;

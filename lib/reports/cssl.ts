@@ -9,8 +9,9 @@ import { PAPER_TABLE7 } from "../paper";
 import { Figure, tableBundle } from "../plots";
 import { PretrainEpoch, PRETRAIN_PROFILES, PretrainResult, loadPretrainedBackbone } from "../ssl/pretrain";
 import { CsslResults, CSSL_INPUT_SIZE, notRunReason, TABLE7_ROWS } from "../studies/cssl";
-import { computeFeatures, Example } from "../studies/inputs";
-import { StudyOneResult } from "../studies/study1";
+import { Example } from "../data/examples";
+import { computeFeatures } from "../diagnosis/inputs";
+import { DiagnosisResult } from "../diagnosis/results";
 import { StudyProfile } from "../training/profiles";
 import { escapeHtml } from "../util/html";
 import { rocFigureOf, seedMeanBootstrap } from "./study1";
@@ -74,8 +75,8 @@ export function probeTable(pre: CsslResults["pretraining"]) {
   return { "text/html": `${t["text/html"]}<ul>${lines.map((l) => `<li>${escapeHtml(l)}</li>`).join("")}</ul>`, "text/plain": `${t["text/plain"]}\n${lines.join("\n")}` };
 }
 
-function byRow(runs: CsslResults["runs"]): Map<string, StudyOneResult[]> {
-  const m = new Map<string, StudyOneResult[]>();
+function byRow(runs: CsslResults["runs"]): Map<string, DiagnosisResult[]> {
+  const m = new Map<string, DiagnosisResult[]>();
   for (const { row, result } of runs) {
     if (!m.has(row.key)) m.set(row.key, []);
     m.get(row.key)!.push(result);

@@ -13,8 +13,9 @@ import { camOverlayPng, gradCam, grayPng } from "../gradcam";
 import { meanSd, metricFn, rocCurve, rocAuc } from "../evaluation";
 import { PAPER_ARM_NAMES, PAPER_TABLE5, PAPER_TABLE5_KEY } from "../paper";
 import { Figure, tableBundle } from "../plots";
-import { loadGrayImages, toModelInput } from "../studies/inputs";
-import { loadRunModel, PredictionRow, readPredictions, StudyOneResult } from "../studies/study1";
+import { loadGrayImages } from "../data/examples";
+import { DiagnosisResult, loadRunModel, PredictionRow, readPredictions } from "../diagnosis/results";
+import { toModelInput } from "../models/input";
 import { PROFILES, StudyProfile } from "../training/profiles";
 
 const MODEL_NAMES_PRETTY: Record<string, string> = { densenet169: "DenseNet-169", resnet50: "ResNet-50", shortcut: "Shortcut baseline (no anatomy)" };
@@ -34,15 +35,15 @@ const PROTOCOL_NOTES: Record<string, string> = {
     "the shortcut baseline row shows what file size, framing and grey levels alone reach.",
 };
 /** Table label of a group of runs: the paper's model name, and the stand-in that really ran. */
-function modelLabel(model: string, runs: readonly StudyOneResult[]): string {
+function modelLabel(model: string, runs: readonly DiagnosisResult[]): string {
   const name = MODEL_NAMES_PRETTY[model] ?? model;
   const built = runs[0]?.modelBuilt;
   return built && built !== model ? `${name} → ${built} (stand-in)` : name;
 }
 const pct = (x: number) => (Number.isFinite(x) ? (100 * x).toFixed(1) : "–");
 
-function groups(results: readonly StudyOneResult[]): Map<string, StudyOneResult[]> {
-  const m = new Map<string, StudyOneResult[]>();
+function groups(results: readonly DiagnosisResult[]): Map<string, DiagnosisResult[]> {
+  const m = new Map<string, DiagnosisResult[]>();
   for (const r of results) {
     const k = `${r.config.model}|${r.config.positives}`;
     if (!m.has(k)) m.set(k, []);
@@ -51,7 +52,7 @@ function groups(results: readonly StudyOneResult[]): Map<string, StudyOneResult[
   return m;
 }
 
-function predictions(r: StudyOneResult, set: PredictionRow["set"]): PredictionRow[] {
+function predictions(r: DiagnosisResult, set: PredictionRow["set"]): PredictionRow[] {
   return readPredictions(path.join(r.runDir, "predictions.csv")).filter((p) => p.set === set);
 }
 
@@ -59,7 +60,7 @@ function predictions(r: StudyOneResult, set: PredictionRow["set"]): PredictionRo
  * 95 % bootstrap interval of the seed-mean of a test metric: resample test images, recompute the
  * metric for every seed's predictions on the resample, average over seeds.
  */
-export function seedMeanBootstrap(runs: readonly StudyOneResult[], metric: "accuracy" | "f1" | "auc", n = 1000, seed = 0): [number, number] {
+export function seedMeanBootstrap(runs: readonly DiagnosisResult[], metric: "accuracy" | "f1" | "auc", n = 1000, seed = 0): [number, number] {
   const preds = runs.map((r) => predictions(r, "test"));
   const labels = preds[0].map((p) => p.label);
   const f = metricFn(metric, 0.5);
@@ -77,7 +78,7 @@ export function seedMeanBootstrap(runs: readonly StudyOneResult[], metric: "accu
 }
 
 /** Table 5: paper vs ours (mean ± sd over seeds, 95 % bootstrap CI), accuracy / F1 / AUC in %. */
-export function table5(results: readonly StudyOneResult[]) {
+export function table5(results: readonly DiagnosisResult[]) {
   const protocol = results[0]?.config.protocol ?? "official";
   const rows: (string | number)[][] = [];
   for (const [k, runs] of groups(results)) {
@@ -105,7 +106,7 @@ export function table5(results: readonly StudyOneResult[]) {
 }
 
 /** MedSeg original CTs (all COVID): recall of every cell, the domain-shift check. */
-export function medsegTable(results: readonly StudyOneResult[]) {
+export function medsegTable(results: readonly DiagnosisResult[]) {
   const rows: (string | number)[][] = [];
   for (const [k, runs] of groups(results)) {
     const [model, arm] = k.split("|");
@@ -119,7 +120,7 @@ export function medsegTable(results: readonly StudyOneResult[]) {
 }
 
 /** One ROC curve per group of runs (the seeds of one cell; probabilities averaged over them), on the test set. */
-export function rocFigureOf(title: string, curves: readonly { name: string; runs: readonly StudyOneResult[] }[]): Figure {
+export function rocFigureOf(title: string, curves: readonly { name: string; runs: readonly DiagnosisResult[] }[]): Figure {
   const data: Record<string, unknown>[] = [];
   for (const { name, runs } of curves) {
     const preds = runs.map((r) => predictions(r, "test"));
@@ -141,13 +142,13 @@ export function rocFigureOf(title: string, curves: readonly { name: string; runs
 }
 
 /** ROC curves of one model, one curve per arm (seed-averaged probabilities). */
-export function rocFigure(results: readonly StudyOneResult[], model: string): Figure {
+export function rocFigure(results: readonly DiagnosisResult[], model: string): Figure {
   const curves = [...groups(results)].filter(([k]) => k.split("|")[0] === model).map(([k, runs]) => ({ name: k.split("|")[1], runs }));
   return rocFigureOf(modelLabel(model, results.filter((r) => r.config.model === model)), curves);
 }
 
 /** Validation AUC and training loss per epoch, every arm and seed of one model. */
-export function trainingCurves(results: readonly StudyOneResult[], model: string): Figure {
+export function trainingCurves(results: readonly DiagnosisResult[], model: string): Figure {
   const data: Record<string, unknown>[] = [];
   for (const r of results.filter((x) => x.config.model === model)) {
     const name = `${r.config.positives} s${r.config.seed}`;
@@ -226,7 +227,7 @@ export async function gradCamGallery(runDir: string, opts: { perClass?: number; 
 }
 
 /** One sentence per model: arms ordered by mean test AUC, ours beside the paper's ordering. */
-export function armOrdering(results: readonly StudyOneResult[]) {
+export function armOrdering(results: readonly DiagnosisResult[]) {
   const lines: string[] = [];
   for (const model of [...new Set(results.map((r) => r.config.model))]) {
     const ours = [...groups(results)]
@@ -247,9 +248,9 @@ export function armOrdering(results: readonly StudyOneResult[]) {
  * Each arm's models beside the shortcut baseline of the same arm (test AUC, seed means): how much of
  * a model's separation the non-anatomical cues alone already give. Worded from the numbers.
  */
-export function shortcutComparison(results: readonly StudyOneResult[]) {
+export function shortcutComparison(results: readonly DiagnosisResult[]) {
   const g = groups(results);
-  const auc = (runs: readonly StudyOneResult[]) => meanSd(runs.map((r) => r.metrics.test.auc)).mean;
+  const auc = (runs: readonly DiagnosisResult[]) => meanSd(runs.map((r) => r.metrics.test.auc)).mean;
   const lines: string[] = [];
   for (const arm of [...new Set(results.map((r) => r.config.positives))]) {
     const base = g.get(`shortcut|${arm}`);

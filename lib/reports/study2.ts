@@ -7,9 +7,10 @@ import sharp from "sharp";
 import { meanSd } from "../evaluation";
 import { PAPER_ARM_NAMES } from "../paper";
 import { Figure, tableBundle } from "../plots";
-import { Example, loadGrayImages } from "../studies/inputs";
-import { LungMaskProvider, lesionMasks, lungMasks } from "../studies/masks";
-import { PredictionRow, readLesionPredictions, StudyOneResult, variantName } from "../studies/study1";
+import { Example, loadGrayImages } from "../data/examples";
+import { variantName } from "../diagnosis/config";
+import { LungMaskProvider, lesionMasks, lungMasks } from "../diagnosis/masks";
+import { DiagnosisResult, PredictionRow, readLesionPredictions } from "../diagnosis/results";
 import { paperRowSix, rowKey, TABLE6_ROWS, TableSixRow } from "../studies/study2";
 import { MULTITASK_HEADS, PROFILES, StudyProfile } from "../training/profiles";
 import { escapeHtml } from "../util/html";
@@ -19,8 +20,8 @@ const pct = (x: number) => (Number.isFinite(x) ? (100 * x).toFixed(1) : "–");
 const VARIANT_LABEL: Record<string, string> = { "": "image only", lung: "+ lung mask", lesion: "+ lesion mask", "lung-lesion": "+ lung and lesion masks" };
 
 /** Runs grouped by Table 6 row key, in the order given. */
-function byRow(results: readonly StudyOneResult[]): Map<string, StudyOneResult[]> {
-  const m = new Map<string, StudyOneResult[]>();
+function byRow(results: readonly DiagnosisResult[]): Map<string, DiagnosisResult[]> {
+  const m = new Map<string, DiagnosisResult[]>();
   for (const r of results) {
     const k = rowKey({ arm: r.config.positives, lungMask: r.config.lungMask, lesionMask: r.config.lesionMask });
     if (!m.has(k)) m.set(k, []);
@@ -29,7 +30,7 @@ function byRow(results: readonly StudyOneResult[]): Map<string, StudyOneResult[]
   return m;
 }
 
-function cell(runs: readonly StudyOneResult[], metric: "accuracy" | "f1" | "auc"): string {
+function cell(runs: readonly DiagnosisResult[], metric: "accuracy" | "f1" | "auc"): string {
   const ms = meanSd(runs.map((r) => r.metrics.test[metric]));
   const [lo, hi] = seedMeanBootstrap(runs, metric);
   return `${pct(ms.mean)} ± ${runs.length > 1 ? pct(ms.sd) : "–"} [${pct(lo)}, ${pct(hi)}]`;
@@ -40,7 +41,7 @@ function cell(runs: readonly StudyOneResult[], metric: "accuracy" | "f1" | "auc"
  * seeds [95 % bootstrap CI of that mean]) and, for lesion rows, the pooled lesion Dice on the MedSeg
  * test slices (radiologists' masks; the paper reports none). A row without runs is shown as not run.
  */
-export function table6(results: readonly StudyOneResult[], opts: { notRun?: Record<string, string> } = {}) {
+export function table6(results: readonly DiagnosisResult[], opts: { notRun?: Record<string, string> } = {}) {
   const g = byRow(results);
   const rows = TABLE6_ROWS.map((r) => {
     const k = rowKey(r);
@@ -93,13 +94,13 @@ export function studyTwoProtocolTable(p: StudyProfile) {
 }
 
 /** ROC curves of the Table 6 rows of one training set (seed-averaged probabilities). */
-export function rocFigureSix(results: readonly StudyOneResult[], arm: string): Figure {
+export function rocFigureSix(results: readonly DiagnosisResult[], arm: string): Figure {
   const curves = [...byRow(results)].filter(([k]) => k.startsWith(`${arm}|`)).map(([k, runs]) => ({ name: VARIANT_LABEL[k.split("|")[1]], runs }));
   return rocFigureOf(PAPER_ARM_NAMES[arm] ?? arm, curves);
 }
 
 /** Validation AUC (and lesion Dice where measured) per epoch of every Study II run of one arm. */
-export function trainingCurvesSix(results: readonly StudyOneResult[], arm: string): Figure {
+export function trainingCurvesSix(results: readonly DiagnosisResult[], arm: string): Figure {
   const data: Record<string, unknown>[] = [];
   for (const r of results.filter((x) => x.config.positives === arm)) {
     const name = `${VARIANT_LABEL[variantName(r.config)]} s${r.config.seed}`;
@@ -154,7 +155,7 @@ export async function figure3(examples: readonly Example[], lungs: LungMaskProvi
 }
 
 /** Predicted lesion masks (yellow) beside the radiologists' (red) on MedSeg test slices, from a run's lesion-predictions.json. */
-export async function lesionPredictionGallery(run: StudyOneResult, medseg: readonly Example[], max = 6) {
+export async function lesionPredictionGallery(run: DiagnosisResult, medseg: readonly Example[], max = 6) {
   const lp = readLesionPredictions(run.runDir);
   if (!lp) return { "text/plain": `${run.runDir} has no lesion predictions (not a lesion run)` };
   const shown = medseg.filter((e) => lp.masks.has(e.id)).slice(0, max);
@@ -175,7 +176,7 @@ export async function lesionPredictionGallery(run: StudyOneResult, medseg: reado
 }
 
 /** The rows each variant adds: mean test AUC change over the image-only row of the same training set. */
-export function maskEffects(results: readonly StudyOneResult[]) {
+export function maskEffects(results: readonly DiagnosisResult[]) {
   const g = byRow(results);
   const auc = (k: string) => { const r = g.get(k); return r ? meanSd(r.map((x) => x.metrics.test.auc)).mean : NaN; };
   const lines: string[] = [];

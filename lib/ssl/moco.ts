@@ -62,7 +62,7 @@ import { ModelName, buildModel, isModelName, MODEL_NAMES } from "../models";
 import { Preprocessing, loadImagenetWeights, preprocessFor } from "../models/weights";
 import { accumulateGradients, releaseFailedTape } from "../training/accumulate";
 import { loadOptimizer, saveOptimizer } from "../training/checkpoint";
-import { toModelInput } from "../studies/inputs";
+import { toModelInput } from "../models/input";
 import { writeFileAtomic, writeJsonAtomic } from "../util/fs";
 import { MOCO_V2_AUGMENT, MocoAugmentConfig, twoViews } from "./augment";
 

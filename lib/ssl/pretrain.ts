@@ -35,10 +35,11 @@ import { PROJECT_ROOT, resolveCovidSegRoot, resolveDataRoot, resolveLunaRoot } f
 import { makeManifest, sha256OfManifest, writeManifest } from "../manifest";
 import { buildModel, isHeadLayer, isModelName, ModelName, MODEL_NAMES } from "../models";
 import { assignWeightsByName, findWeightsDir, hasImagenetWeights, readWeights, weightsChecksum } from "../models/weights";
-import { isProtocolName, Protocol, protocolExamples, PROTOCOL_NAMES, ProtocolName, writeProtocol } from "../protocols";
+import { isProtocolName, Protocol, protocolExamples, PROTOCOL_NAMES, ProtocolName, selectProtocol, writeProtocol } from "../protocols";
 import { METRICS_FILE, openRun, readRunManifest } from "../runs";
-import { Example, loadGrayImages, toModelInput } from "../studies/inputs";
-import { requireInteger, studyOneProtocol } from "../studies/study1";
+import { Example, loadGrayImages } from "../data/examples";
+import { toModelInput } from "../models/input";
+import { requireInteger } from "../util/checks";
 import { cosineLr } from "../training/schedule";
 import { getProfile, PROFILE_NAMES, ProfileName } from "../training/profiles";
 import { writeJsonAtomic } from "../util/fs";
@@ -51,9 +52,8 @@ export const PRETRAIN_METHODS = ["moco"] as const;
 export type PretrainMethod = (typeof PRETRAIN_METHODS)[number];
 export const PRETRAIN_INITS = ["imagenet", "random"] as const;
 export type PretrainInit = (typeof PRETRAIN_INITS)[number];
-/** Manifest kind of a pretraining run (loadPretrainedBackbone checks it). */
-export const PRETRAIN_KIND = "cssl-pretrain";
-export const ENCODER_DIR = "encoder";
+import { ENCODER_DIR, PRETRAIN_KIND } from "../models/pretrained";
+export { ENCODER_DIR, loadPretrainedBackbone, PRETRAIN_KIND } from "../models/pretrained";
 
 /** The k-NN probe's knobs within a profile. */
 export interface ProbeSettings {
@@ -238,7 +238,7 @@ function mocoConfigOf(c: PretrainConfig, p: PretrainProfile): Partial<MocoConfig
 
 /** The images a run pretrains on and probes with (protocol training set; validation only for the probe). */
 export async function pretrainData(c: PretrainConfig, p: PretrainProfile): Promise<{ protocol: Protocol; train: Example[]; probeTrain: Example[]; probeVal: Example[] }> {
-  const protocol = await studyOneProtocol({ protocol: c.protocol ?? "paper", dataRoot: c.dataRoot });
+  const protocol = await selectProtocol({ protocol: c.protocol ?? "paper", dataRoot: c.dataRoot });
   const all = protocolExamples(protocol, "train");
   if (all.length === 0) throw new Error(`The ${protocol.name} protocol has no training image: check its data roots (\`npx covid-ct protocol ${protocol.name}\`).`);
   const train = sampleWithoutReplacement(all, p.maxImages, rngFor("cssl", c.seed, "images"));
@@ -483,49 +483,4 @@ export async function runPretraining(c: PretrainConfig, hooks: PretrainHooks = {
     probeInputs?.dispose();
     if (state) disposeMoco(state);
   }
-}
-
-/**
- * Initialise a model for fine-tuning from a finished pretraining run (`--init checkpoint:DIR`):
- * every backbone weight of the run's encoder/ is copied into `model` (built by buildModel(same
- * name, {includeHead: false or true, channels 3 or more})) by layer name. A first convolution
- * with more input channels (lung mask) takes the pretrained filters for channels 0–2 and zeros for
- * the rest (`adaptChannels: "zeros"`, as loadImagenetWeights). The classification head (covid_*)
- * is skipped and keeps its init; other weights of `model` absent from the file (ASPP, lesion
- * layers, …) keep their init and are listed in `notInFile`;
- * `backboneLeftAtInit` lists backbone weights of the pretrained model that were not written (empty
- * for a proper run). Refuses an unfinished run and a model of another architecture.
- */
-export async function loadPretrainedBackbone(
-  model: tf.LayersModel,
-  runDir: string,
-  opts: { adaptChannels?: "zeros" } = {},
-): Promise<{ loaded: number; notInFile: string[]; backboneLeftAtInit: string[] }> {
-  const dir = path.resolve(runDir);
-  const m = readRunManifest(dir);
-  if (!m || m.kind !== PRETRAIN_KIND) throw new Error(`${dir} is not a pretraining run (no manifest of kind ${PRETRAIN_KIND}): pass the directory \`covid-ct pretrain\` wrote.`);
-  const encoderDir = path.join(dir, ENCODER_DIR);
-  if (!fs.existsSync(path.join(dir, METRICS_FILE)) || !fs.existsSync(path.join(encoderDir, "model.json"))) {
-    throw new Error(`The pretraining run ${dir} is not finished (no metrics.json / encoder/): finish it with \`covid-ct pretrain … --resume\` first.`);
-  }
-  const pretrained = (m.extra as { modelBuilt?: string } | undefined)?.modelBuilt ?? (m.config as { modelBuilt?: string }).modelBuilt;
-  const { tensors } = readWeights(encoderDir);
-  const fileNames = Object.keys(tensors);
-  const r = assignWeightsByName(model, tensors, { adaptChannels: opts.adaptChannels ?? "error", missing: "keep-init" });
-  if (r.problems.length) {
-    throw new Error(
-      `The encoder of ${dir} (pretrained ${pretrained}) does not fit this model (${r.problems.length} problems):\n  ${r.problems.slice(0, 6).join("\n  ")}\n` +
-        `Build the model with buildModel('${pretrained}', …)` + (r.problems.some((p) => p.startsWith("shape")) ? "; a 4-channel input needs adaptChannels: 'zeros'." : "."),
-    );
-  }
-  // Backbone weights of the pretrained architecture the target has but did not get (a corrupt encoder).
-  const file = new Set(fileNames);
-  const ref = isModelName(pretrained ?? "") ? buildModel(pretrained as ModelName, { includeHead: false, inputSize: 64 }) : null;
-  const refNames = new Set(ref ? ref.model.weights.map((w) => w.originalName) : fileNames);
-  ref?.model.dispose();
-  const backboneLeftAtInit = model.layers
-    .filter((l) => !isHeadLayer(l.name))
-    .flatMap((l) => l.weights.map((w) => w.originalName))
-    .filter((name) => refNames.has(name) && !file.has(name));
-  return { loaded: r.loaded, notInFile: r.notInFile, backboneLeftAtInit };
 }

@@ -12,7 +12,7 @@ import * as tf from "@tensorflow/tfjs";
 import { accuracy, auc, confusionMatrix } from "../evaluation";
 import { POOL_LAYER } from "../models/common";
 import { Preprocessing } from "../models/weights";
-import { toModelInput } from "../studies/inputs";
+import { toModelInput } from "../models/input";
 
 export interface KnnProbeConfig {
   /** Neighbours per query (default 20; clipped to the training-set size). */

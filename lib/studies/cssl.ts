@@ -5,17 +5,21 @@
  * from ImageNet followed by MoCo contrastive self-supervised pretraining on the protocol's training
  * CT images (TL + CSSL); plus MoCo from a random init (CSSL without TL, beyond the paper).
  *
- * A Table 7 row is a cell of the one diagnosis run (study1.ts runStudyOne) with study "cssl" and an
+ * A Table 7 row is a cell of the one diagnosis run (study1.ts runDiagnosis) with study "cssl" and an
  * `init`; the MoCo rows' init is `checkpoint:<pretraining run>` (lib/ssl/pretrain.ts), so their
  * fine-tuning depends on that run (grid: dependsOn; Slurm: afterok).
  */
 import * as path from "path";
+import { Example } from "../data/examples";
+import { protocolExamples, selectProtocol } from "../protocols";
 import { builtPretrainModel, defaultPretrainDir, getPretrainProfile, PretrainConfig, PretrainInit, PretrainResult, runPretraining } from "../ssl/pretrain";
 import { getProfile, ProfileName } from "../training/profiles";
-import { finished, runStudyOne, StudyOneConfig, StudyOneHooks, StudyOneResult } from "./study1";
+import { DiagnosisConfig, DiagnosisHooks, STUDY_INPUT_SIZE } from "../diagnosis/config";
+import { DiagnosisResult, finished } from "../diagnosis/results";
+import { runDiagnosis } from "../diagnosis/run";
 
 /** Study II's best model, the one Table 7 fine-tunes. */
-export const CSSL_FINETUNE: Pick<StudyOneConfig, "model" | "positives" | "lungMask" | "lesionMask" | "protocol"> = {
+export const CSSL_FINETUNE: Pick<DiagnosisConfig, "model" | "positives" | "lungMask" | "lesionMask" | "protocol"> = {
   model: "densenet169",
   positives: "combination",
   lungMask: true,
@@ -41,7 +45,8 @@ export const TABLE7_ROWS: readonly TableSevenRow[] = [
   { key: "random+moco", label: "random + MoCo (CSSL without TL; not in the paper)", pretrainFrom: "random" },
 ];
 
-export { CSSL_INPUT_SIZE } from "./cssl-settings";
+/** CSSL fine-tuning input size per profile, where it differs from the profile's (see STUDY_INPUT_SIZE). */
+export const CSSL_INPUT_SIZE = STUDY_INPUT_SIZE.cssl ?? {};
 
 /** The pretraining run of a MoCo row (one per init; seed 1: a pretraining serves every fine-tuning seed). */
 export function pretrainConfigOf(init: PretrainInit, profile: ProfileName, o: { force?: boolean; epochs?: number } = {}): PretrainConfig {
@@ -50,7 +55,7 @@ export function pretrainConfigOf(init: PretrainInit, profile: ProfileName, o: { 
   return { method: "moco", model: "densenet169", init: built.init, protocol: "paper", profile, seed: 1, ...(o.force ? { force: true } : {}) };
 }
 
-export interface CsslGrid {
+export interface Table7Grid {
   profile: ProfileName;
   seeds?: readonly number[];
   force?: boolean;
@@ -60,7 +65,7 @@ export interface CsslGrid {
 }
 
 /** The fine-tuning config of one Table 7 row and seed (`pretrainDir`: where its MoCo run is). */
-export function csslCell(r: TableSevenRow, seed: number, g: Pick<CsslGrid, "profile" | "epochs" | "force">, pretrainDir?: string): StudyOneConfig {
+export function table7Cell(r: TableSevenRow, seed: number, g: Pick<Table7Grid, "profile" | "epochs" | "force">, pretrainDir?: string): DiagnosisConfig {
   const init = r.pretrainFrom ? `checkpoint:${pretrainDir ?? defaultPretrainDir(pretrainConfigOf(r.pretrainFrom, g.profile))}` : r.init!;
   return { ...CSSL_FINETUNE, study: "cssl", profile: g.profile, seed, init, ...(g.epochs !== undefined ? { epochs: g.epochs } : {}), ...(g.force ? { force: true } : {}) };
 }
@@ -72,23 +77,23 @@ export function notRunReason(row: TableSevenRow, profile: ProfileName): string |
     : null;
 }
 
-export function csslCells(g: CsslGrid): { row: TableSevenRow; config: StudyOneConfig }[] {
+export function table7Cells(g: Table7Grid): { row: TableSevenRow; config: DiagnosisConfig }[] {
   const seeds = g.seeds ?? getProfile(g.profile).seeds;
-  return (g.rows ?? TABLE7_ROWS).filter((row) => !notRunReason(row, g.profile)).flatMap((row) => seeds.map((seed) => ({ row, config: csslCell(row, seed, g) })));
+  return (g.rows ?? TABLE7_ROWS).filter((row) => !notRunReason(row, g.profile)).flatMap((row) => seeds.map((seed) => ({ row, config: table7Cell(row, seed, g) })));
 }
 
 export interface CsslResults {
   /** Pretraining runs by init ("imagenet", "random"). */
   pretraining: Partial<Record<PretrainInit, Extract<PretrainResult, { interrupted: false }>>>;
   /** Fine-tuning runs with their row. */
-  runs: { row: TableSevenRow; result: StudyOneResult }[];
+  runs: { row: TableSevenRow; result: DiagnosisResult }[];
 }
 
 /** Pretrain (or reuse) the MoCo encoders, then fine-tune (or reuse) every Table 7 cell. */
-export async function runCsslGrid(g: CsslGrid, hooks: StudyOneHooks & { onRun?: (what: string, i: number, n: number) => void } = {}): Promise<CsslResults> {
+export async function runTable7(g: Table7Grid, hooks: DiagnosisHooks & { onRun?: (what: string, i: number, n: number) => void } = {}): Promise<CsslResults> {
   const rows = (g.rows ?? TABLE7_ROWS).filter((r) => !notRunReason(r, g.profile));
   const inits = [...new Set(rows.map((r) => r.pretrainFrom).filter((x): x is PretrainInit => !!x))];
-  const cells = csslCells(g);
+  const cells = table7Cells(g);
   const n = inits.length + cells.length;
   const pretraining: CsslResults["pretraining"] = {};
   let i = 0;
@@ -107,7 +112,7 @@ export async function runCsslGrid(g: CsslGrid, hooks: StudyOneHooks & { onRun?: 
   const runs: CsslResults["runs"] = [];
   for (const { row, config } of cells) {
     hooks.onRun?.(`fine-tuning, ${row.label}, seed ${config.seed}`, i++, n);
-    runs.push({ row, result: finished(await runStudyOne(config, hooks)) });
+    runs.push({ row, result: finished(await runDiagnosis(config, hooks)) });
   }
   return { pretraining, runs };
 }
@@ -118,9 +123,7 @@ export function checkpointDir(init: string | undefined): string | null {
 }
 
 /** The paper protocol's validation images (the embedding plot's points). */
-export async function validationExamples(): Promise<import("./inputs").Example[]> {
-  const { studyOneProtocol } = await import("./study1");
-  const { protocolExamples } = await import("../protocols");
-  const p = await studyOneProtocol({ protocol: "paper" });
+export async function validationExamples(): Promise<Example[]> {
+  const p = await selectProtocol({ protocol: "paper" });
   return [...protocolExamples(p, "val", "covid"), ...protocolExamples(p, "val", "noncovid")];
 }

@@ -3,17 +3,20 @@
  * DenseNet-169 under the paper protocol; each row of Table 6 is a positive training set (arm) and a
  * variant: image only, + lung mask (Fig. 4A), + lesion mask (Fig. 4B), + both (Fig. 4C).
  *
- * A row is a cell of the one diagnosis run (study1.ts runStudyOne) with `lungMask` / `lesionMask`.
+ * A row is a cell of the one diagnosis run (study1.ts runDiagnosis) with `lungMask` / `lesionMask`.
  * Rows without a mask on Study I's arms ARE Study I's DenseNet-169 runs (the paper's Table 6 repeats
  * Table 5 there): the grid points at Study I's run directories, so notebook 02's runs are reused.
  */
 import { resolveMedsegRoot } from "../config";
 import { listMedsegSlices } from "../data/sources";
 import { PaperScores, PAPER_TABLE6 } from "../paper";
-import { protocolExamples } from "../protocols";
-import { Example } from "./inputs";
+import { Example } from "../data/examples";
+import { protocolExamples, selectProtocol } from "../protocols";
 import { getProfile, ProfileName } from "../training/profiles";
-import { armsOf, finished, studyOneProtocol, PositiveArm, runStudyOne, StudyOneConfig, StudyOneHooks, StudyOneResult, variantName } from "./study1";
+import { armsOf, PositiveArm } from "../diagnosis/arms";
+import { DiagnosisConfig, DiagnosisHooks, variantName } from "../diagnosis/config";
+import { DiagnosisResult, finished } from "../diagnosis/results";
+import { runDiagnosis } from "../diagnosis/run";
 
 /** One row of Table 6. */
 export interface TableSixRow {
@@ -63,7 +66,7 @@ export function paperRowSix(r: TableSixRow): PaperScores {
   return PAPER_TABLE6[rowKey(r)];
 }
 
-export interface StudyTwoGrid {
+export interface Table6Grid {
   profile: ProfileName;
   seeds?: readonly number[];
   epochs?: number;
@@ -78,7 +81,7 @@ export interface StudyTwoGrid {
 }
 
 /** The run config of one row and seed: Study I's own run where the row is an image-only Study I arm. */
-export function studyTwoCell(r: TableSixRow, seed: number, g: Omit<StudyTwoGrid, "rows" | "seeds">): StudyOneConfig {
+export function table6Cell(r: TableSixRow, seed: number, g: Omit<Table6Grid, "rows" | "seeds">): DiagnosisConfig {
   const studyOne = !r.lungMask && !r.lesionMask && (armsOf("paper") as readonly string[]).includes(r.arm);
   return {
     study: studyOne ? "study1" : "study2",
@@ -98,11 +101,11 @@ export function studyTwoCell(r: TableSixRow, seed: number, g: Omit<StudyTwoGrid,
 }
 
 /** Every cell of Table 6 (rows × seeds) as run configs. */
-export function studyTwoCells(g: StudyTwoGrid): StudyOneConfig[] {
+export function table6Cells(g: Table6Grid): DiagnosisConfig[] {
   const seeds = g.seeds ?? getProfile(g.profile).seeds;
-  const cells: StudyOneConfig[] = [];
+  const cells: DiagnosisConfig[] = [];
   for (const r of g.rows ?? TABLE6_ROWS) for (const seed of seeds) {
-    const c = studyTwoCell(r, seed, g);
+    const c = table6Cell(r, seed, g);
     if (c.study === "study1" && g.includeStudyOne === false) continue;
     cells.push(c);
   }
@@ -110,12 +113,12 @@ export function studyTwoCells(g: StudyTwoGrid): StudyOneConfig[] {
 }
 
 /** Every cell of Table 6, reusing finished runs (Study I's among them). */
-export async function runStudyTwoGrid(g: StudyTwoGrid, hooks: StudyOneHooks & { onRun?: (c: StudyOneConfig, i: number, n: number) => void } = {}): Promise<StudyOneResult[]> {
-  const cells = studyTwoCells(g);
-  const out: StudyOneResult[] = [];
+export async function runTable6(g: Table6Grid, hooks: DiagnosisHooks & { onRun?: (c: DiagnosisConfig, i: number, n: number) => void } = {}): Promise<DiagnosisResult[]> {
+  const cells = table6Cells(g);
+  const out: DiagnosisResult[] = [];
   for (let i = 0; i < cells.length; i++) {
     hooks.onRun?.(cells[i], i, cells.length);
-    out.push(finished(await runStudyOne(cells[i], hooks)));
+    out.push(finished(await runDiagnosis(cells[i], hooks)));
   }
   return out;
 }
@@ -127,7 +130,7 @@ export function medsegTestExamples(root?: string): Example[] {
 
 /** Slices for Figure 3: COVID-Seg training slices of the paper protocol (pseudo lesion labels) and MedSeg test slices (radiologists'). */
 export async function figureExamples(n = 4): Promise<Example[]> {
-  const p = await studyOneProtocol({ protocol: "paper" });
+  const p = await selectProtocol({ protocol: "paper" });
   const seg = protocolExamples(p, "train", "covid").filter((e) => e.source === "covid19-ct-seg");
   const med = medsegTestExamples();
   const k = Math.ceil(n / 2);

@@ -17,7 +17,7 @@ import { orientPixels } from "../data/orientation";
 import { normalisePreprocessOptions } from "../data/preprocess";
 import { sourceOrientation } from "../data/sources";
 import { alignMask } from "../lungs/input";
-import { Example, examplePreprocess } from "./inputs";
+import { Example, examplePreprocess } from "../data/examples";
 
 /** A binary mask (0/1) at its image file's own size and orientation. */
 export interface FullMask {

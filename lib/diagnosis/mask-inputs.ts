@@ -9,13 +9,14 @@
  * lung pixels in each cell) and the lesion target at a reduced size.
  */
 import * as tf from "@tensorflow/tfjs";
+import { Example, LabelledExamples, loadGrayImages } from "../data/examples";
+import { toModelInput } from "../models/input";
 import { Preprocessing } from "../models/weights";
 import { augmentBatch, augmentPair } from "../training/augment";
 import { Tensors } from "../training/accumulate";
 import { BatchContext } from "../training/loop";
 import { MultiTaskSource } from "../training/multitask";
 import { AugmentConfig } from "../training/profiles";
-import { Example, LabelledExamples, loadGrayImages, toModelInput } from "./inputs";
 import { lesionTargetOf } from "./masks";
 
 function bytesBatch(arrays: readonly Uint8Array[], idx: readonly number[], per: number, scale: number): Float32Array {

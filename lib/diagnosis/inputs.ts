@@ -1,66 +1,19 @@
 /**
- * Input pipelines of the studies: examples (file + label) → tensors the model expects.
+ * Input pipelines of the diagnosis run: examples (file + label) → tensors the model expects.
  *
  * ImageSource: chest crop + resize (cached on disk), the paper's augmentation for training, gray
  * replicated to 3 channels, the normalisation of the weight set.
  * FeatureSource: cached frozen-backbone features (the `quick` profile).
  */
 import * as tf from "@tensorflow/tfjs";
-import { DiskCache, cacheKey, contentHash, mapLimit, preprocessCached, PREPROCESS_VERSION } from "../data/cache";
-import { PreprocessOptions } from "../data/preprocess";
-import { SourceName, sourcePreprocessing } from "../data/sources";
-import { applyPreprocessing, Preprocessing } from "../models/weights";
+import { DiskCache, cacheKey, contentHash, PREPROCESS_VERSION } from "../data/cache";
+import { Example, LabelledExamples, loadGrayImages } from "../data/examples";
+import { sourcePreprocessing } from "../data/sources";
+import { grayBatch, toModelInput } from "../models/input";
+import { Preprocessing } from "../models/weights";
 import { augmentBatch } from "../training/augment";
 import { ExampleSource } from "../training/loop";
 import { AugmentConfig } from "../training/profiles";
-
-export interface Example {
-  /** Stable id: `<source>/<class>/<file>`. */
-  id: string;
-  path: string;
-  /** 1 = COVID, 0 = NonCOVID. */
-  label: 0 | 1;
-  /** Image source (default covid-ct): sets the orientation transform and crop (lib/data/sources.ts). */
-  source?: SourceName;
-}
-
-/** Preprocessing options of an example: gray at `size`, plus its source's orientation and crop. */
-export function examplePreprocess(e: Example, size: number): PreprocessOptions {
-  return { size, channels: 1, ...sourcePreprocessing(e.source ?? "covid-ct", e.path) };
-}
-
-/** Gray images of one size, kept in memory as bytes (746 images at 224² ≈ 37 MB). */
-export async function loadGrayImages(examples: readonly Example[], size: number): Promise<Uint8Array[]> {
-  return mapLimit(examples, 4, async (e) => (await preprocessCached(e.path, examplePreprocess(e, size))).data);
-}
-
-/** Batch [n, s, s, 1] in [0, 1] from gray bytes. */
-function grayBatch(images: readonly Uint8Array[], idx: readonly number[], size: number): tf.Tensor4D {
-  const per = size * size;
-  const buf = new Float32Array(idx.length * per);
-  idx.forEach((i, k) => {
-    const img = images[i];
-    for (let p = 0; p < per; p++) buf[k * per + p] = img[p] / 255;
-  });
-  return tf.tensor4d(buf, [idx.length, size, size, 1]);
-}
-
-/** Gray [n,s,s,1] in [0,1] → 3 channels in [0,255] → the weight set's normalisation. */
-export function toModelInput(gray: tf.Tensor4D, p: Preprocessing): tf.Tensor4D {
-  return tf.tidy(() => applyPreprocessing(tf.tile(tf.mul(gray, 255), [1, 1, 1, 3]) as tf.Tensor4D, p));
-}
-
-/** What every source of examples carries: count, labels and ids, in the examples' order. */
-export abstract class LabelledExamples {
-  readonly size: number;
-  readonly labels: number[];
-  readonly ids: string[];
-  constructor(examples: readonly Pick<Example, "id" | "label">[]) {
-    this.size = examples.length;
-    this.labels = examples.map((e) => e.label);
-    this.ids = examples.map((e) => e.id);
-  }
-}
 
 export class ImageSource extends LabelledExamples implements ExampleSource {
   private constructor(

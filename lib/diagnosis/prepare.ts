@@ -1,0 +1,205 @@
+/**
+ * The three ways a diagnosis run prepares what it trains:
+ *   shortcut   the cue baseline: a logistic regression on non-anatomical cues;
+ *   backbone   Study I: the whole network (paper, smoke) or a head on cached pooled features (quick);
+ *   mask run   Study II and CSSL: the lung mask as input and/or the ASPP lesion branch, on cached
+ *              feature maps (quick) or the whole network with a 4-channel input (paper, smoke).
+ */
+import * as tf from "@tensorflow/tfjs";
+import * as path from "path";
+import { buildFeatureHead, buildModel, buildMultiTaskModel, featureExtractors, headModel, ModelName } from "../models";
+import { loadImagenetWeights, preprocessFor } from "../models/weights";
+import { shortcutCues, shortcutModel } from "../protocols/shortcut";
+import { classificationTask, ExampleSource, TrainingTask } from "../training/loop";
+import { multiTaskTask } from "../training/multitask";
+import { StudyProfile } from "../training/profiles";
+import { writeJsonAtomic } from "../util/fs";
+import { DiagnosisConfig, DiagnosisHooks, effectiveInit, FROZEN_RANDOM_BACKBONE_SEED, headsOf } from "./config";
+import { DiagnosisData } from "./data";
+import { computeFeatures, featureNormalisation, FeatureSource, ImageSource } from "./inputs";
+import { channelNormalisation, MapFeatureSource, maskToGrid, MaskedImageSource } from "./mask-inputs";
+import { lesionMasks, LungMaskProvider, lungMasks } from "./masks";
+import { CHANNEL_NORMALISATION_FILE, NORMALISATION_FILE } from "./results";
+
+export type SetName = "train" | "val" | "test" | "medseg";
+
+/** What a run trains (backbone+head, head on cached features, or the cue regression) and on which sources. */
+export interface Prepared {
+  trainable: tf.LayersModel;
+  sources: Record<SetName, ExampleSource>;
+  /** Classification (Study I, Fig. 4A) or multi-task (Fig. 4B/4C: the sources are MultiTaskSources). */
+  task: TrainingTask<never>;
+  /** Side of the lesion output (multi-task runs). */
+  lesionSize?: number;
+  dispose(): void;
+}
+
+/** Frozen features (cached backbone outputs, or the shortcut cues) as sources, z-scored when asked. */
+function featureSources(data: DiagnosisData, trainF: Float32Array[][], restF: Float32Array[][], standardise: boolean, runDir: string): Record<SetName, ExampleSource> {
+  const nv = data.val.length, nt = data.test.length;
+  const norm = standardise ? featureNormalisation(trainF) : undefined;
+  if (norm) writeJsonAtomic(path.join(runDir, NORMALISATION_FILE), norm);
+  return {
+    train: new FeatureSource(trainF, data.train, norm),
+    val: new FeatureSource(restF.slice(0, nv), data.val, norm),
+    test: new FeatureSource(restF.slice(nv, nv + nt), data.test, norm),
+    medseg: new FeatureSource(restF.slice(nv + nt), data.medsegTest, norm),
+  };
+}
+
+/** The shortcut baseline: a logistic regression on non-anatomical cues, z-scored (lib/protocols/shortcut). */
+export async function prepareShortcut(c: DiagnosisConfig, profile: StudyProfile, data: DiagnosisData, runDir: string, log: (m: string) => void): Promise<Prepared> {
+  const rest = [...data.val, ...data.test, ...data.medsegTest];
+  log(`shortcut cues of ${data.train.length + rest.length} images (size, framing, grey levels; no anatomy)`);
+  const trainF = (await shortcutCues(data.train, profile.inputSize)).map((v) => [v]);
+  const restF = (await shortcutCues(rest, profile.inputSize)).map((v) => [v]);
+  const model = shortcutModel(c.seed);
+  return { trainable: model, sources: featureSources(data, trainF, restF, true, runDir), task: classificationTask, dispose: () => model.dispose() };
+}
+
+export async function prepareBackbone(c: DiagnosisConfig, profile: StudyProfile, data: DiagnosisData, modelName: ModelName, checksums: Record<string, string>, runDir: string, hooks: DiagnosisHooks): Promise<Prepared> {
+  const log = hooks.log ?? (() => undefined);
+  const built = buildModel(modelName, { inputSize: profile.inputSize, seed: c.seed });
+  const pre = preprocessFor(profile.imagenet ? (c.model as ModelName) : modelName);
+  if (profile.imagenet) {
+    const w = await loadImagenetWeights(built.model, modelName, c.weightsRoot);
+    log(`ImageNet weights: ${w.loaded} tensors from ${w.dir}${w.verified ? " (checksum verified)" : " (checksum differs from the tested copy)"}`);
+  }
+  if (profile.strategy === "frozen-features") {
+    // One pass gives the pooled vector (this run) and the feature map (cached for Study II's heads).
+    const extractor = featureExtractors(built, ["pooled", "map"]);
+    const key = { model: modelName, weightsSha256: checksums[`weights/${modelName}`] ?? "random", size: profile.inputSize };
+    const keys = [key, { ...key, which: "map" as const }];
+    const rest = [...data.val, ...data.test, ...data.medsegTest];
+    log(`frozen features: ${data.train.length + rest.length} images at ${profile.inputSize}² (cached after the first run)`);
+    const trainF = await computeFeatures(extractor, data.train, keys, pre, { views: profile.trainViews, onProgress: hooks.onFeatures });
+    const restF = await computeFeatures(extractor, rest, keys, pre, { views: 1, onProgress: hooks.onFeatures });
+    const head = headModel(built, "pooled");
+    return { trainable: head, sources: featureSources(data, trainF, restF, profile.standardiseFeatures, runDir), task: classificationTask, dispose: () => { head.dispose(); built.model.dispose(); } };
+  }
+  const aug = profile.augment;
+  return {
+    trainable: built.model,
+    sources: {
+      train: await ImageSource.create(data.train, profile.inputSize, pre, aug),
+      val: await ImageSource.create(data.val, profile.inputSize, pre, null),
+      test: await ImageSource.create(data.test, profile.inputSize, pre, null),
+      medseg: await ImageSource.create(data.medsegTest, profile.inputSize, pre, null),
+    },
+    task: classificationTask,
+    dispose: () => built.model.dispose(),
+  };
+}
+
+/**
+ * The backbone initialisation of a Study II / CSSL run as a loader, and the key that identifies
+ * the weights (feature caches are keyed by it).
+ */
+export function backboneInit(c: DiagnosisConfig, profile: StudyProfile, modelName: ModelName, checksums: Record<string, string>, log: (m: string) => void): { weightsKey: string; load: (m: tf.LayersModel) => Promise<void> } {
+  const init = effectiveInit(c, profile);
+  // A random backbone differs per seed (so do its cached features); frozen, it is drawn once.
+  if (init === "random") return { weightsKey: `random-seed${profile.strategy === "frozen-features" ? FROZEN_RANDOM_BACKBONE_SEED : c.seed}`, load: async () => undefined };
+  if (init === "imagenet") {
+    return {
+      weightsKey: checksums[`weights/${modelName}`] ?? "imagenet",
+      load: async (m) => {
+        const w = await loadImagenetWeights(m, modelName, c.weightsRoot, { adaptChannels: "zeros", missing: "keep-init" });
+        log(`ImageNet weights: ${w.loaded} tensors from ${w.dir}${w.verified ? " (checksum verified)" : " (checksum differs from the tested copy)"}`);
+      },
+    };
+  }
+  const dir = path.resolve(init.slice("checkpoint:".length));
+  return {
+    weightsKey: checksums[`pretrained/${path.basename(dir)}`],
+    load: async (m) => {
+      const { loadPretrainedBackbone } = await import("../models/pretrained");
+      const r = await loadPretrainedBackbone(m, dir, { adaptChannels: "zeros" });
+      if (r.backboneLeftAtInit.length) throw new Error(`${dir}: ${r.backboneLeftAtInit.length} backbone weights were not in its encoder (e.g. ${r.backboneLeftAtInit[0]}).`);
+      log(`pretrained encoder: ${r.loaded} tensors from ${dir}`);
+    },
+  };
+}
+
+/**
+ * Study II (and CSSL fine-tuning) inputs and model: the lung mask as input and/or the lesion branch.
+ * `quick` (frozen-features): the backbone's cached feature maps + buildFeatureHead; `paper`/`smoke`
+ * (finetune): the whole network with a 4-channel input (lung) and the ASPP multi-task heads (lesion).
+ */
+export async function prepareMaskRun(
+  c: DiagnosisConfig,
+  profile: StudyProfile,
+  data: DiagnosisData,
+  modelName: ModelName,
+  init: { weightsKey: string; load: (m: tf.LayersModel) => Promise<void> },
+  lungs: LungMaskProvider | null,
+  runDir: string,
+  hooks: DiagnosisHooks,
+): Promise<Prepared> {
+  const log = hooks.log ?? (() => undefined);
+  const heads = headsOf(profile);
+  const size = profile.inputSize;
+  const pre = preprocessFor(modelName);
+  const sets = { train: data.train, val: data.val, test: data.test, medseg: data.medsegTest } as const;
+  const setNames = Object.keys(sets) as SetName[];
+  const all = setNames.flatMap((k) => sets[k]);
+  const split = <T>(xs: T[]): Record<SetName, T[]> => {
+    const out = {} as Record<SetName, T[]>;
+    let o = 0;
+    for (const k of setNames) { out[k] = xs.slice(o, o + sets[k].length); o += sets[k].length; }
+    return out;
+  };
+  if (c.lungMask) log(`lung masks of ${all.length} images (${lungs!.id})`);
+  const lung = c.lungMask ? split(await lungMasks(all, size, lungs!)) : null;
+
+  if (profile.strategy === "frozen-features") {
+    // A frozen random backbone is drawn once (seed 1) for every run seed, as a MoCo encoder is
+    // pretrained once: the run seed varies the head, and its feature maps are computed once.
+    const built = buildModel(modelName, { inputSize: size, seed: FROZEN_RANDOM_BACKBONE_SEED, includeHead: false });
+    await init.load(built.model);
+    const extractor = featureExtractors(built, ["map", "pooled"]);
+    const mapShape = (extractor.outputs[0].shape.slice(1) as number[]) as [number, number, number];
+    const key = { model: modelName, weightsSha256: init.weightsKey, size };
+    log(`frozen feature maps ${mapShape.join("×")}: ${all.length} images at ${size}² (cached after the first run)`);
+    const maps = split((await computeFeatures(extractor, all, [{ ...key, which: "map" as const }, key], pre, { views: 1, onProgress: hooks.onFeatures })).map((v) => v[0]));
+    built.model.dispose();
+    const norm = channelNormalisation(maps.train, mapShape[2]);
+    writeJsonAtomic(path.join(runDir, CHANNEL_NORMALISATION_FILE), { mean: Array.from(norm.mean), std: Array.from(norm.std) });
+    const side = heads.lesionSize || size;
+    const lesion = c.lesionMask ? split(await lesionMasks(all, side)) : null;
+    const src = (k: SetName) =>
+      new MapFeatureSource(maps[k], mapShape, norm, sets[k], lung ? lung[k].map((m) => maskToGrid(m, size, mapShape[0], mapShape[1])) : null, lesion ? lesion[k] : null, side);
+    const head = buildFeatureHead({ mapShape, lung: !!c.lungMask, lesion: !!c.lesionMask, lesionSize: side, seed: c.seed });
+    const sources = { train: src("train"), val: src("val"), test: src("test"), medseg: src("medseg") };
+    return {
+      trainable: head,
+      sources,
+      task: (c.lesionMask ? multiTaskTask() : classificationTask) as TrainingTask<never>,
+      lesionSize: c.lesionMask ? side : undefined,
+      dispose: () => head.dispose(),
+    };
+  }
+
+  const channels = c.lungMask ? 4 : 3;
+  let trainable: tf.LayersModel;
+  let backbone: tf.LayersModel;
+  if (c.lesionMask) {
+    const b = buildModel(modelName, { inputSize: size, seed: c.seed, includeHead: false, channels });
+    const mt = buildMultiTaskModel(b, { aspp: { filters: heads.asppFilters, outputStride: heads.outputStride }, seed: c.seed });
+    trainable = mt.model;
+    backbone = b.model;
+  } else {
+    const b = buildModel(modelName, { inputSize: size, seed: c.seed, channels });
+    trainable = backbone = b.model;
+  }
+  await init.load(backbone);
+  const lesion = c.lesionMask ? split(await lesionMasks(all, size)) : null;
+  const src = async (k: SetName) => MaskedImageSource.create(sets[k], size, pre, k === "train" ? profile.augment : null, { lung: lung ? lung[k] : null, lesion: lesion ? lesion[k] : null });
+  return {
+    trainable,
+    sources: { train: await src("train"), val: await src("val"), test: await src("test"), medseg: await src("medseg") },
+    task: (c.lesionMask ? multiTaskTask() : classificationTask) as TrainingTask<never>,
+    lesionSize: c.lesionMask ? size : undefined,
+    // The multi-task model holds the backbone's layers: disposing it disposes them.
+    dispose: () => trainable.dispose(),
+  };
+}
