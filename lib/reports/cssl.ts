@@ -14,7 +14,7 @@ import { computeFeatures } from "../diagnosis/inputs";
 import { DiagnosisResult } from "../diagnosis/results";
 import { StudyProfile } from "../training/profiles";
 import { escapeHtml } from "../util/html";
-import { rocFigureOf, seedMeanBootstrap } from "./study1";
+import { rocFigureOf, seedMeanBootstrap } from "./runs";
 
 const pct = (x: number) => (Number.isFinite(x) ? (100 * x).toFixed(1) : "–");
 type Finished = Extract<PretrainResult, { interrupted: false }>;

@@ -10,13 +10,14 @@ import * as tf from "@tensorflow/tfjs";
 import * as path from "path";
 import seedrandom from "seedrandom";
 import { camOverlayPng, gradCam, grayPng } from "../gradcam";
-import { meanSd, metricFn, rocCurve, rocAuc } from "../evaluation";
+import { meanSd } from "../evaluation";
 import { PAPER_ARM_NAMES, PAPER_TABLE5, PAPER_TABLE5_KEY } from "../paper";
 import { Figure, tableBundle } from "../plots";
 import { loadGrayImages } from "../data/examples";
 import { DiagnosisResult, loadRunModel, PredictionRow, readPredictions } from "../diagnosis/results";
 import { toModelInput } from "../models/input";
 import { PROFILES, StudyProfile } from "../training/profiles";
+import { predictionsOf, rocFigureOf, seedMeanBootstrap } from "./runs";
 
 const MODEL_NAMES_PRETTY: Record<string, string> = { densenet169: "DenseNet-169", resnet50: "ResNet-50", shortcut: "Shortcut baseline (no anatomy)" };
 
@@ -50,31 +51,6 @@ function groups(results: readonly DiagnosisResult[]): Map<string, DiagnosisResul
     m.get(k)!.push(r);
   }
   return m;
-}
-
-function predictions(r: DiagnosisResult, set: PredictionRow["set"]): PredictionRow[] {
-  return readPredictions(path.join(r.runDir, "predictions.csv")).filter((p) => p.set === set);
-}
-
-/**
- * 95 % bootstrap interval of the seed-mean of a test metric: resample test images, recompute the
- * metric for every seed's predictions on the resample, average over seeds.
- */
-export function seedMeanBootstrap(runs: readonly DiagnosisResult[], metric: "accuracy" | "f1" | "auc", n = 1000, seed = 0): [number, number] {
-  const preds = runs.map((r) => predictions(r, "test"));
-  const labels = preds[0].map((p) => p.label);
-  const f = metricFn(metric, 0.5);
-  const rng = seedrandom(`seedmean:${metric}:${seed}`);
-  const vals: number[] = [];
-  for (let b = 0; b < n; b++) {
-    const idx = labels.map(() => Math.floor(rng() * labels.length));
-    const per = preds.map((ps) => f(idx.map((i) => ps[i].label), idx.map((i) => ps[i].probability)));
-    const v = per.reduce((a, x) => a + x, 0) / per.length;
-    if (Number.isFinite(v)) vals.push(v);
-  }
-  vals.sort((a, b) => a - b);
-  const q = (p: number) => vals[Math.min(vals.length - 1, Math.max(0, Math.floor(p * (vals.length - 1))))];
-  return [q(0.025), q(0.975)];
 }
 
 /** Table 5: paper vs ours (mean ± sd over seeds, 95 % bootstrap CI), accuracy / F1 / AUC in %. */
@@ -117,28 +93,6 @@ export function medsegTable(results: readonly DiagnosisResult[]) {
   return tableBundle(["model", "positive training set", "MedSeg test slices", "recall @ 0.5 (%)", "recall @ validation threshold (%)"], rows, {
     caption: `Recall on original CT slices (MedSeg test, all COVID-19), ${results[0]?.config.protocol ?? "official"} protocol: does a model recognise scans of a source it never saw?`,
   });
-}
-
-/** One ROC curve per group of runs (the seeds of one cell; probabilities averaged over them), on the test set. */
-export function rocFigureOf(title: string, curves: readonly { name: string; runs: readonly DiagnosisResult[] }[]): Figure {
-  const data: Record<string, unknown>[] = [];
-  for (const { name, runs } of curves) {
-    const preds = runs.map((r) => predictions(r, "test"));
-    const labels = preds[0].map((p) => p.label);
-    const mean = preds[0].map((_, i) => preds.reduce((a, ps) => a + ps[i].probability, 0) / preds.length);
-    const pts = rocCurve(labels, mean);
-    data.push({ type: "scatter", mode: "lines", name: `${name} (AUC ${rocAuc(labels, mean).auc.toFixed(3)})`, x: pts.map((p) => p.fpr), y: pts.map((p) => p.tpr) });
-  }
-  data.push({ type: "scatter", mode: "lines", name: "chance", x: [0, 1], y: [0, 1], line: { dash: "dot", color: "#999" } });
-  return {
-    data,
-    layout: {
-      title: { text: `ROC on the test set — ${title} (probabilities averaged over seeds)` },
-      xaxis: { title: { text: "false positive rate" }, range: [0, 1] },
-      yaxis: { title: { text: "true positive rate (COVID)" }, range: [0, 1] },
-      height: 420,
-    },
-  };
 }
 
 /** ROC curves of one model, one curve per arm (seed-averaged probabilities). */

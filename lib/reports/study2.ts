@@ -14,7 +14,7 @@ import { DiagnosisResult, PredictionRow, readLesionPredictions } from "../diagno
 import { paperRowSix, rowKey, TABLE6_ROWS, TableSixRow } from "../studies/study2";
 import { MULTITASK_HEADS, PROFILES, StudyProfile } from "../training/profiles";
 import { escapeHtml } from "../util/html";
-import { rocFigureOf, seedMeanBootstrap } from "./study1";
+import { rocFigureOf, seedMeanBootstrap } from "./runs";
 
 const pct = (x: number) => (Number.isFinite(x) ? (100 * x).toFixed(1) : "–");
 const VARIANT_LABEL: Record<string, string> = { "": "image only", lung: "+ lung mask", lesion: "+ lesion mask", "lung-lesion": "+ lung and lesion masks" };

@@ -5,7 +5,7 @@
  * from ImageNet followed by MoCo contrastive self-supervised pretraining on the protocol's training
  * CT images (TL + CSSL); plus MoCo from a random init (CSSL without TL, beyond the paper).
  *
- * A Table 7 row is a cell of the one diagnosis run (study1.ts runDiagnosis) with study "cssl" and an
+ * A Table 7 row is a cell of the one diagnosis run (lib/diagnosis, runDiagnosis) with study "cssl" and an
  * `init`; the MoCo rows' init is `checkpoint:<pretraining run>` (lib/ssl/pretrain.ts), so their
  * fine-tuning depends on that run (grid: dependsOn; Slurm: afterok).
  */

@@ -3,7 +3,7 @@
  * DenseNet-169 under the paper protocol; each row of Table 6 is a positive training set (arm) and a
  * variant: image only, + lung mask (Fig. 4A), + lesion mask (Fig. 4B), + both (Fig. 4C).
  *
- * A row is a cell of the one diagnosis run (study1.ts runDiagnosis) with `lungMask` / `lesionMask`.
+ * A row is a cell of the one diagnosis run (lib/diagnosis, runDiagnosis) with `lungMask` / `lesionMask`.
  * Rows without a mask on Study I's arms ARE Study I's DenseNet-169 runs (the paper's Table 6 repeats
  * Table 5 there): the grid points at Study I's run directories, so notebook 02's runs are reused.
  */

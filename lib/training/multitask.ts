@@ -1,7 +1,7 @@
 /**
  * Study II's multi-task training task (Fig. 4B/4C) for the engine: classification + lesion
  * segmentation, loss = 1 · CE + 1 · lesion loss (the paper's weights), the lesion term averaged over
- * the images that carry a true lesion label (lib/studies/masks.ts lesionTargetOf), checkpoint
+ * the images that carry a true lesion label (lib/diagnosis/masks.ts lesionTargetOf), checkpoint
  * selected on validation AUC as Study I's.
  */
 import * as tf from "@tensorflow/tfjs";

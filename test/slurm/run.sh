@@ -69,7 +69,7 @@ log "grid + render finished in $(( $(date +%s) - t1 )) s"
 "${CLI[@]}" grid --study study1 --protocol paper --profile smoke --json > "$T/grid.json"
 node -e '
   const runs = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
-  const { evaluateRun, readRunMetrics } = require(process.argv[2] + "/dist/lib/studies/study1");
+  const { evaluateRun, readRunMetrics } = require(process.argv[2] + "/dist/lib/diagnosis");
   if (runs.length !== 9) throw new Error(`grid --json lists ${runs.length} runs, expected 9`);
   for (const r of runs) {
     if (r.state !== "finished") throw new Error(`${r.runDir} is ${r.state}`);
