@@ -6,7 +6,6 @@
 import * as tf from "@tensorflow/tfjs";
 import * as fs from "fs";
 import * as path from "path";
-import { Example } from "../data/examples";
 import { BinaryMetrics, binaryMetrics, bootstrapCI, chooseThreshold, metricFn, officialMetrics, rocAuc, SegmentationSummary } from "../evaluation";
 import { buildModel, ModelName } from "../models";
 import { loadImagenetWeights, preprocessFor } from "../models/weights";

@@ -10,7 +10,7 @@ import { resolveCovidSegRoot, resolveLunaRoot } from "../config";
 import { makeManifest, writeManifest } from "../manifest";
 import { writeProtocol } from "../protocols";
 import { openRun, PredictionRow, writePredictions } from "../runs";
-import { EpochLog, predictProbabilities, StepLog, trainModel, TrainingTask } from "../training/loop";
+import { predictProbabilities, trainModel, TrainingTask } from "../training/loop";
 import { lesionSegmentation, MultiTaskSource, predictMultiTask } from "../training/multitask";
 import { StudyProfile } from "../training/profiles";
 import { writeJsonAtomic } from "../util/fs";

@@ -17,7 +17,7 @@ import { loadGrayImages } from "../data/examples";
 import { DiagnosisResult, loadRunModel, PredictionRow, readPredictions } from "../diagnosis/results";
 import { toModelInput } from "../models/input";
 import { PROFILES, StudyProfile } from "../training/profiles";
-import { predictionsOf, rocFigureOf, seedMeanBootstrap } from "./runs";
+import { rocFigureOf, seedMeanBootstrap } from "./runs";
 
 const MODEL_NAMES_PRETTY: Record<string, string> = { densenet169: "DenseNet-169", resnet50: "ResNet-50", shortcut: "Shortcut baseline (no anatomy)" };
 

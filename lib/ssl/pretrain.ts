@@ -33,15 +33,15 @@ import * as path from "path";
 import { initBackend } from "../backend";
 import { PROJECT_ROOT, resolveCovidSegRoot, resolveDataRoot, resolveLunaRoot } from "../config";
 import { makeManifest, sha256OfManifest, writeManifest } from "../manifest";
-import { buildModel, isHeadLayer, isModelName, ModelName, MODEL_NAMES } from "../models";
-import { assignWeightsByName, findWeightsDir, hasImagenetWeights, readWeights, weightsChecksum } from "../models/weights";
+import { buildModel, isModelName, ModelName, MODEL_NAMES } from "../models";
+import { findWeightsDir, hasImagenetWeights, weightsChecksum } from "../models/weights";
 import { isProtocolName, Protocol, protocolExamples, PROTOCOL_NAMES, ProtocolName, selectProtocol, writeProtocol } from "../protocols";
-import { METRICS_FILE, openRun, readRunManifest } from "../runs";
+import { METRICS_FILE, openRun } from "../runs";
 import { Example, loadGrayImages } from "../data/examples";
-import { toModelInput } from "../models/input";
+import { grayBatch, toModelInput } from "../models/input";
 import { requireInteger } from "../util/checks";
 import { cosineLr } from "../training/schedule";
-import { getProfile, PROFILE_NAMES, ProfileName } from "../training/profiles";
+import { PROFILE_NAMES, ProfileName } from "../training/profiles";
 import { writeJsonAtomic } from "../util/fs";
 import { permutationOf, rngFor, sampleWithoutReplacement } from "../util/random";
 import { MOCO_V2_AUGMENT, GRAYSCALE_NOOP_TERMS } from "./augment";
@@ -250,17 +250,6 @@ export async function pretrainData(c: PretrainConfig, p: PretrainProfile): Promi
   return { protocol, train, probeTrain, probeVal };
 }
 
-/** Gray bytes → [n, s, s, 1] in [0, 1]. */
-function grayTensor(images: readonly Uint8Array[], idx: readonly number[], size: number): tf.Tensor4D {
-  const per = size * size;
-  const buf = new Float32Array(idx.length * per);
-  idx.forEach((i, k) => {
-    const img = images[i];
-    for (let q = 0; q < per; q++) buf[k * per + q] = img[q] / 255;
-  });
-  return tf.tensor4d(buf, [idx.length, size, size, 1]);
-}
-
 /**
  * The k-NN probe's inputs: what the (frozen) stem makes of the probe images, computed once (the
  * stem never changes); without a stem, the model inputs themselves.
@@ -274,7 +263,7 @@ class ProbeInputs {
       const parts: tf.Tensor4D[] = [];
       for (let i = 0; i < xs.length; i += batch) {
         const idx = Array.from({ length: Math.min(batch, xs.length - i) }, (_, j) => i + j);
-        parts.push(tf.tidy(() => stemApply(state, toModelInput(grayTensor(imgs, idx, s), state.preprocessing))));
+        parts.push(tf.tidy(() => stemApply(state, toModelInput(grayBatch(imgs, idx, s), state.preprocessing))));
       }
       const out = tf.concat(parts, 0) as tf.Tensor4D;
       tf.dispose(parts);
@@ -438,7 +427,7 @@ export async function runPretraining(c: PretrainConfig, hooks: PretrainHooks = {
       let loss = 0;
       let acc = 0;
       for (let s = 0; s < stepsPerEpoch; s++) {
-        const x = grayTensor(images, perm.slice(s * moco.batchSize, (s + 1) * moco.batchSize), p.loadSize);
+        const x = grayBatch(images, perm.slice(s * moco.batchSize, (s + 1) * moco.batchSize), p.loadSize);
         try {
           const r = mocoStep(state, x, `cssl:${c.seed}:${e}:${s}`, { lr });
           loss += r.loss;
