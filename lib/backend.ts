@@ -252,21 +252,21 @@ const out = (o) => { process.stdout.write(JSON.stringify(o) + "\\n"); process.ex
   return { adapter: adapterInfo(parsed.adapter) };
 }
 
-/** Dawn's own warnings from stderr, without its source locations, as one line. */
+/** Dawn's own warnings from stderr as one line: source locations dropped, "- While …" lines joined. */
 function dawnMessages(stderr: string): string {
-  return stderr
-    .split("\n")
-    .map((l) => l.trim())
-    .filter((l) => l && !l.startsWith("at "))
-    .map((l) => l.replace(/^Warning:\s*/, ""))
-    .filter((l, i, all) => all.indexOf(l) === i)
-    .join("; ")
-    .slice(0, 400);
+  const msgs: string[] = [];
+  for (const raw of stderr.split("\n")) {
+    const l = raw.trim();
+    if (!l || l.startsWith("at ")) continue;
+    if (l.startsWith("- ") && msgs.length) msgs[msgs.length - 1] += ` (${l.slice(2).replace(/^While/, "while")})`;
+    else msgs.push(l.replace(/^Warning:\s*/, ""));
+  }
+  return [...new Set(msgs)].join("; ").slice(0, 400);
 }
 
 /** Why Vulkan (Dawn's backend on Linux) offered no adapter: Dawn's words, else what we can see. */
 function vulkanDetail(dawnSaid: string): string {
-  if (dawnSaid) return /vulkan/i.test(dawnSaid) ? dawnSaid.replace(/^Couldn't load Vulkan: /, "Vulkan: ") : `Dawn: ${dawnSaid}`;
+  if (dawnSaid) return dawnSaid.startsWith("Couldn't load Vulkan: ") ? dawnSaid.replace(/^Couldn't load Vulkan: /, "Vulkan: ") : `Dawn: ${dawnSaid}`;
   if (process.platform !== "linux") return `no adapter on ${process.platform}`;
   const manifests = vulkanDriverManifests();
   return manifests.length

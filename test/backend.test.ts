@@ -13,6 +13,7 @@ import { BACKEND_ORDER } from "../lib/backend";
 const CLI = path.join(PROJECT_ROOT, "dist", "lib", "cli.js");
 const BACKEND_JS = path.join(PROJECT_ROOT, "dist", "lib", "backend.js");
 const FAKE_DAWN = path.join(PROJECT_ROOT, "dist", "test", "support", "fake-dawn.js");
+const GPU_CHECK = path.join(PROJECT_ROOT, "dist", "bench", "gpu", "check.js");
 
 function run(args: string[], env: Record<string, string | undefined>): { code: number | null; stdout: string; stderr: string } {
   const e: Record<string, string | undefined> = { ...process.env, COVIDCT_DEBUG: "", COVIDCT_BACKEND: undefined, COVIDCT_WEBGPU_MODULE: undefined, FAKE_DAWN: undefined, ...env };
@@ -115,5 +116,17 @@ describe("backend order and WebGPU (issue 17)", function () {
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /webgpu: Dawn found no GPU adapter \(Vulkan: fake loader missing\)/);
     assert.doesNotMatch(r.stderr, /fake\.cpp/);
+  });
+
+  it("the GPU check script (npm run bench:gpu) exits 3 with 'no GPU adapter' and no stack trace", function () {
+    if (webgpuLoadsHere()) this.skip();
+    const r = run([GPU_CHECK], {});
+    assert.equal(r.code, 3, `exit ${r.code}\n${r.stderr}`);
+    assert.match(r.stderr, /^no GPU adapter: WebGPU cannot load here: .+/m);
+    assert.doesNotMatch(r.stderr, /^\s+at /m, `stack trace in:\n${r.stderr}`);
+    // With a fake adapter that cannot make a device, it is still "no GPU adapter", not a crash.
+    const f = run([GPU_CHECK], { COVIDCT_WEBGPU_MODULE: FAKE_DAWN, FAKE_DAWN: "no-adapter" });
+    assert.equal(f.code, 3, f.stderr);
+    assert.match(f.stderr, /no GPU adapter: .*Dawn found no GPU adapter \(Vulkan: fake loader missing\)/);
   });
 });
