@@ -216,7 +216,7 @@ program
 
 program
   .command("backend")
-  .description("show which tfjs backend loads here (node-gpu → node → wasm → cpu; COVIDCT_BACKEND forces one)")
+  .description("show which tfjs backend loads here and why the others did not (node-gpu → webgpu → node → wasm → cpu; COVIDCT_BACKEND forces one)")
   .option("--json", "print JSON")
   .action(async (o: { json?: boolean }) => {
     const { initBackend, describeBackend } = await import("./backend");
@@ -470,9 +470,18 @@ program
     print(!!o.json, m, () => `test: AUC ${m.test.auc.toFixed(4)}  accuracy ${m.test.accuracy.toFixed(4)}  F1 ${m.test.f1.toFixed(4)}  (threshold 0.5, COVID positive)\ntest at validation threshold ${m.testAtValThreshold.threshold.toFixed(3)}: accuracy ${m.testAtValThreshold.accuracy.toFixed(4)}  F1 ${m.testAtValThreshold.f1.toFixed(4)}\nNonCOVID positive (official code): F1 ${m.testNonCovidPositive.f1.toFixed(4)}\nMedSeg recall ${m.medsegTest.recall.toFixed(4)}`);
   });
 
-program.parseAsync(process.argv).catch((e: unknown) => {
-  const err = e as Error;
-  process.stderr.write(`covid-ct: ${err.message ?? String(e)}\n`);
-  if (process.env.COVIDCT_DEBUG) process.stderr.write(`${err.stack}\n`);
-  process.exitCode = process.exitCode || 1;
-});
+program
+  .parseAsync(process.argv)
+  .catch((e: unknown) => {
+    const err = e as Error;
+    process.stderr.write(`covid-ct: ${err.message ?? String(e)}\n`);
+    if (process.env.COVIDCT_DEBUG) process.stderr.write(`${err.stack}\n`);
+    process.exitCode = process.exitCode || 1;
+  })
+  .finally(() => {
+    // Dawn (the WebGPU backend) keeps the event loop alive while its GPU object exists, so a
+    // command that ran on WebGPU would never exit by itself. (Looked up in the module cache, so
+    // commands that never loaded tfjs do not load it here.)
+    const loaded = require.cache[require.resolve("./backend")]?.exports as typeof import("./backend") | undefined;
+    if (loaded?.activeBackend()?.choice === "webgpu") process.exit();
+  });

@@ -19,7 +19,7 @@ export interface RunManifest {
   kind: string;
   createdAt: string;
   git: GitInfo;
-  backend: Pick<BackendInfo, "choice" | "tfBackend" | "package" | "packageVersion" | "tfjsVersion" | "gpu" | "wasm"> | null;
+  backend: Pick<BackendInfo, "choice" | "tfBackend" | "package" | "packageVersion" | "tfjsVersion" | "gpu" | "wasm" | "webgpu"> | null;
   node: string;
   platform: string;
   cpus: number;
@@ -47,7 +47,7 @@ export function makeManifest(kind: string, config: unknown, checksums: Record<st
     kind,
     createdAt: new Date().toISOString(),
     git: gitInfo(),
-    backend: b ? { choice: b.choice, tfBackend: b.tfBackend, package: b.package, packageVersion: b.packageVersion, tfjsVersion: b.tfjsVersion, gpu: b.gpu, wasm: b.wasm } : null,
+    backend: b ? { choice: b.choice, tfBackend: b.tfBackend, package: b.package, packageVersion: b.packageVersion, tfjsVersion: b.tfjsVersion, gpu: b.gpu, wasm: b.wasm, ...(b.webgpu ? { webgpu: b.webgpu } : {}) } : null,
     node: process.version,
     platform: `${os.platform()}-${os.arch()}`,
     cpus: os.cpus().length,
