@@ -223,6 +223,20 @@ describe("protocols: the external set", function () {
     assert.match(text, /^external \(sars-cov-2-ct-scan, evaluation only\): covid 157, noncovid 154 {2}hash [0-9a-f]{64}$/m);
   });
 
+  it("`audit --protocol paper` compares the external set with every source and names pairs with training images", function () {
+    const cli = path.join(__dirname, "..", "lib", "cli.js");
+    const out = JSON.parse(execFileSync(process.execPath, [cli, "audit", "--protocol", "paper", "--json"], { encoding: "utf8", maxBuffer: 64 << 20 })).protocol;
+    const e = out.external;
+    assert.deepEqual([e.source, e.images, e.hashed], ["sars-cov-2-ct-scan", 311, 311]);
+    const ext = out.crossSourceDuplicates.pairs.filter((x: { aSource: string; bSource: string }) => x.aSource === "sars-cov-2-ct-scan" || x.bSource === "sars-cov-2-ct-scan");
+    assert.equal(e.pairs, ext.length);
+    assert.equal(e.list.length, e.pairs);
+    const trainIds = new Set([...paper.splits.train.covid, ...paper.splits.train.noncovid].map((m) => m.id));
+    assert.equal(e.withTraining, e.list.filter((x: { other: string }) => trainIds.has(x.other)).length);
+    // Measured at threshold 5: 23 pairs (COVID-Seg 20, COVID-CT 3), 3 with training images; by eye none is the same patient.
+    assert.ok(e.list.every((x: { external: string }) => x.external.startsWith("sars-cov-2-ct-scan/")));
+  });
+
   it("an absent root gives an empty external set and a note; the protocol builds with the same hash", async function () {
     const absent = path.join(tempDir("ext-absent"), "none");
     for (const name of ["official", "paper"] as const) {
