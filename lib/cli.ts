@@ -107,15 +107,34 @@ program
 async function auditProtocolSection(name: string, data: string | undefined, threshold: number | undefined): Promise<{ json: unknown; text: string }> {
   const { buildProtocol, isProtocolName, protocolLeaksOf, crossSourcePairs, hashImages, pairCounts, PROTOCOL_NAMES } = await import("./protocols");
   const { listCovidCt, listCovidSeg, listLuna, listMedsegSlices } = await import("./data/sources");
+  const { protocolExternalExamples } = await import("./protocols");
   if (!isProtocolName(name)) throw new Error(`--protocol '${name}' is not a protocol; use one of ${PROTOCOL_NAMES.join(", ")}.`);
   const p = await buildProtocol(name, { dataRoot: data, threshold });
   const leaks = protocolLeaksOf(p);
-  // Every pair of sources, whether or not the protocol uses them (MedSeg too).
-  const all = [...(await listCovidCt(resolveDataRoot(data).dir)), ...listCovidSeg(), ...listLuna(), ...listMedsegSlices("train"), ...listMedsegSlices("test")];
+  // Every pair of sources, whether or not the protocol uses them (MedSeg too), and the protocol's
+  // external set (sars-cov-2-ct-scan) against all of them.
+  const externalImages = protocolExternalExamples(p).map((e) => ({ id: e.id, source: e.source!, path: e.path }));
+  const all = [...(await listCovidCt(resolveDataRoot(data).dir)), ...listCovidSeg(), ...listLuna(), ...listMedsegSlices("train"), ...listMedsegSlices("test"), ...externalImages];
   const { hashes, unreadable } = await hashImages(all);
   const pairs = crossSourcePairs(all, hashes, threshold);
   const counts = pairCounts(pairs);
-  const json = { name: p.name, hash: p.hash, leaks, crossSourceDuplicates: { threshold: threshold ?? null, counts, pairs, unreadable }, removed: p.removed };
+  // The external set against the protocol's splits: a pair with a training image would mean a São
+  // Paulo slice (or its near-copy) was trained on.
+  const externalIds = new Set(externalImages.map((e) => e.id));
+  const splitOf = new Map<string, string>();
+  for (const s of ["train", "val", "test"] as const) for (const c of ["covid", "noncovid"] as const) for (const m of p.splits[s][c]) splitOf.set(m.id, s);
+  const extPairs = pairs
+    .filter((x) => externalIds.has(x.a) !== externalIds.has(x.b))
+    .map((x) => { const [ext, other] = externalIds.has(x.a) ? [x.a, x.b] : [x.b, x.a]; return { external: ext, other, otherSource: externalIds.has(x.a) ? x.bSource : x.aSource, otherSplit: splitOf.get(other) ?? null, distance: x.distance }; });
+  const extBySource: Record<string, number> = {};
+  for (const x of extPairs) extBySource[x.otherSource] = (extBySource[x.otherSource] ?? 0) + 1;
+  const extTrain = extPairs.filter((x) => x.otherSplit === "train");
+  const external = {
+    source: p.external.source, images: externalImages.length, hashed: externalImages.filter((e) => hashes.has(e.id)).length,
+    pairs: extPairs.length, bySource: extBySource, withTraining: extTrain.length, withEvaluation: extPairs.filter((x) => x.otherSplit === "val" || x.otherSplit === "test").length,
+    externalImagesMatchingTraining: new Set(extTrain.map((x) => x.external)).size, list: extPairs,
+  };
+  const json = { name: p.name, hash: p.hash, leaks, crossSourceDuplicates: { threshold: threshold ?? null, counts, pairs, unreadable }, removed: p.removed, external };
   const text = [
     `protocol ${p.name} (hash ${p.hash.slice(0, 12)})`,
     `patient/volume leaks across its splits: ${leaks.length}`,
@@ -124,6 +143,11 @@ async function auditProtocolSection(name: string, data: string | undefined, thre
     ...pairs.slice(0, 20).map((d) => `  d=${d.distance} ${d.a} ↔ ${d.b}`),
     `removed from evaluation: ${p.removed.length}`,
     ...p.removed.map((x) => `  ${x.id}: ${x.reason}`),
+    external.images === 0
+      ? `external set (${external.source}): absent, not audited`
+      : `external set (${external.source}, ${external.images} images): near-duplicates with other sources ${external.pairs} (${Object.entries(external.bySource).map(([k, v]) => `${k} ${v}`).join(", ") || "none"}); ` +
+        `with the protocol's training images ${external.withTraining} (${external.externalImagesMatchingTraining} external images), with its val/test images ${external.withEvaluation}`,
+    ...extPairs.slice(0, 20).map((d) => `  d=${d.distance} ${d.external} ↔ ${d.other}${d.otherSplit ? ` (${d.otherSplit})` : ""}`),
   ].join("\n");
   return { json, text };
 }
@@ -135,7 +159,7 @@ program
   .addOption(dataOption())
   .addOption(runOptions.seed("seed of the paper protocol's draws (default 1)", undefined))
   .addOption(runOptions.out("also write the membership (protocol.json) to this file"))
-  .option("--json", "print the membership as JSON: name, hash, splits.<train|val|test>.<covid|noncovid>[{id, source, patient, path}], removed")
+  .option("--json", "print the membership as JSON: name, hash, splits.<train|val|test>.<covid|noncovid>[{id, source, patient, path}], removed, external.<covid|noncovid>[…] (+ external.hash, external.source)")
   .action(async (name: string, o: { data?: string; seed?: number; out?: string; json?: boolean }) => {
     const { buildProtocol, isProtocolName, protocolCounts, protocolJson, writeProtocol, PROTOCOL_NAMES } = await import("./protocols");
     if (!isProtocolName(name)) throw new Error(`protocol '${name}' is unknown; use one of ${PROTOCOL_NAMES.join(", ")}.`);
@@ -159,6 +183,7 @@ program
         ...rows,
         `removed from evaluation: ${p.removed.length}`,
         ...p.removed.map((x) => `  ${x.id}: ${x.reason}`),
+        `external (${p.external.source}, evaluation only): covid ${p.external.covid.length}, noncovid ${p.external.noncovid.length}  hash ${p.external.hash}`,
         ...p.notes.map((n) => `note: ${n}`),
       ].join("\n");
     });
@@ -169,17 +194,17 @@ program
   .description("check every file of the data root against the committed SHA-256 manifest (data/covid-ct.sha256)")
   .addOption(dataOption())
   .option("--json", "print the report as JSON")
-  .option("--source <name>", "check one source only: covid-ct | covid19-ct-seg | luna16 | medseg (default: every source, data/<source>.sha256)")
+  .option("--source <name>", "check one source only: covid-ct | covid19-ct-seg | luna16 | medseg | sars-cov-2-ct-scan (default: every source, data/<source>.sha256)")
   .action(async (o: { data?: string; json?: boolean; source?: string }) => {
     const { verifyData, describeVerify } = await import("./data/checksums");
-    const { SOURCES, isSourceName, resolveSourceRoot, sourceManifestFile } = await import("./data/sources");
+    const { SOURCES, SOURCE_ENV, isSourceName, resolveSourceRoot, sourceManifestFile } = await import("./data/sources");
     if (o.source !== undefined && !isSourceName(o.source)) throw new Error(`--source '${o.source}' is not a source; use one of ${SOURCES.join(", ")}.`);
     const sources = o.source ? [o.source] : [...SOURCES];
     const reports: Record<string, Awaited<ReturnType<typeof verifyData>>> = {};
     const absent: string[] = [];
     for (const src of sources) {
       const root = src === "covid-ct" ? resolveDataRoot(o.data) : resolveSourceRoot(src);
-      const hint = `set ${src === "covid-ct" ? "--data / COVIDCT_DATA" : src === "luna16" ? "COVIDCT_LUNA" : src === "medseg" ? "COVIDCT_MEDSEG" : "COVIDCT_COVIDSEG"} to the folder (see README, "Data and weights")`;
+      const hint = `set ${src === "covid-ct" ? "--data / COVIDCT_DATA" : SOURCE_ENV[src]} to the folder (see README, "Data and weights")`;
       if (!fs.existsSync(root.dir)) {
         // The release itself, or a source asked for by name, must exist; the optional sources are reported as absent.
         if (src === "covid-ct" || o.source) throw new Error(`${src}: data root ${root.dir} does not exist; ${hint}.`);
@@ -436,7 +461,7 @@ program
 program
   .command("lungs")
   .description("Study II: write the U-Net's binary lung mask (PNG 0/255, the image's size) of every image of a source; trains the segmenter first if needed")
-  .requiredOption("--source <name>", "covid-ct | covid19-ct-seg | luna16 | medseg", oneOf("--source", ["covid-ct", "covid19-ct-seg", "luna16", "medseg"]))
+  .requiredOption("--source <name>", "covid-ct | covid19-ct-seg | luna16 | medseg | sars-cov-2-ct-scan", oneOf("--source", ["covid-ct", "covid19-ct-seg", "luna16", "medseg", "sars-cov-2-ct-scan"]))
   .addOption(runOptions.out("folder for the masks, laid out as the source's data root (new, empty, or written by this command)").makeOptionMandatory())
   .addOption(runOptions.profile("segmenter profile: paper | quick | smoke"))
   .addOption(runOptions.seed("segmenter seed"))

@@ -1,7 +1,7 @@
 /**
  * Where the project finds its data and weights. Every entry point (CLI, notebooks, tests) resolves
  * roots through here so the order is the same everywhere:
- *   explicit flag (--data) → env (COVIDCT_DATA, COVIDCT_MEDSEG)
+ *   explicit flag (--data) → env (COVIDCT_DATA, COVIDCT_MEDSEG, COVIDCT_COVIDSEG, COVIDCT_LUNA, COVIDCT_SARS)
  *   → <project>/data/<set> if present → ../shared/datasets/<set> beside the project if present
  *   → <project>/data/covid-ct (the place `covid-ct fetch-data` fills).
  */
@@ -64,6 +64,14 @@ export function resolveCovidSegRoot(flag?: string): ResolvedRoot {
 /** LUNA16 slices, 2 per series (`<series UID>.mhd_<z>.png`). */
 export function resolveLunaRoot(flag?: string): ResolvedRoot {
   return resolveRoot(flag, "COVIDCT_LUNA", path.join("data", "luna16-slices"), path.join("datasets", "luna16-slices"));
+}
+
+/**
+ * The São Paulo "SARS-CoV-2 CT-scan dataset" subset (COVID/, non-COVID/): the external test set of
+ * both protocols. Never trained on; no patient ids.
+ */
+export function resolveSarsRoot(flag?: string): ResolvedRoot {
+  return resolveRoot(flag, "COVIDCT_SARS", path.join("data", "sars-cov-2-ct-scan"), path.join("datasets", "sars-cov-2-ct-scan"));
 }
 
 /* Pretrained weights are located per weight set by models/weights.ts weightsSearchPath. */

@@ -10,19 +10,24 @@
  *                   (LUNA16 holds one series per patient)
  *   medseg          the 98 MedSeg slices (Inf-Net): id `medseg/<train|test>/<file>` (as Study I);
  *                   the slices carry no patient identity, so patient = the id (one slice each)
+ *   sars-cov-2-ct-scan  the external test set: 157 COVID + 154 non-COVID slices of one hospital in
+ *                   São Paulo (Soares et al. 2020): id `sars-cov-2-ct-scan/<COVID|non-COVID>/<file>`
+ *                   (file names hold spaces and parentheses: `Covid (1).png`). The dataset has NO
+ *                   patient ids, so patient = the id (one slice each): any per-patient statistic
+ *                   over it is really per slice. It is never trained on (lib/protocols: `external`).
  *
  * Ids are the ones runs write to predictions.csv. A missing folder is an error naming it and the
  * environment variable that points elsewhere.
  */
 import * as fs from "fs";
 import * as path from "path";
-import { PROJECT_ROOT, ResolvedRoot, resolveCovidSegRoot, resolveDataRoot, resolveLunaRoot, resolveMedsegRoot } from "../config";
+import { PROJECT_ROOT, ResolvedRoot, resolveCovidSegRoot, resolveDataRoot, resolveLunaRoot, resolveMedsegRoot, resolveSarsRoot } from "../config";
 import { ImageClass, Split, isImageFile, openDataset } from "./dataset";
 import { patientMap } from "./metadata";
 import { Orientation } from "./orientation";
 import { PreprocessOptions } from "./preprocess";
 
-export const SOURCES = ["covid-ct", "covid19-ct-seg", "luna16", "medseg"] as const;
+export const SOURCES = ["covid-ct", "covid19-ct-seg", "luna16", "medseg", "sars-cov-2-ct-scan"] as const;
 export type SourceName = (typeof SOURCES)[number];
 
 export function isSourceName(x: unknown): x is SourceName {
@@ -33,7 +38,10 @@ export interface SourceImage {
   /** Stable id, as in predictions.csv. */
   id: string;
   source: SourceName;
-  /** Patient identity: volume (COVID-Seg), series UID (LUNA), source paper + patient (COVID-CT). */
+  /**
+   * Patient identity: volume (COVID-Seg), series UID (LUNA), source paper + patient (COVID-CT).
+   * MedSeg and sars-cov-2-ct-scan have none: there it is the slice's own id.
+   */
   patient: string;
   /** Absolute path of the image file. */
   path: string;
@@ -45,7 +53,14 @@ export interface SourceImage {
 }
 
 /** Folder name of each source under data/ or ../shared/datasets/. */
-export const SOURCE_FOLDERS: Record<SourceName, string> = { "covid-ct": "covid-ct", "covid19-ct-seg": "covid19-ct-seg-slices", luna16: "luna16-slices", medseg: "medseg-covid19" };
+export const SOURCE_FOLDERS: Record<SourceName, string> = {
+  "covid-ct": "covid-ct", "covid19-ct-seg": "covid19-ct-seg-slices", luna16: "luna16-slices", medseg: "medseg-covid19", "sars-cov-2-ct-scan": "sars-cov-2-ct-scan",
+};
+
+/** Environment variable of each source's root (lib/config.ts). */
+export const SOURCE_ENV: Record<SourceName, string> = {
+  "covid-ct": "COVIDCT_DATA", "covid19-ct-seg": "COVIDCT_COVIDSEG", luna16: "COVIDCT_LUNA", medseg: "COVIDCT_MEDSEG", "sars-cov-2-ct-scan": "COVIDCT_SARS",
+};
 
 /** A source folder that is absent or lacks its layout. */
 export class SourceRootError extends Error {
@@ -116,6 +131,38 @@ export function listMedsegSlices(part: "train" | "test", root: string = resolveM
   }));
 }
 
+/** The external set's class folders under its root, and the class each holds. */
+export const SARS_CLASS_DIRS: readonly { dir: "COVID" | "non-COVID"; cls: ImageClass }[] = [{ dir: "COVID", cls: "covid" }, { dir: "non-COVID", cls: "noncovid" }];
+
+/** The upstream file number of `Covid (17).png` / `Non-Covid (17).png` (null for other names). */
+export function parseSarsName(file: string): number | null {
+  const m = file.match(/\((\d+)\)\.[A-Za-z]+$/);
+  return m ? parseInt(m[1], 10) : null;
+}
+
+/**
+ * The São Paulo external test set (sars-cov-2-ct-scan): COVID/ then non-COVID/, each sorted by the
+ * upstream file number. Ids keep the file name as it is, spaces and parentheses included
+ * (`sars-cov-2-ct-scan/COVID/Covid (1).png`). There are no patient ids in this dataset (consecutive
+ * numbers are mostly one patient's slices, but nothing says where a patient ends), so patient = the
+ * id and slice = null: it must never be split into train/test, only evaluated, and its intervals
+ * are per slice (optimistic).
+ */
+export function listSarsCov2(root: string = resolveSarsRoot().dir): SourceImage[] {
+  const out: SourceImage[] = [];
+  for (const { dir: sub, cls } of SARS_CLASS_DIRS) {
+    const dir = path.join(path.resolve(root), sub);
+    requireDir("sars-cov-2-ct-scan", dir, "COVIDCT_SARS", root);
+    const files = fs.readdirSync(dir).filter(isImageFile);
+    files.sort((a, b) => (parseSarsName(a) ?? Infinity) - (parseSarsName(b) ?? Infinity) || (a < b ? -1 : a > b ? 1 : 0));
+    for (const f of files) {
+      const id = `sars-cov-2-ct-scan/${sub}/${f}`;
+      out.push({ id, source: "sars-cov-2-ct-scan", patient: id, path: path.join(dir, f), cls, slice: null, officialSplit: null });
+    }
+  }
+  return out;
+}
+
 /**
  * COVID-CT images of both classes, in the release's file order. Images without a patient identity
  * (no metadata row) get `<class>#<file>`: a patient of their own.
@@ -140,6 +187,7 @@ export function sourceOrientation(source: SourceName, file = ""): Orientation {
   switch (source) {
     case "covid-ct":
     case "luna16":
+    case "sars-cov-2-ct-scan": // upright as stored (spine at the bottom), checked in test/sources.test.ts
       return "identity";
     case "medseg":
       return "transpose";
@@ -158,6 +206,7 @@ export function resolveSourceRoot(source: SourceName, flag?: string): ResolvedRo
     case "covid19-ct-seg": return resolveCovidSegRoot(flag);
     case "luna16": return resolveLunaRoot(flag);
     case "medseg": return resolveMedsegRoot(flag);
+    case "sars-cov-2-ct-scan": return resolveSarsRoot(flag);
   }
 }
 
@@ -173,7 +222,8 @@ export function sourceManifestFile(source: SourceName): string {
  * Measured on 30 slices per source, the body's box covers 100 % of the preprocessed frame for
  * COVID-Seg and 99–100 % for LUNA, MedSeg and COVID-CT (uncropped LUNA: about 70 %); the opening
  * adds little on average (LUNA 99.5 → 99.8 %) but removes the table arcs where they touch the body.
- * COVID-CT gets nothing: its preprocessing (and cache keys) are as before.
+ * COVID-CT gets nothing: its preprocessing (and cache keys) are as before. sars-cov-2-ct-scan gets
+ * nothing either (upright lung-window crops of the thorax): the same chest crop as every source.
  */
 export function sourcePreprocessing(source: SourceName, file = ""): Pick<PreprocessOptions, "orientation" | "cropOptions"> {
   const orientation = sourceOrientation(source, file);

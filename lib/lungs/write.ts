@@ -6,7 +6,7 @@
  */
 import * as fs from "fs";
 import * as path from "path";
-import { listCovidCt, listCovidSeg, listLuna, listMedsegSlices, resolveSourceRoot, SourceImage, SourceName } from "../data/sources";
+import { listCovidCt, listCovidSeg, listLuna, listMedsegSlices, listSarsCov2, resolveSourceRoot, SourceImage, SourceName } from "../data/sources";
 import { checkOutputDir, checkRunDirPath } from "../runs/dir";
 import { ProfileName } from "../training/profiles";
 import { writeFileAtomic } from "../util/fs";
@@ -43,6 +43,7 @@ async function listSource(source: SourceName, root: string): Promise<SourceImage
     case "covid19-ct-seg": return listCovidSeg(root);
     case "luna16": return listLuna(root);
     case "medseg": return [...listMedsegSlices("train", root), ...listMedsegSlices("test", root)];
+    case "sars-cov-2-ct-scan": return listSarsCov2(root);
   }
 }
 

@@ -41,14 +41,26 @@
  *   into training on such a false match costs nothing; removals err on the side of a cleaner test.
  *   Removed: any val/test image with a near-duplicate (view pHash, lib/protocols/audit.ts) in the
  *   training set is taken out of evaluation and listed in `removed`.
+ *
+ * `external` (both protocols) — the São Paulo "SARS-CoV-2 CT-scan dataset" subset (source
+ *   `sars-cov-2-ct-scan`: 157 COVID + 154 non-COVID slices, both classes from one hospital, scanned
+ *   and exported alike), all of it. It exists because under `paper` every class comes from its own
+ *   sources, so "which dataset is this slice from" predicts the label; on the external set it
+ *   cannot. It is an evaluation set only: never trained on, never used for a checkpoint, a
+ *   threshold or pretraining, and never in `splits` (checked when building). It has no patient
+ *   ids (patient = the slice's id), so its intervals are per slice and optimistic. It has its own
+ *   hash (`external.hash`): the protocol's `hash` covers splits, removals and pools only, exactly
+ *   as before the external set existed, so finished runs keyed on it stay valid. A missing root
+ *   gives empty lists and a note; the protocol still builds.
  */
 import * as crypto from "crypto";
 import * as path from "path";
 import seedrandom from "seedrandom";
 import { DEFAULT_PHASH_THRESHOLD, hammingHex } from "../audit";
-import { resolveCovidSegRoot, resolveDataRoot, resolveLunaRoot } from "../config";
+import * as fs from "fs";
+import { resolveCovidSegRoot, resolveDataRoot, resolveLunaRoot, resolveSarsRoot } from "../config";
 import { ImageClass, Split } from "../data/dataset";
-import { SourceImage, SourceName, listCovidCt, listCovidSeg, listLuna } from "../data/sources";
+import { SourceImage, SourceName, listCovidCt, listCovidSeg, listLuna, listSarsCov2 } from "../data/sources";
 import type { Example } from "../data/examples";
 import { writeJsonAtomic } from "../util/fs";
 import { CrossSourcePair, HashOptions, ProtocolLeak, crossSourcePairs, hashImages, pairCounts, protocolLeaks } from "./audit";
@@ -91,6 +103,21 @@ export interface ProtocolImage {
 
 export type ProtocolSplits = Record<Split, Record<ImageClass, ProtocolImage[]>>;
 
+/** The source of every protocol's external evaluation set. */
+export const EXTERNAL_SOURCE = "sars-cov-2-ct-scan" as const;
+
+/**
+ * The external evaluation set (see the module header): evaluated only, never trained on. Its
+ * images' `patient` is the slice's own id (the dataset has no patient ids).
+ */
+export interface ExternalSet {
+  covid: ProtocolImage[];
+  noncovid: ProtocolImage[];
+  /** SHA-256 of the set's membership (externalHash); not part of the protocol's `hash`. */
+  hash: string;
+  source: typeof EXTERNAL_SOURCE;
+}
+
 export interface Protocol {
   name: ProtocolName;
   version: number;
@@ -106,6 +133,8 @@ export interface Protocol {
   notes: string[];
   /** Cross-source near-duplicates found while building (null: the audit was not run). */
   crossSource: { threshold: number; pairs: CrossSourcePair[]; counts: Record<string, number>; unreadable: { id: string; error: string }[] } | null;
+  /** The external evaluation set (both protocols; empty lists when its root is absent). Not in `hash`. */
+  external: ExternalSet;
 }
 
 export interface ProtocolOptions {
@@ -114,6 +143,8 @@ export interface ProtocolOptions {
   dataRoot?: string;
   covidSegRoot?: string;
   lunaRoot?: string;
+  /** Root of the external set (default: COVIDCT_SARS → data/… → ../shared/…). */
+  sarsRoot?: string;
   /**
    * Run the cross-source audit and remove evaluation images with a near-duplicate in training
    * (default true for `paper`; `official` never removes). Off only for tests of the draw itself.
@@ -141,6 +172,37 @@ export function protocolHash(p: Pick<Protocol, "name" | "version" | "seed" | "sp
     pools: Object.keys(p.pools).sort().map((k) => [k, [...p.pools[k]].sort()]),
   };
   return crypto.createHash("sha256").update(JSON.stringify(canon)).digest("hex");
+}
+
+/** Hash of an external set's membership: source, then per class the sorted (id, patient) pairs. */
+export function externalHash(e: Pick<ExternalSet, "covid" | "noncovid" | "source">): string {
+  const canon = {
+    source: e.source,
+    covid: e.covid.map((m) => [m.id, m.source, m.patient]).sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)),
+    noncovid: e.noncovid.map((m) => [m.id, m.source, m.patient]).sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)),
+  };
+  return crypto.createHash("sha256").update(JSON.stringify(canon)).digest("hex");
+}
+
+/**
+ * The external set of a protocol: every image of the sars-cov-2-ct-scan root, or empty lists and a
+ * note when the root does not exist. Refuses to attach it if any of its ids or files is in a split.
+ */
+export function buildExternalSet(splits: ProtocolSplits, sarsRoot?: string): { external: ExternalSet; note: string } {
+  const root = resolveSarsRoot(sarsRoot);
+  const images = fs.existsSync(root.dir) ? listSarsCov2(root.dir) : null;
+  const covid = (images ?? []).filter((i) => i.cls === "covid").map(member);
+  const noncovid = (images ?? []).filter((i) => i.cls === "noncovid").map(member);
+  const inSplits = new Set<string>();
+  for (const s of ["train", "val", "test"] as Split[]) for (const c of ["covid", "noncovid"] as ImageClass[]) for (const m of splits[s][c]) inSplits.add(m.id).add(path.resolve(m.path));
+  const clash = [...covid, ...noncovid].filter((m) => inSplits.has(m.id) || inSplits.has(path.resolve(m.path)));
+  if (clash.length > 0) throw new Error(`external set: ${clash.length} of its images are in the protocol's splits (${clash.slice(0, 3).map((m) => m.id).join(", ")}); the external set is never trained or validated on.`);
+  const external: ExternalSet = { covid, noncovid, source: EXTERNAL_SOURCE, hash: "" };
+  external.hash = externalHash(external);
+  const note = images
+    ? `External set (${EXTERNAL_SOURCE}, one hospital in São Paulo): ${covid.length} COVID + ${noncovid.length} non-COVID slices, evaluated only (never trained on, never used for a checkpoint, threshold or pretraining); no patient ids, so its intervals are per slice (optimistic).`
+    : `External set (${EXTERNAL_SOURCE}) absent: ${root.dir} does not exist (set COVIDCT_SARS, see README "Data and weights"); external lists are empty.`;
+  return { external, note };
 }
 
 /** Seeded Fisher–Yates. */
@@ -231,11 +293,13 @@ async function officialProtocol(o: ProtocolOptions): Promise<Protocol> {
   const splits = emptySplits();
   for (const i of cct) if (i.officialSplit) splits[i.officialSplit][i.cls].push(member(i));
   const unlisted = cct.filter((i) => !i.officialSplit).length;
+  const { external, note } = buildExternalSet(splits, o.sarsRoot);
   const p = {
     name: "official" as const, version: OFFICIAL_PROTOCOL_VERSION, seed: 0, splits, removed: [], pools: {},
-    notes: [`The COVID-CT release's Data-split lists; ${unlisted} image file(s) in no list are in no split.`], crossSource: null,
+    notes: [`The COVID-CT release's Data-split lists; ${unlisted} image file(s) in no list are in no split.`, note], crossSource: null,
   };
-  return { ...p, hash: protocolHash(p) };
+  // The hash covers the membership of the splits only (as before the external set existed).
+  return { ...p, hash: protocolHash(p), external };
 }
 
 async function paperProtocol(o: ProtocolOptions): Promise<Protocol> {
@@ -342,8 +406,11 @@ async function paperProtocol(o: ProtocolOptions): Promise<Protocol> {
     "covid-ct-118": covid118,
     "covid-seg-118": segTrain.map((i) => i.id),
   };
+  const { external, note } = buildExternalSet(splits, o.sarsRoot);
+  notes.push(note);
   const p = { name: "paper" as const, version: PAPER_PROTOCOL_VERSION, seed, splits, removed, pools, notes, crossSource };
-  return { ...p, hash: protocolHash(p) };
+  // The hash covers splits, removals and pools only (as before the external set existed).
+  return { ...p, hash: protocolHash(p), external };
 }
 
 /** Build a protocol's membership. */
@@ -374,6 +441,7 @@ export function protocolCounts(p: Protocol): Record<Split, Record<ImageClass, { 
 export function protocolJson(p: Protocol): Record<string, unknown> {
   return {
     name: p.name, version: p.version, seed: p.seed, hash: p.hash, splits: p.splits, removed: p.removed, pools: p.pools, notes: p.notes,
+    external: { source: p.external.source, hash: p.external.hash, covid: p.external.covid, noncovid: p.external.noncovid },
     crossSource: p.crossSource ? { threshold: p.crossSource.threshold, counts: p.crossSource.counts, pairs: p.crossSource.pairs, unreadable: p.crossSource.unreadable } : null,
   };
 }
@@ -399,6 +467,15 @@ export function protocolExamples(p: Protocol, split: Split, cls?: ImageClass): E
   return classes.flatMap((c) => p.splits[split][c].map((m) => ({ id: m.id, path: m.path, label: (c === "covid" ? 1 : 0) as 0 | 1, source: m.source })));
 }
 
+/**
+ * The protocol's external set as Examples (label 1 = COVID, source sars-cov-2-ct-scan): for
+ * prediction only, never for training, validation, threshold choice or pretraining.
+ */
+export function protocolExternalExamples(p: Protocol, cls?: ImageClass): Example[] {
+  const classes: ImageClass[] = cls ? [cls] : ["covid", "noncovid"];
+  return classes.flatMap((c) => p.external[c].map((m) => ({ id: m.id, path: m.path, label: (c === "covid" ? 1 : 0) as 0 | 1, source: m.source })));
+}
+
 /** Which protocol a run is evaluated under: its name, the seed of its draws and the data roots. */
 export interface ProtocolSelection {
   /** "official" (default) or "paper". */
@@ -408,6 +485,8 @@ export interface ProtocolSelection {
   dataRoot?: string;
   covidSegRoot?: string;
   lunaRoot?: string;
+  /** Root of the external set (default: COVIDCT_SARS → data/… → ../shared/…). */
+  sarsRoot?: string;
 }
 
 // A grid builds the same paper protocol for every cell: build it once per process (it hashes
@@ -417,7 +496,8 @@ const protocolMemo = new Map<string, Promise<Protocol>>();
 /** The protocol a run is evaluated under (the paper protocol memoised per seed and roots). */
 export function selectProtocol(o: ProtocolSelection = {}): Promise<Protocol> {
   const name = o.protocol ?? "official";
-  const opts = { seed: o.protocolSeed, dataRoot: resolveDataRoot(o.dataRoot).dir, covidSegRoot: o.covidSegRoot, lunaRoot: o.lunaRoot };
+  // The external root is resolved here so the memo key follows it (and COVIDCT_SARS).
+  const opts = { seed: o.protocolSeed, dataRoot: resolveDataRoot(o.dataRoot).dir, covidSegRoot: o.covidSegRoot, lunaRoot: o.lunaRoot, sarsRoot: resolveSarsRoot(o.sarsRoot).dir };
   if (name === "official") return buildProtocol(name, opts); // cheap, and follows edits of the split lists
   const key = JSON.stringify([name, opts]);
   if (!protocolMemo.has(key)) protocolMemo.set(key, buildProtocol(name, opts).catch((e) => { protocolMemo.delete(key); throw e; }));
