@@ -172,7 +172,9 @@ describe("Study I", function () {
     const p = (await diagnosisData("covid-seg", 1, { protocol: "paper" })).protocol;
     const ids = new Set(["train", "val", "test"].flatMap((s) => ["covid", "noncovid"].flatMap((c) => p.splits[s as "val"][c as "covid"].map((m) => m.id))));
     const rows = readPredictions(path.join(out, "predictions.csv"));
-    assert.ok(rows.filter((x) => x.set !== "medseg-test").every((x) => ids.has(x.file)), "val/test ids are protocol ids");
+    assert.ok(rows.filter((x) => x.set === "val" || x.set === "test").every((x) => ids.has(x.file)), "val/test ids are protocol ids");
+    const ext = new Set([...p.external.covid, ...p.external.noncovid].map((m) => m.id));
+    assert.deepEqual(new Set(rows.filter((x) => x.set === "external").map((x) => x.file)), ext, "one external row per external image");
     assert.ok(rows.some((x) => x.file.startsWith("luna16/")) && rows.some((x) => x.file.startsWith("covid19-ct-seg/")));
     assert.deepEqual(evaluateRun(out).test, r.metrics.test);
     const m = JSON.parse(fs.readFileSync(path.join(out, "manifest.json"), "utf8"));

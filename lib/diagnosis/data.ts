@@ -8,7 +8,7 @@ import { resolveDataRoot, resolveMedsegRoot } from "../config";
 import { CLASS_DIR, ImageClass, openDataset, Split, splitListRel } from "../data/dataset";
 import { Example } from "../data/examples";
 import { listMedsegSlices } from "../data/sources";
-import { Protocol, protocolExamples, ProtocolSelection, selectProtocol } from "../protocols";
+import { Protocol, protocolExamples, protocolExternalExamples, ProtocolSelection, selectProtocol } from "../protocols";
 import { sampleWithoutReplacement } from "../util/random";
 import { armsOf, COMBINATION_ARM, PositiveArm } from "./arms";
 
@@ -18,6 +18,11 @@ export interface DiagnosisData {
   test: Example[];
   /** MedSeg test slices: original CTs, all COVID (domain-shift check). */
   medsegTest: Example[];
+  /**
+   * The protocol's external set (São Paulo, both classes from one hospital): predicted by every
+   * run, never trained on, never used for a checkpoint or a threshold. Empty when its root is absent.
+   */
+  external: Example[];
   /** The protocol the sets come from. */
   protocol: Protocol;
 }
@@ -94,6 +99,9 @@ export async function diagnosisData(arm: PositiveArm, seed: number, o: Diagnosis
     val: [...pick(ex("val", "covid")), ...pick(ex("val", "noncovid"))],
     test: [...pick(ex("test", "covid")), ...pick(ex("test", "noncovid"))],
     medsegTest: pick(medsegExamples("test", medseg)),
+    // Whole under every profile (one prediction per external image; no draw, so the sets above are
+    // drawn exactly as before the external set existed).
+    external: protocolExternalExamples(p),
     protocol: p,
   };
 }

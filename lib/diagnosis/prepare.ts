@@ -15,13 +15,15 @@ import { multiTaskTask } from "../training/multitask";
 import { StudyProfile } from "../training/profiles";
 import { writeJsonAtomic } from "../util/fs";
 import { DiagnosisConfig, DiagnosisHooks, effectiveInit, FROZEN_RANDOM_BACKBONE_SEED, headsOf } from "./config";
+import { Example } from "../data/examples";
 import { DiagnosisData } from "./data";
 import { computeFeatures, featureNormalisation, FeatureSource, ImageSource } from "./inputs";
 import { channelNormalisation, MapFeatureSource, maskToGrid, MaskedImageSource } from "./mask-inputs";
 import { lesionMasks, LungMaskProvider, lungMasks } from "./masks";
 import { CHANNEL_NORMALISATION_FILE, NORMALISATION_FILE } from "./results";
 
-export type SetName = "train" | "val" | "test" | "medseg";
+/** The sets of a run: train, val (checkpoint, threshold), test, the MedSeg check, and the external set (predicted only). */
+export type SetName = "train" | "val" | "test" | "medseg" | "external";
 
 /** What a run trains (backbone+head, head on cached features, or the cue regression) and on which sources. */
 export interface Prepared {
@@ -35,7 +37,7 @@ export interface Prepared {
 }
 
 /** Frozen features (cached backbone outputs, or the shortcut cues) as sources, z-scored when asked. */
-function featureSources(data: DiagnosisData, trainF: Float32Array[][], restF: Float32Array[][], standardise: boolean, runDir: string): Record<SetName, ExampleSource> {
+function featureSources(data: DiagnosisData, trainF: Float32Array[][], restF: Float32Array[][], extF: Float32Array[][], standardise: boolean, runDir: string): Record<SetName, ExampleSource> {
   const nv = data.val.length, nt = data.test.length;
   const norm = standardise ? featureNormalisation(trainF) : undefined;
   if (norm) writeJsonAtomic(path.join(runDir, NORMALISATION_FILE), norm);
@@ -44,6 +46,7 @@ function featureSources(data: DiagnosisData, trainF: Float32Array[][], restF: Fl
     val: new FeatureSource(restF.slice(0, nv), data.val, norm),
     test: new FeatureSource(restF.slice(nv, nv + nt), data.test, norm),
     medseg: new FeatureSource(restF.slice(nv + nt), data.medsegTest, norm),
+    external: new FeatureSource(extF, data.external, norm),
   };
 }
 
@@ -53,8 +56,10 @@ export async function prepareShortcut(c: DiagnosisConfig, profile: StudyProfile,
   log(`shortcut cues of ${data.train.length + rest.length} images (size, framing, grey levels; no anatomy)`);
   const trainF = (await shortcutCues(data.train, profile.inputSize)).map((v) => [v]);
   const restF = (await shortcutCues(rest, profile.inputSize)).map((v) => [v]);
+  // The external set on its own (so the sets above are computed exactly as before it existed).
+  const extF = (await shortcutCues(data.external, profile.inputSize)).map((v) => [v]);
   const model = shortcutModel(c.seed);
-  return { trainable: model, sources: featureSources(data, trainF, restF, true, runDir), task: classificationTask, dispose: () => model.dispose() };
+  return { trainable: model, sources: featureSources(data, trainF, restF, extF, true, runDir), task: classificationTask, dispose: () => model.dispose() };
 }
 
 export async function prepareBackbone(c: DiagnosisConfig, profile: StudyProfile, data: DiagnosisData, modelName: ModelName, checksums: Record<string, string>, runDir: string, hooks: DiagnosisHooks): Promise<Prepared> {
@@ -74,8 +79,9 @@ export async function prepareBackbone(c: DiagnosisConfig, profile: StudyProfile,
     log(`frozen features: ${data.train.length + rest.length} images at ${profile.inputSize}² (cached after the first run)`);
     const trainF = await computeFeatures(extractor, data.train, keys, pre, { views: profile.trainViews, onProgress: hooks.onFeatures });
     const restF = await computeFeatures(extractor, rest, keys, pre, { views: 1, onProgress: hooks.onFeatures });
+    const extF = await computeFeatures(extractor, data.external, keys, pre, { views: 1, onProgress: hooks.onFeatures });
     const head = headModel(built, "pooled");
-    return { trainable: head, sources: featureSources(data, trainF, restF, profile.standardiseFeatures, runDir), task: classificationTask, dispose: () => { head.dispose(); built.model.dispose(); } };
+    return { trainable: head, sources: featureSources(data, trainF, restF, extF, profile.standardiseFeatures, runDir), task: classificationTask, dispose: () => { head.dispose(); built.model.dispose(); } };
   }
   const aug = profile.augment;
   return {
@@ -85,6 +91,7 @@ export async function prepareBackbone(c: DiagnosisConfig, profile: StudyProfile,
       val: await ImageSource.create(data.val, profile.inputSize, pre, null),
       test: await ImageSource.create(data.test, profile.inputSize, pre, null),
       medseg: await ImageSource.create(data.medsegTest, profile.inputSize, pre, null),
+      external: await ImageSource.create(data.external, profile.inputSize, pre, null),
     },
     task: classificationTask,
     dispose: () => built.model.dispose(),
@@ -139,17 +146,19 @@ export async function prepareMaskRun(
   const heads = headsOf(profile);
   const size = profile.inputSize;
   const pre = preprocessFor(modelName);
-  const sets = { train: data.train, val: data.val, test: data.test, medseg: data.medsegTest } as const;
-  const setNames = Object.keys(sets) as SetName[];
+  const sets: Record<SetName, Example[]> = { train: data.train, val: data.val, test: data.test, medseg: data.medsegTest, external: data.external };
+  // The external set is computed on its own, after the others: they are computed exactly as before it existed.
+  const setNames: SetName[] = ["train", "val", "test", "medseg"];
   const all = setNames.flatMap((k) => sets[k]);
-  const split = <T>(xs: T[]): Record<SetName, T[]> => {
-    const out = {} as Record<SetName, T[]>;
+  const ext = data.external;
+  const split = <T>(xs: T[], extra: T[]): Record<SetName, T[]> => {
+    const out = { external: extra } as Record<SetName, T[]>;
     let o = 0;
     for (const k of setNames) { out[k] = xs.slice(o, o + sets[k].length); o += sets[k].length; }
     return out;
   };
-  if (c.lungMask) log(`lung masks of ${all.length} images (${lungs!.id})`);
-  const lung = c.lungMask ? split(await lungMasks(all, size, lungs!)) : null;
+  if (c.lungMask) log(`lung masks of ${all.length + ext.length} images (${lungs!.id})`);
+  const lung = c.lungMask ? split(await lungMasks(all, size, lungs!), ext.length ? await lungMasks(ext, size, lungs!) : []) : null;
 
   if (profile.strategy === "frozen-features") {
     // A frozen random backbone is drawn once (seed 1) for every run seed, as a MoCo encoder is
@@ -159,17 +168,18 @@ export async function prepareMaskRun(
     const extractor = featureExtractors(built, ["map", "pooled"]);
     const mapShape = (extractor.outputs[0].shape.slice(1) as number[]) as [number, number, number];
     const key = { model: modelName, weightsSha256: init.weightsKey, size };
-    log(`frozen feature maps ${mapShape.join("×")}: ${all.length} images at ${size}² (cached after the first run)`);
-    const maps = split((await computeFeatures(extractor, all, [{ ...key, which: "map" as const }, key], pre, { views: 1, onProgress: hooks.onFeatures })).map((v) => v[0]));
+    log(`frozen feature maps ${mapShape.join("×")}: ${all.length + ext.length} images at ${size}² (cached after the first run)`);
+    const mapsOf = async (xs: Example[]) => (await computeFeatures(extractor, xs, [{ ...key, which: "map" as const }, key], pre, { views: 1, onProgress: hooks.onFeatures })).map((v) => v[0]);
+    const maps = split(await mapsOf(all), ext.length ? await mapsOf(ext) : []);
     built.model.dispose();
     const norm = channelNormalisation(maps.train, mapShape[2]);
     writeJsonAtomic(path.join(runDir, CHANNEL_NORMALISATION_FILE), { mean: Array.from(norm.mean), std: Array.from(norm.std) });
     const side = heads.lesionSize || size;
-    const lesion = c.lesionMask ? split(await lesionMasks(all, side)) : null;
+    const lesion = c.lesionMask ? split(await lesionMasks(all, side), await lesionMasks(ext, side)) : null;
     const src = (k: SetName) =>
       new MapFeatureSource(maps[k], mapShape, norm, sets[k], lung ? lung[k].map((m) => maskToGrid(m, size, mapShape[0], mapShape[1])) : null, lesion ? lesion[k] : null, side);
     const head = buildFeatureHead({ mapShape, lung: !!c.lungMask, lesion: !!c.lesionMask, lesionSize: side, seed: c.seed });
-    const sources = { train: src("train"), val: src("val"), test: src("test"), medseg: src("medseg") };
+    const sources = { train: src("train"), val: src("val"), test: src("test"), medseg: src("medseg"), external: src("external") };
     return {
       trainable: head,
       sources,
@@ -192,11 +202,11 @@ export async function prepareMaskRun(
     trainable = backbone = b.model;
   }
   await init.load(backbone);
-  const lesion = c.lesionMask ? split(await lesionMasks(all, size)) : null;
+  const lesion = c.lesionMask ? split(await lesionMasks(all, size), await lesionMasks(ext, size)) : null;
   const src = async (k: SetName) => MaskedImageSource.create(sets[k], size, pre, k === "train" ? profile.augment : null, { lung: lung ? lung[k] : null, lesion: lesion ? lesion[k] : null });
   return {
     trainable,
-    sources: { train: await src("train"), val: await src("val"), test: await src("test"), medseg: await src("medseg") },
+    sources: { train: await src("train"), val: await src("val"), test: await src("test"), medseg: await src("medseg"), external: await src("external") },
     task: (c.lesionMask ? multiTaskTask() : classificationTask) as TrainingTask<never>,
     lesionSize: c.lesionMask ? size : undefined,
     // The multi-task model holds the backbone's layers: disposing it disposes them.

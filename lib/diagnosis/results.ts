@@ -37,6 +37,14 @@ export interface DiagnosisMetrics {
   val: SetMetrics;
   /** MedSeg original CTs, all positive: recall at 0.5 and at the validation threshold. */
   medsegTest: { n: number; recall: number; recallAtValThreshold: number };
+  /**
+   * The external set (São Paulo: both classes from one hospital, so the source cannot give the
+   * label away), predicted only: at 0.5 with bootstrap intervals, and at the validation threshold.
+   * `covidCallRate`: share of its slices the model calls COVID (at the validation threshold), beside
+   * `trueCovidRate`, the share that are COVID. Intervals are per slice (no patient ids): optimistic.
+   * Absent for runs without external predictions.
+   */
+  external?: ExternalMetrics;
   bestEpoch: number;
   selectedOn: "validation AUC";
   /**
@@ -47,7 +55,16 @@ export interface DiagnosisMetrics {
   lesion?: { medsegTest: SegmentationSummary | null; val: SegmentationSummary | null; size: number };
 }
 
-/** A finished (or reused) Study I run. */
+export interface ExternalMetrics {
+  n: number;
+  atHalf: SetMetrics & { ci95: { accuracy: [number, number]; f1: [number, number]; auc: [number, number] } };
+  atValThreshold: SetMetrics;
+  covidCallRate: number;
+  trueCovidRate: number;
+  intervals: "per slice (no patient ids): optimistic";
+}
+
+/** A finished (or reused) diagnosis run. */
 export interface DiagnosisResult {
   config: DiagnosisConfig;
   runDir: string;
@@ -97,19 +114,36 @@ export function metricsFromPredictions(rows: PredictionRow[], bestEpoch: number,
     return [b.lower, b.upper] as [number, number];
   };
   const recallAt = (th: number) => (med.length ? med.filter((r) => r.probability >= th).length / med.length : NaN);
+  const ext = of("external");
+  const extCi = (name: "accuracy" | "f1" | "auc") => {
+    const b = bootstrapCI(lab(ext), sc(ext), metricFn(name, 0.5), { n: 1000, seed: `${seed}:external:${name}` });
+    return [b.lower, b.upper] as [number, number];
+  };
+  const external: ExternalMetrics | undefined = ext.length
+    ? {
+        n: ext.length,
+        atHalf: { ...setMetrics(lab(ext), sc(ext), 0.5), ci95: { accuracy: extCi("accuracy"), f1: extCi("f1"), auc: extCi("auc") } },
+        atValThreshold: setMetrics(lab(ext), sc(ext), t),
+        covidCallRate: ext.filter((r) => r.probability >= t).length / ext.length,
+        trueCovidRate: ext.filter((r) => r.label === 1).length / ext.length,
+        intervals: "per slice (no patient ids): optimistic",
+      }
+    : undefined;
   return {
     test: { ...setMetrics(lab(test), sc(test), 0.5), ci95: { accuracy: ci("accuracy"), f1: ci("f1"), auc: ci("auc") } },
     testAtValThreshold: setMetrics(lab(test), sc(test), t),
     testNonCovidPositive: setMetrics(lab(test), sc(test), 0.5, "noncovid"),
     val: setMetrics(lab(val), sc(val), 0.5),
     medsegTest: { n: med.length, recall: recallAt(0.5), recallAtValThreshold: recallAt(t) },
+    ...(external ? { external } : {}),
     bestEpoch,
     selectedOn: "validation AUC",
   };
 }
 
-/** The sets a Study I run evaluates (predictions.csv `set` column). */
-export const PREDICTION_SETS = ["val", "test", "medseg-test"] as const;
+/** The sets a diagnosis run predicts (predictions.csv `set` column), in the file's order. */
+export const PREDICTION_SETS = ["val", "test", "medseg-test", "external"] as const;
+export type PredictionSet = (typeof PREDICTION_SETS)[number];
 export type { PredictionRow };
 export { writePredictions };
 export const readPredictions = (file: string): PredictionRow[] => readPredictionsFile(file, PREDICTION_SETS);

@@ -4,12 +4,14 @@
  * AUC, and written into a run directory — or a finished identical run reused.
  */
 import * as tf from "@tensorflow/tfjs";
+import * as fs from "fs";
 import * as path from "path";
 import { initBackend } from "../backend";
-import { resolveCovidSegRoot, resolveLunaRoot } from "../config";
+import { resolveCovidSegRoot, resolveLunaRoot, resolveSarsRoot } from "../config";
 import { makeManifest, writeManifest } from "../manifest";
 import { writeProtocol } from "../protocols";
-import { openRun, PredictionRow, writePredictions } from "../runs";
+import { acquireRunLock, openRun, PredictionRow, writePredictions } from "../runs";
+import { loadWeightsInto } from "../training/checkpoint";
 import { predictProbabilities, trainModel, TrainingTask } from "../training/loop";
 import { lesionSegmentation, MultiTaskSource, predictMultiTask } from "../training/multitask";
 import { StudyProfile } from "../training/profiles";
@@ -17,8 +19,8 @@ import { writeJsonAtomic } from "../util/fs";
 import { checkDiagnosisConfig, defaultRunDir, DiagnosisConfig, DiagnosisHooks, inputChecksums, recordedConfig, SHORTCUT_MODEL } from "./config";
 import { DiagnosisData, diagnosisData } from "./data";
 import { LungMaskProvider } from "./masks";
-import { backboneInit, prepareBackbone, prepareMaskRun, prepareShortcut } from "./prepare";
-import { DiagnosisInterrupted, DiagnosisMetrics, DiagnosisResult, metricsFromPredictions, readHistory, readRunMetrics, writeLesionPredictions } from "./results";
+import { backboneInit, Prepared, prepareBackbone, prepareMaskRun, prepareShortcut, SetName } from "./prepare";
+import { DiagnosisInterrupted, DiagnosisMetrics, DiagnosisResult, metricsFromPredictions, PREDICTION_SETS, PredictionSet, readHistory, readPredictions, readRunMetrics, writeLesionPredictions } from "./results";
 
 /**
  * Where the lung masks of Study II runs come from: the residual U-Net of the profile (lib/lungs),
@@ -29,7 +31,7 @@ async function lungMaskProvider(profile: StudyProfile, log: (m: string) => void)
   return studyLungMasks(profile.name, log);
 }
 
-/** Train and evaluate one Study I cell (model × arm × seed), or reuse a finished identical run. */
+/** Train and evaluate one run (model × arm × seed, with its variant and init), or reuse a finished identical run. */
 export async function runDiagnosis(c: DiagnosisConfig, hooks: DiagnosisHooks = {}): Promise<DiagnosisResult | DiagnosisInterrupted> {
   const log = hooks.log ?? (() => undefined);
   // Everything is validated before the run directory is touched.
@@ -49,10 +51,12 @@ export async function runDiagnosis(c: DiagnosisConfig, hooks: DiagnosisHooks = {
     checksums,
     resume: c.resume,
     force: c.force,
-    protect: [rec.dataRoot, rec.medsegRoot, resolveCovidSegRoot().dir, resolveLunaRoot().dir, ...(c.weightsRoot ? [c.weightsRoot] : [])],
+    protect: [rec.dataRoot, rec.medsegRoot, resolveCovidSegRoot().dir, resolveLunaRoot().dir, resolveSarsRoot().dir, ...(c.weightsRoot ? [c.weightsRoot] : [])],
   });
   if (run.state === "reused") {
     log(`reusing finished run ${run.dir}`);
+    // A run finished before the external set existed gains its predictions from its checkpoint.
+    await addExternalPredictions(c, profile, data, rec, checksums, lungs, run.dir, hooks);
     return { config: c, runDir: run.dir, metrics: readRunMetrics(run.dir), history: readHistory(run.dir), modelBuilt: rec.modelBuilt, reused: true, interrupted: false };
   }
   try {
@@ -73,6 +77,49 @@ export async function runDiagnosis(c: DiagnosisConfig, hooks: DiagnosisHooks = {
   }
 }
 
+/** What the run trains and on which sources, by its model and variant (lib/diagnosis/prepare.ts). */
+async function prepare(c: DiagnosisConfig, profile: StudyProfile, data: DiagnosisData, rec: ReturnType<typeof recordedConfig>, checksums: Record<string, string>, lungs: LungMaskProvider | null, runDir: string, hooks: DiagnosisHooks): Promise<Prepared> {
+  const log = hooks.log ?? (() => undefined);
+  const modelName = rec.modelBuilt;
+  return modelName === SHORTCUT_MODEL
+    ? prepareShortcut(c, profile, data, runDir, log)
+    : c.lungMask || c.lesionMask
+      ? prepareMaskRun(c, profile, data, modelName, backboneInit(c, profile, modelName, checksums, log), lungs, runDir, hooks)
+      : prepareBackbone(c, profile, data, modelName, checksums, runDir, hooks);
+}
+
+/** predictions.csv's set names and the sources behind them, in the file's order. */
+const PREDICTED: readonly [PredictionSet, SetName][] = [["val", "val"], ["test", "test"], ["medseg-test", "medseg"], ["external", "external"]];
+
+/**
+ * Predictions of the model as it is (the selected checkpoint) on the named sets; for multi-task
+ * runs also the lesion masks' quality on val and MedSeg test, and the MedSeg lesion predictions file.
+ */
+async function predictSets(prepared: Prepared, sets: readonly PredictionSet[], runDir: string, lesion: NonNullable<DiagnosisMetrics["lesion"]> | null): Promise<PredictionRow[]> {
+  const rows: PredictionRow[] = [];
+  for (const [set, name] of PREDICTED) {
+    const src = prepared.sources[name];
+    if (!sets.includes(set) || src.size === 0) continue;
+    let probs: number[];
+    if (prepared.lesionSize) {
+      const mt = await predictMultiTask(prepared.trainable, src as MultiTaskSource);
+      probs = mt.probs;
+      if (lesion && set === "val") lesion.val = lesionSegmentation(src as MultiTaskSource, mt.lesion);
+      if (lesion && set === "medseg-test") {
+        lesion.medsegTest = lesionSegmentation(src as MultiTaskSource, mt.lesion);
+        writeLesionPredictions(runDir, src.ids, mt.lesion, prepared.lesionSize);
+      }
+    } else probs = await predictProbabilities(prepared.trainable, src);
+    probs.forEach((p, i) => rows.push({ set, file: src.ids[i], label: src.labels[i], probability: p }));
+  }
+  return rows;
+}
+
+/** The external set as the run records it in its manifest (extra.external). */
+function externalRecord(data: DiagnosisData): { source: string; hash: string; n: number } | undefined {
+  return data.external.length ? { source: data.protocol.external.source, hash: data.protocol.external.hash, n: data.external.length } : undefined;
+}
+
 async function trainAndEvaluate(
   c: DiagnosisConfig,
   profile: StudyProfile,
@@ -90,17 +137,12 @@ async function trainAndEvaluate(
   // The membership beside the run: which image was in which split, as this run saw it.
   writeProtocol(data.protocol, path.join(runDir, "protocol.json"));
   const protocol = { name: data.protocol.name, version: data.protocol.version, seed: data.protocol.seed, hash: data.protocol.hash, file: "protocol.json" };
-  writeManifest(runDir, makeManifest(rec.study, rec, checksums, c.seed, { examples: { train: data.train.length, val: data.val.length, test: data.test.length, medsegTest: data.medsegTest.length }, modelBuilt: modelName, protocol }));
-  const prepared =
-    modelName === SHORTCUT_MODEL
-      ? await prepareShortcut(c, profile, data, runDir, log)
-      : c.lungMask || c.lesionMask
-        ? await prepareMaskRun(c, profile, data, modelName, backboneInit(c, profile, modelName, checksums, log), lungs, runDir, hooks)
-        : await prepareBackbone(c, profile, data, modelName, checksums, runDir, hooks);
-  const { trainable, sources } = prepared;
+  const external = externalRecord(data);
+  writeManifest(runDir, makeManifest(rec.study, rec, checksums, c.seed, { examples: { train: data.train.length, val: data.val.length, test: data.test.length, medsegTest: data.medsegTest.length }, modelBuilt: modelName, protocol, ...(external ? { external } : {}) }));
+  const prepared = await prepare(c, profile, data, rec, checksums, lungs, runDir, hooks);
   const opt = tf.train.adam(profile.schedule.lr);
   try {
-    const result = await trainModel(trainable, opt, prepared.task as TrainingTask, sources.train, sources.val, {
+    const result = await trainModel(prepared.trainable, opt, prepared.task as TrainingTask, prepared.sources.train, prepared.sources.val, {
       epochs: c.epochs ?? profile.epochs,
       batchSize: profile.batchSize,
       microBatch: profile.microBatch,
@@ -113,22 +155,9 @@ async function trainAndEvaluate(
       onEpoch: hooks.onEpoch,
     });
     if (result.interrupted) return "interrupted";
-    // Test once, with the checkpoint selected on validation AUC.
-    const rows: PredictionRow[] = [];
+    // Test once, with the checkpoint selected on validation AUC; the external set is only predicted.
     const lesion: NonNullable<DiagnosisMetrics["lesion"]> = { medsegTest: null, val: null, size: prepared.lesionSize ?? 0 };
-    for (const [set, src] of [["val", sources.val], ["test", sources.test], ["medseg-test", sources.medseg]] as const) {
-      let probs: number[];
-      if (prepared.lesionSize) {
-        const mt = await predictMultiTask(trainable, src as MultiTaskSource);
-        probs = mt.probs;
-        if (set === "val") lesion.val = lesionSegmentation(src as MultiTaskSource, mt.lesion);
-        if (set === "medseg-test") {
-          lesion.medsegTest = lesionSegmentation(src as MultiTaskSource, mt.lesion);
-          writeLesionPredictions(runDir, src.ids, mt.lesion, prepared.lesionSize);
-        }
-      } else probs = await predictProbabilities(trainable, src);
-      probs.forEach((p, i) => rows.push({ set, file: src.ids[i], label: src.labels[i], probability: p }));
-    }
+    const rows = await predictSets(prepared, PREDICTION_SETS, runDir, lesion);
     writePredictions(path.join(runDir, "predictions.csv"), rows);
     const metrics: DiagnosisMetrics = { ...metricsFromPredictions(rows, result.bestEpoch, c.seed), ...(prepared.lesionSize ? { lesion } : {}) };
     writeJsonAtomic(path.join(runDir, "metrics.json"), metrics);
@@ -137,4 +166,52 @@ async function trainAndEvaluate(
     opt.dispose();
     prepared.dispose();
   }
+}
+
+/**
+ * A finished run without external predictions (it finished before the external set existed)
+ * gains them from its selected checkpoint, without retraining: the model is prepared as in
+ * training, the best checkpoint loaded, the external set predicted and appended to
+ * predictions.csv, metrics.json recomputed (its lesion block kept) and the manifest told. Nothing
+ * else of the run changes; its config and checksums stay as they were, so it is still reused.
+ */
+export async function addExternalPredictions(
+  c: DiagnosisConfig,
+  profile: StudyProfile,
+  data: DiagnosisData,
+  rec: ReturnType<typeof recordedConfig>,
+  checksums: Record<string, string>,
+  lungs: LungMaskProvider | null,
+  runDir: string,
+  hooks: DiagnosisHooks = {},
+): Promise<boolean> {
+  const file = path.join(runDir, "predictions.csv");
+  if (data.external.length === 0 || !fs.existsSync(file)) return false;
+  const before = readPredictions(file);
+  if (before.some((r) => r.set === "external")) return false;
+  const best = path.join(runDir, "checkpoints", "best");
+  if (!fs.existsSync(path.join(best, "model.json"))) throw new Error(`${runDir} has no checkpoints/best/model.json: its external predictions cannot be added without retraining. Re-create the run with \`covid-ct train --force\`.`);
+  const log = hooks.log ?? (() => undefined);
+  const lock = acquireRunLock(runDir);
+  try {
+    log(`adding predictions on the external set (${data.external.length} images) to ${runDir} from its selected checkpoint`);
+    await initBackend();
+    const prepared = await prepare(c, profile, data, rec, checksums, lungs, runDir, hooks);
+    try {
+      await loadWeightsInto(prepared.trainable, best);
+      const rows = [...before, ...(await predictSets(prepared, ["external"], runDir, null))];
+      const old = readRunMetrics(runDir);
+      writePredictions(file, rows);
+      const metrics: DiagnosisMetrics = { ...metricsFromPredictions(rows, old.bestEpoch, c.seed), ...(old.lesion ? { lesion: old.lesion } : {}) };
+      writeJsonAtomic(path.join(runDir, "metrics.json"), metrics);
+      const manifest = JSON.parse(fs.readFileSync(path.join(runDir, "manifest.json"), "utf8"));
+      manifest.extra = { ...(manifest.extra ?? {}), external: { ...externalRecord(data), addedAt: new Date().toISOString(), from: "checkpoints/best (added after training)" } };
+      writeJsonAtomic(path.join(runDir, "manifest.json"), manifest);
+    } finally {
+      prepared.dispose();
+    }
+  } finally {
+    lock.release();
+  }
+  return true;
 }

@@ -14,7 +14,7 @@ import { computeFeatures } from "../diagnosis/inputs";
 import { DiagnosisResult } from "../diagnosis/results";
 import { StudyProfile } from "../training/profiles";
 import { escapeHtml } from "../util/html";
-import { rocFigureOf, seedMeanBootstrap } from "./runs";
+import { EXTERNAL_NOTE, externalAtValCell, externalAucCell, externalCallRateCell, rocFigureOf, seedMeanBootstrap } from "./runs";
 
 const pct = (x: number) => (Number.isFinite(x) ? (100 * x).toFixed(1) : "–");
 type Finished = Extract<PretrainResult, { interrupted: false }>;
@@ -96,18 +96,22 @@ export function table7(res: CsslResults) {
       const [lo, hi] = seedMeanBootstrap(runs, metric);
       return `${pct(ms.mean)} ± ${runs.length > 1 ? pct(ms.sd) : "–"} [${pct(lo)}, ${pct(hi)}]`;
     };
-    return [row.label, p ? `${p.accuracy} / ${p.f1} / ${p.auc}` : "– (not in the paper)", ...(runs.length ? [cell("accuracy"), cell("f1"), cell("auc")] : [notRunReason(row, prof) ?? "not run", "", ""]), runs.length];
+    return [
+      row.label, p ? `${p.accuracy} / ${p.f1} / ${p.auc}` : "– (not in the paper)",
+      ...(runs.length ? [cell("accuracy"), cell("f1"), cell("auc"), externalAucCell(runs), externalAtValCell(runs), externalCallRateCell(runs)] : [notRunReason(row, prof) ?? "not run", "", "", "", "", ""]),
+      runs.length,
+    ];
   });
-  return tableBundle(["initialisation", "paper Acc / F1 / AUC", "ours Acc", "ours F1", "ours AUC", "seeds"], rows, {
-    caption: `Table 7 — CSSL ablation: DenseNet-169, lung mask + lesion branch, Combination, paper protocol, profile '${prof}' (test set, threshold 0.5)`,
-    note: "The paper's numbers are single runs with full fine-tuning at 480²; ours follow the settings table above. The MoCo encoders are pretrained once (seed 1) and fine-tuned with every seed.",
+  return tableBundle(["initialisation", "paper Acc / F1 / AUC", "ours Acc", "ours F1", "ours AUC", "external AUC", "external Acc / F1 @ val. threshold", "external called COVID", "seeds"], rows, {
+    caption: `Table 7 — CSSL ablation: DenseNet-169, lung mask + lesion branch, Combination, paper protocol, profile '${prof}' (test set, threshold 0.5); external set beside it`,
+    note: `The paper's numbers are single runs with full fine-tuning at 480²; ours follow the settings table above. The MoCo encoders are pretrained once (seed 1) and fine-tuned with every seed. ${EXTERNAL_NOTE} Study I's shortcut baseline reaches the external AUC shown in notebook 02 (Table 5): Table 7 has no cue-baseline row of its own.`,
   });
 }
 
 /** ROC curves of the Table 7 rows (seed-averaged probabilities). */
-export function rocFigureSeven(res: CsslResults): Figure {
+export function rocFigureSeven(res: CsslResults, set: "test" | "external" = "test"): Figure {
   const g = byRow(res.runs);
-  return rocFigureOf("Table 7 rows", TABLE7_ROWS.filter((r) => g.has(r.key)).map((r) => ({ name: r.label, runs: g.get(r.key)! })));
+  return rocFigureOf("Table 7 rows", TABLE7_ROWS.filter((r) => g.has(r.key)).map((r) => ({ name: r.label, runs: g.get(r.key)! })), set);
 }
 
 /** Top-2 principal components of row vectors (power iteration with deflation), and each row's coordinates. */

@@ -17,11 +17,11 @@ export function predictionsOf(r: DiagnosisResult, set: PredictionRow["set"]): Pr
  * 95 % bootstrap interval of the seed-mean of a test metric: resample test images, recompute the
  * metric for every seed's predictions on the resample, average over seeds.
  */
-export function seedMeanBootstrap(runs: readonly DiagnosisResult[], metric: "accuracy" | "f1" | "auc", n = 1000, seed = 0): [number, number] {
-  const preds = runs.map((r) => predictionsOf(r, "test"));
+export function seedMeanBootstrap(runs: readonly DiagnosisResult[], metric: "accuracy" | "f1" | "auc", n = 1000, seed = 0, set: "test" | "external" = "test"): [number, number] {
+  const preds = runs.map((r) => predictionsOf(r, set));
   const labels = preds[0].map((p) => p.label);
   const f = metricFn(metric, 0.5);
-  const rng = seedrandom(`seedmean:${metric}:${seed}`);
+  const rng = seedrandom(set === "test" ? `seedmean:${metric}:${seed}` : `seedmean:${set}:${metric}:${seed}`);
   const vals: number[] = [];
   for (let b = 0; b < n; b++) {
     const idx = labels.map(() => Math.floor(rng() * labels.length));
@@ -34,11 +34,12 @@ export function seedMeanBootstrap(runs: readonly DiagnosisResult[], metric: "acc
   return [q(0.025), q(0.975)];
 }
 
-/** One ROC curve per group of runs (the seeds of one cell; probabilities averaged over them), on the test set. */
-export function rocFigureOf(title: string, curves: readonly { name: string; runs: readonly DiagnosisResult[] }[]): Figure {
+/** One ROC curve per group of runs (the seeds of one cell; probabilities averaged over them), on the test or the external set. */
+export function rocFigureOf(title: string, curves: readonly { name: string; runs: readonly DiagnosisResult[] }[], set: "test" | "external" = "test"): Figure {
   const data: Record<string, unknown>[] = [];
   for (const { name, runs } of curves) {
-    const preds = runs.map((r) => predictionsOf(r, "test"));
+    if (set === "external" && !hasExternal(runs)) continue;
+    const preds = runs.map((r) => predictionsOf(r, set));
     const labels = preds[0].map((p) => p.label);
     const mean = preds[0].map((_, i) => preds.reduce((a, ps) => a + ps[i].probability, 0) / preds.length);
     const pts = rocCurve(labels, mean);
@@ -48,10 +49,50 @@ export function rocFigureOf(title: string, curves: readonly { name: string; runs
   return {
     data,
     layout: {
-      title: { text: `ROC on the test set — ${title} (probabilities averaged over seeds)` },
+      title: { text: `ROC on the ${set === "test" ? "test set" : "external set (São Paulo, one hospital)"} — ${title} (probabilities averaged over seeds)` },
       xaxis: { title: { text: "false positive rate" }, range: [0, 1] },
       yaxis: { title: { text: "true positive rate (COVID)" }, range: [0, 1] },
       height: 420,
     },
   };
+}
+
+const pct = (x: number) => (Number.isFinite(x) ? (100 * x).toFixed(1) : "–");
+
+/** Every run of the group predicted the external set. */
+export function hasExternal(runs: readonly DiagnosisResult[]): boolean {
+  return runs.length > 0 && runs.every((r) => !!r.metrics.external);
+}
+
+/**
+ * What every table says under its external columns: what the set is and how to read it.
+ * (Kept short; notebooks 02–04 and the README say more.)
+ */
+export const EXTERNAL_NOTE =
+  "External = 311 São Paulo slices (SARS-CoV-2 CT-scan dataset; 157 COVID, 154 non-COVID, some with other lung disease), both classes scanned and " +
+  "exported in one hospital, so the file's source cannot give the label away: the only column here that source cannot explain. Never trained on, never " +
+  "used for a checkpoint, a threshold or pretraining. No patient ids: its intervals are per slice (optimistic).";
+
+/** External AUC of a group: mean ± sd over seeds [95 % bootstrap CI of the seed mean], in %. */
+export function externalAucCell(runs: readonly DiagnosisResult[]): string {
+  if (!hasExternal(runs)) return "– (run predates the external set)";
+  const aucs = runs.map((r) => r.metrics.external!.atHalf.auc);
+  const mean = aucs.reduce((a, x) => a + x, 0) / aucs.length;
+  const sd = aucs.length > 1 ? Math.sqrt(aucs.reduce((a, x) => a + (x - mean) ** 2, 0) / (aucs.length - 1)) : NaN;
+  const [lo, hi] = seedMeanBootstrap(runs, "auc", 1000, 0, "external");
+  return `${pct(mean)} ± ${runs.length > 1 ? pct(sd) : "–"} [${pct(lo)}, ${pct(hi)}]`;
+}
+
+/** External accuracy / F1 at each run's validation threshold (seed means), in %. */
+export function externalAtValCell(runs: readonly DiagnosisResult[]): string {
+  if (!hasExternal(runs)) return "–";
+  const m = (f: (r: DiagnosisResult) => number) => runs.reduce((a, r) => a + f(r), 0) / runs.length;
+  return `${pct(m((r) => r.metrics.external!.atValThreshold.accuracy))} / ${pct(m((r) => r.metrics.external!.atValThreshold.f1))}`;
+}
+
+/** Share of external slices called COVID at the validation threshold (seed mean), beside the true share. */
+export function externalCallRateCell(runs: readonly DiagnosisResult[]): string {
+  if (!hasExternal(runs)) return "–";
+  const called = runs.reduce((a, r) => a + r.metrics.external!.covidCallRate, 0) / runs.length;
+  return `${pct(called)} (true ${pct(runs[0].metrics.external!.trueCovidRate)})`;
 }

@@ -17,7 +17,7 @@ import { loadGrayImages } from "../data/examples";
 import { DiagnosisResult, loadRunModel, PredictionRow, readPredictions } from "../diagnosis/results";
 import { toModelInput } from "../models/input";
 import { PROFILES, StudyProfile } from "../training/profiles";
-import { rocFigureOf, seedMeanBootstrap } from "./runs";
+import { EXTERNAL_NOTE, externalAtValCell, hasExternal, externalAucCell, externalCallRateCell, rocFigureOf, seedMeanBootstrap } from "./runs";
 
 const MODEL_NAMES_PRETTY: Record<string, string> = { densenet169: "DenseNet-169", resnet50: "ResNet-50", shortcut: "Shortcut baseline (no anatomy)" };
 
@@ -57,7 +57,8 @@ function groups(results: readonly DiagnosisResult[]): Map<string, DiagnosisResul
 export function table5(results: readonly DiagnosisResult[]) {
   const protocol = results[0]?.config.protocol ?? "official";
   const rows: (string | number)[][] = [];
-  for (const [k, runs] of groups(results)) {
+  const g = groups(results);
+  for (const [k, runs] of g) {
     const [model, arm] = k.split("|");
     const paper = paperRow(model, arm);
     const cell = (metric: "accuracy" | "f1" | "auc") => {
@@ -65,6 +66,7 @@ export function table5(results: readonly DiagnosisResult[]) {
       const [lo, hi] = seedMeanBootstrap(runs, metric);
       return `${pct(ms.mean)} ± ${runs.length > 1 ? pct(ms.sd) : "–"} [${pct(lo)}, ${pct(hi)}]`;
     };
+    const shortcut = g.get(`shortcut|${arm}`);
     rows.push([
       modelLabel(model, runs),
       `${arm} (paper: ${PAPER_ARM_NAMES[arm] ?? "–"})`,
@@ -72,13 +74,21 @@ export function table5(results: readonly DiagnosisResult[]) {
       cell("accuracy"),
       cell("f1"),
       cell("auc"),
+      externalAucCell(runs),
+      externalAtValCell(runs),
+      externalCallRateCell(runs),
+      shortcut ? externalAucCell(shortcut).replace(/ \[.*$/, "") : "–",
       runs.length,
     ]);
   }
-  return tableBundle(["model", "positive training set", "paper Acc / F1 / AUC", "ours Acc", "ours F1", "ours AUC", "seeds"], rows, {
-    caption: `Table 5 — Study I, ${protocol} protocol (test set, threshold 0.5, COVID positive; mean ± sd over seeds [95 % bootstrap CI of that mean])`,
-    note: `${PROTOCOL_NOTES[protocol] ?? ""} The paper's numbers are single runs at 480² with full fine-tuning; see 'Where our protocol differs'.`,
-  });
+  return tableBundle(
+    ["model", "positive training set", "paper Acc / F1 / AUC", "ours Acc", "ours F1", "ours AUC", "external AUC", "external Acc / F1 @ val. threshold", "external called COVID", "shortcut baseline external AUC", "seeds"],
+    rows,
+    {
+      caption: `Table 5 — Study I, ${protocol} protocol (test set, threshold 0.5, COVID positive; mean ± sd over seeds [95 % bootstrap CI of that mean]); external set beside it`,
+      note: `${PROTOCOL_NOTES[protocol] ?? ""} The paper's numbers are single runs at 480² with full fine-tuning; see 'Where our protocol differs'. ${EXTERNAL_NOTE}`,
+    },
+  );
 }
 
 /** MedSeg original CTs (all COVID): recall of every cell, the domain-shift check. */
@@ -96,9 +106,9 @@ export function medsegTable(results: readonly DiagnosisResult[]) {
 }
 
 /** ROC curves of one model, one curve per arm (seed-averaged probabilities). */
-export function rocFigure(results: readonly DiagnosisResult[], model: string): Figure {
+export function rocFigure(results: readonly DiagnosisResult[], model: string, set: "test" | "external" = "test"): Figure {
   const curves = [...groups(results)].filter(([k]) => k.split("|")[0] === model).map(([k, runs]) => ({ name: k.split("|")[1], runs }));
-  return rocFigureOf(modelLabel(model, results.filter((r) => r.config.model === model)), curves);
+  return rocFigureOf(modelLabel(model, results.filter((r) => r.config.model === model)), curves, set);
 }
 
 /** Validation AUC and training loss per epoch, every arm and seed of one model. */
@@ -180,20 +190,25 @@ export async function gradCamGallery(runDir: string, opts: { perClass?: number; 
   return { "text/html": `<div>${cells.join("")}</div>`, "text/plain": text.join("\n") };
 }
 
-/** One sentence per model: arms ordered by mean test AUC, ours beside the paper's ordering. */
+/**
+ * One sentence per model: arms ordered by mean AUC, ours beside the paper's ordering. The ordering
+ * is read from the external set where every run predicted it (the only AUC the source cannot
+ * explain), else from the protocol's test set, and the sentence says which.
+ */
 export function armOrdering(results: readonly DiagnosisResult[]) {
   const lines: string[] = [];
   for (const model of [...new Set(results.map((r) => r.config.model))]) {
-    const ours = [...groups(results)]
-      .filter(([k]) => k.startsWith(`${model}|`))
-      .map(([k, runs]) => ({ arm: PAPER_TABLE5_KEY[k.split("|")[1]] ?? k.split("|")[1], auc: meanSd(runs.map((r) => r.metrics.test.auc)).mean }))
+    const mine = [...groups(results)].filter(([k]) => k.startsWith(`${model}|`));
+    const external = mine.every(([, runs]) => hasExternal(runs));
+    const ours = mine
+      .map(([k, runs]) => ({ arm: PAPER_TABLE5_KEY[k.split("|")[1]] ?? k.split("|")[1], auc: meanSd(runs.map((r) => (external ? r.metrics.external!.atHalf.auc : r.metrics.test.auc))).mean }))
       .sort((a, b) => b.auc - a.auc);
     const paper = Object.entries((PAPER_TABLE5 as Record<string, Record<string, { auc: number }>>)[model] ?? {})
       .map(([arm, v]) => ({ arm, auc: v.auc / 100 }))
       .sort((a, b) => b.auc - a.auc);
     const fmt = (xs: { arm: string; auc: number }[], names?: Record<string, string>) => xs.map((x) => `${names?.[x.arm] ?? x.arm} (AUC ${pct(x.auc)})`).join(" > ");
     if (!paper.length) continue;
-    lines.push(`${modelLabel(model, results.filter((r) => r.config.model === model))} — ours: ${fmt(ours, PAPER_ARM_NAMES)}; paper: ${fmt(paper, PAPER_ARM_NAMES)}.`);
+    lines.push(`${modelLabel(model, results.filter((r) => r.config.model === model))} — ours on the ${external ? "external set" : "protocol test set (no external predictions)"}: ${fmt(ours, PAPER_ARM_NAMES)}; paper (its test set): ${fmt(paper, PAPER_ARM_NAMES)}.`);
   }
   return { "text/plain": lines.join("\n"), "text/html": `<ul>${lines.map((l) => `<li>${escapeHtml(l)}</li>`).join("")}</ul>` };
 }
@@ -216,7 +231,9 @@ export function shortcutComparison(results: readonly DiagnosisResult[]) {
       b >= 0.9 ? "the cues alone nearly separate this test set: a high model AUC here says little about lungs"
         : b >= 0.7 ? "the cues carry part of the label: read the models' margin over the baseline"
           : "the cues alone carry little of the label";
-    lines.push(`${PAPER_ARM_NAMES[arm] ?? arm}: shortcut baseline AUC ${pct(b)}; ${parts.join(", ")} — ${verdict}.`);
+    const ext = (runs: readonly DiagnosisResult[]) => (hasExternal(runs) ? meanSd(runs.map((r) => r.metrics.external!.atHalf.auc)).mean : NaN);
+    const extParts = hasExternal(base) ? ` On the external set (one hospital): shortcut ${pct(ext(base))}; ${models.map(([k, runs]) => `${MODEL_NAMES_PRETTY[k.split("|")[0]] ?? k.split("|")[0]} ${pct(ext(runs))}`).join(", ")}.` : "";
+    lines.push(`${PAPER_ARM_NAMES[arm] ?? arm}: shortcut baseline AUC ${pct(b)}; ${parts.join(", ")} — ${verdict}.${extParts}`);
   }
   return { "text/plain": lines.join("\n"), "text/html": `<ul>${lines.map((l) => `<li>${escapeHtml(l)}</li>`).join("")}</ul>` };
 }
