@@ -31,3 +31,4 @@ export * as diagnosis from "./diagnosis";
 export * as cssl from "./studies/cssl";
 export * as csslReport from "./reports/cssl";
 export * as segmentation from "./training/segmentation";
+export * as tables from "./reports/runs";

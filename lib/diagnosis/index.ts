@@ -8,6 +8,7 @@
  *   prepare.ts     what is trained: shortcut cues, backbone or cached features, mask runs
  *   run.ts         runDiagnosis: validate, open the run directory, train, predict, write metrics
  *   results.ts     metrics from predictions, result types, evaluate, reload the selected model
+ *   source-probe.ts  how visible is the source to the frozen network (beyond the paper)
  */
 export * from "./arms";
 export * from "./config";
@@ -19,3 +20,4 @@ export * from "./lung-provider";
 export * from "./prepare";
 export * from "./results";
 export * from "./run";
+export * from "./source-probe";

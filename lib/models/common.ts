@@ -78,8 +78,22 @@ export class Initialisers {
  * the head's initial weights for a given seed.
  */
 export function addHead(features: tf.SymbolicTensor, cfg: ModelConfig): tf.SymbolicTensor {
-  let x = tf.layers.globalAveragePooling2d({ name: POOL_LAYER }).apply(features) as tf.SymbolicTensor;
+  const x = tf.layers.globalAveragePooling2d({ name: POOL_LAYER }).apply(features) as tf.SymbolicTensor;
   if (cfg.includeHead === false) return x;
+  return headOnPooled(x, cfg);
+}
+
+/**
+ * The head alone, on pooled features of `dim` channels: the same layers and initialisation as
+ * buildModel's head (probes train it on cached features without building a backbone).
+ */
+export function pooledHeadModel(dim: number, cfg: ModelConfig): tf.LayersModel {
+  const input = tf.input({ shape: [dim], name: "covid_head_input_pooled" });
+  return tf.model({ inputs: input, outputs: headOnPooled(input, cfg) });
+}
+
+function headOnPooled(pooled: tf.SymbolicTensor, cfg: ModelConfig): tf.SymbolicTensor {
+  let x = pooled;
   if (cfg.dropout && cfg.dropout > 0) {
     x = tf.layers.dropout({ rate: cfg.dropout, name: HEAD_DROPOUT }).apply(x) as tf.SymbolicTensor;
   }

@@ -6,7 +6,9 @@ import * as path from "path";
 import seedrandom from "seedrandom";
 import { DiagnosisResult, PredictionRow, readPredictions } from "../diagnosis/results";
 import { metricFn, rocAuc, rocCurve } from "../evaluation";
-import { Figure } from "../plots";
+import type { SourceProbeResult } from "../diagnosis/source-probe";
+import { Figure, tableBundle } from "../plots";
+import { escapeHtml } from "../util/html";
 
 /** One set's rows of a run's predictions.csv. */
 export function predictionsOf(r: DiagnosisResult, set: PredictionRow["set"]): PredictionRow[] {
@@ -95,4 +97,22 @@ export function externalCallRateCell(runs: readonly DiagnosisResult[]): string {
   if (!hasExternal(runs)) return "–";
   const called = runs.reduce((a, r) => a + r.metrics.external!.covidCallRate, 0) / runs.length;
   return `${pct(called)} (true ${pct(runs[0].metrics.external!.trueCovidRate)})`;
+}
+
+/** The source probes (lib/diagnosis/source-probe.ts) as a table: how visible is the source to the frozen network? */
+export function sourceProbeTable(results: readonly SourceProbeResult[], model: string) {
+  const rows = results.map((r) => [r.label, `${r.nA} (${r.patientsA} patients)`, `${r.nB} (${r.patientsB} patients)`, `${pct(r.auc)} [${pct(r.ci95[0])}, ${pct(r.ci95[1])}]`]);
+  return tableBundle(["sources told apart (paper protocol, training images)", "side A", "side B", "AUC on held-out patients [95 % CI]"], rows, {
+    caption: `Source probe: ${model}'s frozen features and Study I's head, trained to tell sources apart within one class (5 patient folds)`,
+    note:
+      "50 = the network cannot see the source; 100 = it sees it perfectly. Where it sees the source within one class, a classifier trained on " +
+      "positives and negatives from different sources can separate them by source alone — which is what the protocol's test set would reward.",
+  });
+}
+
+/** One sentence for notebooks 03 and 04: what the source probe of notebook 02 found. */
+export function sourceProbeSummary(results: readonly SourceProbeResult[], model: string) {
+  const line = `Source probe (notebook 02, ${model}'s frozen features): ${results.map((r) => `${r.label} AUC ${pct(r.auc)}`).join("; ")}. ` +
+    "Values near 100 mean the network sees where a slice comes from; read the protocol's test AUCs below with that in mind, and the external AUCs as the disease signal.";
+  return { "text/plain": line, "text/html": `<p>${escapeHtml(line)}</p>` };
 }
