@@ -73,7 +73,9 @@ export function hasExternal(runs: readonly DiagnosisResult[]): boolean {
 export const EXTERNAL_NOTE =
   "External = 311 São Paulo slices (SARS-CoV-2 CT-scan dataset; 157 COVID, 154 non-COVID, some with other lung disease), both classes scanned and " +
   "exported in one hospital, so the file's source cannot give the label away: the only column here that source cannot explain. Never trained on, never " +
-  "used for a checkpoint, a threshold or pretraining. No patient ids: its intervals are per slice (optimistic).";
+  "used for a checkpoint, a threshold or pretraining. No patient ids: its intervals are per slice (optimistic). Its slices are lung-window crops " +
+  "(soft tissue near white), unlike the training sources: a model also meets a new look there, so an AUC near 50 says its features did not " +
+  "carry COVID-19 findings to this hospital — not by itself why.";
 
 /** External AUC of a group: mean ± sd over seeds [95 % bootstrap CI of the seed mean], in %. */
 export function externalAucCell(runs: readonly DiagnosisResult[]): string {

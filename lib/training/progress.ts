@@ -55,9 +55,13 @@ export function cliProgress(): ProgressSink {
   };
 }
 
-/** An output cell that updates in place: the latest step and a table of finished epochs. */
+/**
+ * An output cell that updates in place: the latest step and a table of finished epochs. After
+ * `stop()`, the next message opens a new output in the cell that is running then: a log belongs
+ * to the cell that produced it, never to an earlier cell's output.
+ */
 export function notebookProgress(title: string): ProgressSink {
-  const id = crypto.randomBytes(8).toString("hex");
+  let id = crypto.randomBytes(8).toString("hex");
   const epochs: string[] = [];
   let status = "starting";
   let first = true;
@@ -75,6 +79,11 @@ export function notebookProgress(title: string): ProgressSink {
     onStep: (s) => { status = `epoch ${s.epoch + 1}, step ${s.step + 1}/${s.steps}, loss ${s.loss.toFixed(4)}`; render(); },
     onEpoch: (e) => { epochs.push(epochLine(e)); status = `epoch ${e.epoch + 1} done`; render(true); },
     log: (m) => { status = m; render(true); },
-    stop: () => render(true),
+    stop: () => {
+      if (!first) render(true);
+      id = crypto.randomBytes(8).toString("hex");
+      epochs.length = 0;
+      first = true;
+    },
   };
 }
