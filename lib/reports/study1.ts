@@ -208,7 +208,12 @@ export function armOrdering(results: readonly DiagnosisResult[]) {
       .sort((a, b) => b.auc - a.auc);
     const fmt = (xs: { arm: string; auc: number }[], names?: Record<string, string>) => xs.map((x) => `${names?.[x.arm] ?? x.arm} (AUC ${pct(x.auc)})`).join(" > ");
     if (!paper.length) continue;
-    lines.push(`${modelLabel(model, results.filter((r) => r.config.model === model))} — ours on the ${external ? "external set" : "protocol test set (no external predictions)"}: ${fmt(ours, PAPER_ARM_NAMES)}; paper (its test set): ${fmt(paper, PAPER_ARM_NAMES)}.`);
+    // An ordering is only read where the intervals allow it: every arm's external interval holding 50 means none can be.
+    const chance = external && mine.every(([, runs]) => { const [lo, hi] = seedMeanBootstrap(runs, "auc", 1000, 0, "external"); return lo <= 0.5 && 0.5 <= hi; });
+    lines.push(
+      `${modelLabel(model, results.filter((r) => r.config.model === model))} — ours on the ${external ? "external set" : "protocol test set (no external predictions)"}: ${fmt(ours, PAPER_ARM_NAMES)}; paper (its test set): ${fmt(paper, PAPER_ARM_NAMES)}.` +
+        (chance ? " Every arm's external interval includes 50 (chance): on data where the source cannot give the label away, no arm is shown to beat another, and none to detect COVID-19." : ""),
+    );
   }
   return { "text/plain": lines.join("\n"), "text/html": `<ul>${lines.map((l) => `<li>${escapeHtml(l)}</li>`).join("")}</ul>` };
 }
