@@ -22,6 +22,17 @@ import { LungMaskProvider } from "./masks";
 import { backboneInit, Prepared, prepareBackbone, prepareMaskRun, prepareShortcut, SetName } from "./prepare";
 import { DiagnosisInterrupted, DiagnosisMetrics, DiagnosisResult, metricsFromPredictions, PREDICTION_SETS, PredictionSet, readHistory, readPredictions, readRunMetrics, writeLesionPredictions } from "./results";
 
+/** Everything a run is made of, validated and resolved before its directory is opened. */
+export interface RunContext {
+  c: DiagnosisConfig;
+  profile: StudyProfile;
+  data: DiagnosisData;
+  /** The config as recorded in the manifest (keys reuse and --resume). */
+  rec: ReturnType<typeof recordedConfig>;
+  checksums: Record<string, string>;
+  lungs: LungMaskProvider | null;
+}
+
 /**
  * Where the lung masks of Study II runs come from: the residual U-Net of the profile (lib/lungs),
  * trained on the classical extractor's pseudo labels — trained once, then reused by every run.
@@ -43,6 +54,7 @@ export async function runDiagnosis(c: DiagnosisConfig, hooks: DiagnosisHooks = {
   // Study II: the lung masks are the U-Net's; its weights are an input of the run like the data.
   const lungs = c.lungMask ? await lungMaskProvider(profile, log) : null;
   if (lungs) checksums[`lungs/${profile.name}`] = lungs.id;
+  const ctx: RunContext = { c, profile, data, rec, checksums, lungs };
   const run = openRun({
     out: c.out,
     defaultDir: defaultRunDir(c),
@@ -56,11 +68,11 @@ export async function runDiagnosis(c: DiagnosisConfig, hooks: DiagnosisHooks = {
   if (run.state === "reused") {
     log(`reusing finished run ${run.dir}`);
     // A run finished before the external set existed gains its predictions from its checkpoint.
-    await addExternalPredictions(c, profile, data, rec, checksums, lungs, run.dir, hooks);
+    await addExternalPredictions(ctx, run.dir, hooks);
     return { config: c, runDir: run.dir, metrics: readRunMetrics(run.dir), history: readHistory(run.dir), modelBuilt: rec.modelBuilt, reused: true, interrupted: false };
   }
   try {
-    const r = await trainAndEvaluate(c, profile, data, rec, checksums, lungs, run.workDir, hooks);
+    const r = await trainAndEvaluate(ctx, run.workDir, hooks);
     if (r === "interrupted") {
       const history = readHistory(run.workDir);
       run.abandon();
@@ -78,7 +90,8 @@ export async function runDiagnosis(c: DiagnosisConfig, hooks: DiagnosisHooks = {
 }
 
 /** What the run trains and on which sources, by its model and variant (lib/diagnosis/prepare.ts). */
-async function prepare(c: DiagnosisConfig, profile: StudyProfile, data: DiagnosisData, rec: ReturnType<typeof recordedConfig>, checksums: Record<string, string>, lungs: LungMaskProvider | null, runDir: string, hooks: DiagnosisHooks): Promise<Prepared> {
+async function prepare(ctx: RunContext, runDir: string, hooks: DiagnosisHooks): Promise<Prepared> {
+  const { c, profile, data, rec, checksums, lungs } = ctx;
   const log = hooks.log ?? (() => undefined);
   const modelName = rec.modelBuilt;
   return modelName === SHORTCUT_MODEL
@@ -120,16 +133,8 @@ function externalRecord(data: DiagnosisData): { source: string; hash: string; n:
   return data.external.length ? { source: data.protocol.external.source, hash: data.protocol.external.hash, n: data.external.length } : undefined;
 }
 
-async function trainAndEvaluate(
-  c: DiagnosisConfig,
-  profile: StudyProfile,
-  data: DiagnosisData,
-  rec: ReturnType<typeof recordedConfig>,
-  checksums: Record<string, string>,
-  lungs: LungMaskProvider | null,
-  runDir: string,
-  hooks: DiagnosisHooks,
-): Promise<DiagnosisMetrics | "interrupted"> {
+async function trainAndEvaluate(ctx: RunContext, runDir: string, hooks: DiagnosisHooks): Promise<DiagnosisMetrics | "interrupted"> {
+  const { c, profile, data, rec, checksums } = ctx;
   const log = hooks.log ?? (() => undefined);
   await initBackend();
   const modelName = rec.modelBuilt;
@@ -139,7 +144,7 @@ async function trainAndEvaluate(
   const protocol = { name: data.protocol.name, version: data.protocol.version, seed: data.protocol.seed, hash: data.protocol.hash, file: "protocol.json" };
   const external = externalRecord(data);
   writeManifest(runDir, makeManifest(rec.study, rec, checksums, c.seed, { examples: { train: data.train.length, val: data.val.length, test: data.test.length, medsegTest: data.medsegTest.length }, modelBuilt: modelName, protocol, ...(external ? { external } : {}) }));
-  const prepared = await prepare(c, profile, data, rec, checksums, lungs, runDir, hooks);
+  const prepared = await prepare(ctx, runDir, hooks);
   const opt = tf.train.adam(profile.schedule.lr);
   try {
     const result = await trainModel(prepared.trainable, opt, prepared.task as TrainingTask, prepared.sources.train, prepared.sources.val, {
@@ -175,16 +180,8 @@ async function trainAndEvaluate(
  * predictions.csv, metrics.json recomputed (its lesion block kept) and the manifest told. Nothing
  * else of the run changes; its config and checksums stay as they were, so it is still reused.
  */
-export async function addExternalPredictions(
-  c: DiagnosisConfig,
-  profile: StudyProfile,
-  data: DiagnosisData,
-  rec: ReturnType<typeof recordedConfig>,
-  checksums: Record<string, string>,
-  lungs: LungMaskProvider | null,
-  runDir: string,
-  hooks: DiagnosisHooks = {},
-): Promise<boolean> {
+export async function addExternalPredictions(ctx: RunContext, runDir: string, hooks: DiagnosisHooks = {}): Promise<boolean> {
+  const { c, data } = ctx;
   const file = path.join(runDir, "predictions.csv");
   if (data.external.length === 0 || !fs.existsSync(file)) return false;
   const before = readPredictions(file);
@@ -196,7 +193,7 @@ export async function addExternalPredictions(
   try {
     log(`adding predictions on the external set (${data.external.length} images) to ${runDir} from its selected checkpoint`);
     await initBackend();
-    const prepared = await prepare(c, profile, data, rec, checksums, lungs, runDir, hooks);
+    const prepared = await prepare(ctx, runDir, hooks);
     try {
       await loadWeightsInto(prepared.trainable, best);
       const rows = [...before, ...(await predictSets(prepared, ["external"], runDir, null))];
