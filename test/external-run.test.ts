@@ -4,7 +4,8 @@
  * `evaluate --write` keeps it; a run finished before it existed gains it without retraining.
  */
 import { strict as assert } from "assert";
-import { spawnSync } from "child_process";
+import { spawn, spawnSync } from "child_process";
+import * as os from "os";
 import * as fs from "fs";
 import * as path from "path";
 import { PROJECT_ROOT } from "../lib/config";
@@ -114,6 +115,20 @@ describe("diagnosis run: the external set", function () {
     assert.deepEqual(JSON.parse(read(path.join(old, "metrics.json"))).external, JSON.parse(read(path.join(fresh, "metrics.json"))).external);
     assert.match(JSON.parse(read(path.join(old, "manifest.json"))).extra.external.from, /checkpoints\/best/);
     assert.ok(!fs.existsSync(path.join(old, ".lock")), "lock released");
+    // While another live process holds the run, it is refused as before (in use), and nothing is written.
+    const stripped = lines.join("\n");
+    fs.writeFileSync(csv, stripped);
+    const holder = spawn("sleep", ["30"]);
+    try {
+      fs.writeFileSync(path.join(old, ".lock"), JSON.stringify({ pid: holder.pid, host: os.hostname(), startedAt: new Date().toISOString(), command: "test" }));
+      await assert.rejects(runDiagnosis({ model: "densenet169", positives: "covid-seg", profile: "smoke", protocol: "paper", seed: 3, out: old }), /in use by pid/);
+      assert.equal(read(csv), stripped, "nothing written while another process holds the run");
+    } finally {
+      holder.kill();
+      fs.rmSync(path.join(old, ".lock"), { force: true });
+    }
+    finished(await runDiagnosis({ model: "densenet169", positives: "covid-seg", profile: "smoke", protocol: "paper", seed: 3, out: old }));
+    assert.equal(read(csv), read(path.join(fresh, "predictions.csv")), "added once the run is free");
     // A second reuse adds nothing.
     const stamp = fs.statSync(csv).mtimeMs;
     finished(await runDiagnosis({ model: "densenet169", positives: "covid-seg", profile: "smoke", protocol: "paper", seed: 3, out: old }));

@@ -10,7 +10,7 @@ import { initBackend } from "../backend";
 import { resolveCovidSegRoot, resolveLunaRoot, resolveSarsRoot } from "../config";
 import { makeManifest, writeManifest } from "../manifest";
 import { writeProtocol } from "../protocols";
-import { acquireRunLock, openRun, PredictionRow, writePredictions } from "../runs";
+import { acquireRunLock, openRun, PredictionRow, RunDirError, RunLock, writePredictions } from "../runs";
 import { loadWeightsInto } from "../training/checkpoint";
 import { predictProbabilities, trainModel, TrainingTask } from "../training/loop";
 import { lesionSegmentation, MultiTaskSource, predictMultiTask } from "../training/multitask";
@@ -189,14 +189,23 @@ export async function addExternalPredictions(ctx: RunContext, runDir: string, ho
   const best = path.join(runDir, "checkpoints", "best");
   if (!fs.existsSync(path.join(best, "model.json"))) throw new Error(`${runDir} has no checkpoints/best/model.json: its external predictions cannot be added without retraining. Re-create the run with \`covid-ct train --force\`.`);
   const log = hooks.log ?? (() => undefined);
-  const lock = acquireRunLock(runDir);
+  let lock: RunLock;
   try {
+    lock = acquireRunLock(runDir);
+  } catch (e) {
+    // Another process holds the run (it may be adding the same predictions): leave it to that one.
+    if (e instanceof RunDirError) { log(`external predictions not added to ${runDir} now: ${e.message}`); return false; }
+    throw e;
+  }
+  try {
+    // Checked again under the lock: another process may have added them meanwhile.
+    if (readPredictions(file).some((r) => r.set === "external")) return false;
     log(`adding predictions on the external set (${data.external.length} images) to ${runDir} from its selected checkpoint`);
     await initBackend();
     const prepared = await prepare(ctx, runDir, hooks);
     try {
       await loadWeightsInto(prepared.trainable, best);
-      const rows = [...before, ...(await predictSets(prepared, ["external"], runDir, null))];
+      const rows = [...readPredictions(file), ...(await predictSets(prepared, ["external"], runDir, null))];
       const old = readRunMetrics(runDir);
       writePredictions(file, rows);
       const metrics: DiagnosisMetrics = { ...metricsFromPredictions(rows, old.bestEpoch, c.seed), ...(old.lesion ? { lesion: old.lesion } : {}) };
