@@ -22,8 +22,6 @@ function print(json: boolean, value: unknown, text: () => string): void {
   process.stdout.write(json ? JSON.stringify(value, null, 2) + "\n" : text() + "\n");
 }
 
-const PROFILES = ["paper", "quick", "smoke"] as const;
-
 function fmt(n: number, digits = 0): string {
   return Number.isFinite(n) ? n.toFixed(digits) : "–";
 }
@@ -253,7 +251,7 @@ program
   .command("reproduce")
   .description("execute notebooks headless with the tslab kernel (all in order, or the ones named), saving each executed notebook and an HTML export")
   .argument("[notebooks...]", "paths, names (01-dataset) or numbers (1); default: every notebooks/*.ipynb")
-  .option("--profile <name>", "profile passed to each notebook's parameters cell (paper | quick | smoke)", oneOf("--profile", PROFILES), "quick")
+  .addOption(runOptions.profile("profile passed to each notebook's parameters cell (paper | quick | smoke)"))
   .option("--out <dir>", "where executed notebooks and HTML go", "notebooks/executed")
   .addOption(dataOption())
   .option("--cell-timeout <seconds>", "fail a cell that runs longer than this", intArg("--cell-timeout", 1))
