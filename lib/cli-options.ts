@@ -4,6 +4,7 @@
  * refused while the command line is parsed, before anything is read or written.
  */
 import { Option } from "commander";
+import { HARMONISE_NAMES } from "./data/harmonise";
 import { PROFILE_NAMES } from "./training/profiles";
 import { parseInteger, requireNonEmpty, requireOneOf } from "./util/checks";
 
@@ -37,6 +38,8 @@ export const runOptions = {
   },
   epochs: (what = "override the profile's epoch count (integer ≥ 1)") => new Option("--epochs <n>", what).argParser(intArg("--epochs", 1, 100000)),
   profile: (what = "paper | quick | smoke (see README, Profiles)") => new Option("--profile <name>", what).argParser(oneOf("--profile", PROFILE_NAMES)).default("quick"),
+  harmonise: (what = "make the sources look alike first: none | body-histogram (body grey levels matched to the training images' mean; README, Harmonisation, measured)") =>
+    new Option("--harmonise <name>", what).argParser(oneOf("--harmonise", HARMONISE_NAMES)).default("none"),
   protocol: (what: string, byDefault?: (typeof PROTOCOLS)[number]) => {
     const o = new Option("--protocol <name>", what).argParser(oneOf("--protocol", PROTOCOLS));
     return byDefault === undefined ? o : o.default(byDefault);

@@ -306,8 +306,9 @@ program
   .addOption(runOptions.force())
   .addOption(runOptions.data())
   .addOption(runOptions.weights())
+  .addOption(runOptions.harmonise())
   .option("--json", "print metrics.json when done")
-  .action(async (o: { model: string; positives: string; profile: string; protocol?: string; seed: number; epochs?: number; out?: string; resume?: boolean; force?: boolean; data?: string; weights?: string; json?: boolean; variant?: string; lungMask?: boolean; lesionMask?: boolean; init?: string; study?: string }) => {
+  .action(async (o: { model: string; positives: string; profile: string; protocol?: string; seed: number; epochs?: number; out?: string; resume?: boolean; force?: boolean; data?: string; weights?: string; json?: boolean; variant?: string; lungMask?: boolean; lesionMask?: boolean; init?: string; study?: string; harmonise: string }) => {
     const { runDiagnosis } = await import("./diagnosis/run");
     const { isModelName } = await import("./models");
     if (!isModelName(o.model) && o.model !== "shortcut") throw new Error(`--model '${o.model}' is not a model; use densenet169 or resnet50 (or densenet121, resnet18, tiny-densenet, tiny-resnet, or shortcut: the non-anatomical cue baseline).`);
@@ -336,6 +337,7 @@ program
       {
         model: o.model, positives: o.positives as never, profile: o.profile as never, protocol: (o.protocol ?? (study === "study1" ? "official" : "paper")) as never, seed: o.seed, epochs: o.epochs, out: o.out, resume: o.resume, force: o.force, dataRoot: o.data, weightsRoot: o.weights,
         ...(study !== "study1" ? { study } : {}), ...(v.lungMask ? { lungMask: true } : {}), ...(v.lesionMask ? { lesionMask: true } : {}), ...(o.init !== undefined ? { init: o.init } : {}),
+        ...(o.harmonise !== "none" ? { harmonise: o.harmonise as never } : {}),
       },
       { log: (m) => bar.log(m), onStep: bar.onStep, onEpoch: bar.onEpoch, onFeatures: bar.onFeatures },
     );
@@ -400,6 +402,7 @@ program
   .option("--runs <dir>", "root of the run directories (default runs/, where the notebooks look)", (v) => { if (v.trim() === "") throw new Error("--runs is empty (''): give a folder, or leave it out for runs/."); return v; })
   .option("--seeds <list>", "comma-separated seeds instead of the profile's (e.g. 1,2)", (v) => v.split(",").map((x) => intArg("--seeds", 0)(x)))
   .option("--epochs <n>", "override the profile's epoch count in every run", intArg("--epochs", 1, 100000))
+  .addOption(runOptions.harmonise("every run's harmonisation: none | body-histogram (study1 only; harmonised runs have their own directories)"))
   .option("--json", "print an array of {runDir, state, id, command, argv, dependsOn, …config}")
   .option("--emit <backend>", "write the grid as scripts for a scheduler: slurm", oneOf("--emit", ["slurm"]))
   .option("--submit", "with --emit slurm: submit the scripts with sbatch and print the job ids")
@@ -413,9 +416,9 @@ program
   .option("--run", "run the missing and partial runs here (partial ones with --resume)")
   .option("--parallel <n>", "with --run: runs at a time; the cores are divided among them (default 1)", intArg("--parallel", 1), 1)
   .option("--logs <dir>", "with --run: one log per run (default runs/logs)")
-  .action(async (o: { study: string; protocol: string; profile: string; runs?: string; seeds?: number[]; epochs?: number; json?: boolean; emit?: string; out?: string; submit?: boolean; gpus?: number; cpus?: number; mem?: string; time?: string; partition?: string; sbatch?: string[]; render: boolean; run?: boolean; parallel: number; logs?: string }) => {
+  .action(async (o: { study: string; protocol: string; profile: string; runs?: string; seeds?: number[]; epochs?: number; harmonise: string; json?: boolean; emit?: string; out?: string; submit?: boolean; gpus?: number; cpus?: number; mem?: string; time?: string; partition?: string; sbatch?: string[]; render: boolean; run?: boolean; parallel: number; logs?: string }) => {
     const cl = await import("./cluster");
-    const req = { protocol: o.protocol, profile: o.profile as never, runsRoot: o.runs, seeds: o.seeds, epochs: o.epochs };
+    const req = { protocol: o.protocol, profile: o.profile as never, runsRoot: o.runs, seeds: o.seeds, epochs: o.epochs, harmonise: o.harmonise as never };
     if (o.emit && o.run) throw new Error("--emit and --run are two backends: use one (--emit slurm writes scripts for the cluster, --run runs the grid here).");
     if (o.submit && !o.emit) throw new Error("--submit needs --emit slurm (and --out DIR for the scripts).");
     // Scripts and logs beside the runs by default: on a cluster the project is on the shared filesystem.

@@ -4,6 +4,7 @@
  * the local runner and the Slurm emitter all read this one list, so they cannot disagree about
  * which runs a table needs or where they live.
  */
+import type { HarmoniseName } from "../data/harmonise";
 import * as fs from "fs";
 import * as path from "path";
 import { PROJECT_ROOT } from "../config";
@@ -38,6 +39,8 @@ export interface GridRequest {
   seeds?: number[];
   /** Override the profile's epoch count (passed to every run as --epochs). */
   epochs?: number;
+  /** Harmonisation of every run (passed as --harmonise when not none; Study I only). */
+  harmonise?: HarmoniseName;
 }
 
 export interface StudyGrid {

@@ -31,14 +31,20 @@ export function trainEntry(c: DiagnosisConfig, req: GridRequest, dependsOn: stri
       ...(variant ? ["--variant", variant.replace("-", "+")] : []),
       ...(c.init !== undefined ? ["--init", c.init] : []),
       ...(c.epochs !== undefined ? ["--epochs", String(c.epochs)] : []),
+      ...(c.harmonise && c.harmonise !== "none" ? ["--harmonise", c.harmonise] : []),
     ],
     runDir: path.join(root, rel),
     dependsOn,
     config: {
       study: c.study ?? "study1", protocol: c.protocol ?? "official", profile: c.profile, model: c.model, modelBuilt: built, arm: c.positives,
-      ...(variant ? { variant } : {}), init: effectiveInit(c, profile), seed: c.seed, epochs: c.epochs ?? profile.epochs,
+      ...(variant ? { variant } : {}), init: effectiveInit(c, profile), seed: c.seed, epochs: c.epochs ?? profile.epochs, ...(c.harmonise && c.harmonise !== "none" ? { harmonise: c.harmonise } : {}),
     },
   };
+}
+
+/** Harmonisation is measured for Study I only (lung masks and MoCo encoders see unharmonised images). */
+function refuseHarmonise(study: string, req: GridRequest): void {
+  if (req.harmonise && req.harmonise !== "none") throw new Error(`--harmonise ${req.harmonise}: harmonisation is measured for Study I (study1) only, not ${study}.`);
 }
 
 registerGrid({
@@ -46,7 +52,7 @@ registerGrid({
   description: "Study I (Table 5): models × positive arms × seeds, each one `covid-ct train`",
   notebook: "02",
   entries(req) {
-    return table5Cells({ profile: req.profile, protocol: req.protocol as ProtocolName, seeds: req.seeds, epochs: req.epochs }).map((c) => trainEntry(c, req));
+    return table5Cells({ profile: req.profile, protocol: req.protocol as ProtocolName, seeds: req.seeds, epochs: req.epochs, harmonise: req.harmonise }).map((c) => trainEntry(c, req));
   },
 });
 
@@ -56,6 +62,7 @@ registerGrid({
   notebook: "03",
   entries(req) {
     if (req.protocol !== "paper") throw new Error("Study II is measured under the paper protocol: use --protocol paper.");
+    refuseHarmonise("study2", req);
     return table6Cells({ profile: req.profile, seeds: req.seeds, epochs: req.epochs, includeStudyOne: false }).map((c) => trainEntry(c, req));
   },
 });
@@ -66,6 +73,7 @@ registerGrid({
   notebook: "04",
   entries(req) {
     if (req.protocol !== "paper") throw new Error("CSSL is measured under the paper protocol: use --protocol paper.");
+    refuseHarmonise("cssl", req);
     const root = path.resolve(req.runsRoot ?? DEFAULT_RUNS_ROOT);
     const pre = new Map<string, GridEntry>();
     for (const row of TABLE7_ROWS) {

@@ -3,7 +3,8 @@
  * sees it; and their gray pixels after the shared preprocessing (orientation, chest crop, resize).
  */
 import { mapLimit, preprocessCached } from "./cache";
-import { PreprocessOptions } from "./preprocess";
+import { Harmoniser, harmoniseImage } from "./harmonise";
+import { PreprocessedImage, PreprocessOptions } from "./preprocess";
 import { SourceName, sourcePreprocessing } from "./sources";
 
 export interface Example {
@@ -21,9 +22,17 @@ export function examplePreprocess(e: Example, size: number): PreprocessOptions {
   return { size, channels: 1, ...sourcePreprocessing(e.source ?? "covid-ct", e.path) };
 }
 
-/** Gray images of one size, kept in memory as bytes (746 images at 224² ≈ 37 MB). */
-export async function loadGrayImages(examples: readonly Example[], size: number): Promise<Uint8Array[]> {
-  return mapLimit(examples, 4, async (e) => (await preprocessCached(e.path, examplePreprocess(e, size))).data);
+/** Preprocessed (cached) images of one size, with their crops. */
+export function loadPreprocessed(examples: readonly Example[], size: number): Promise<PreprocessedImage[]> {
+  return mapLimit(examples, 4, (e) => preprocessCached(e.path, examplePreprocess(e, size)));
+}
+
+/**
+ * Gray images of one size, kept in memory as bytes (746 images at 224² ≈ 37 MB); harmonised when
+ * a harmoniser is given (lib/data/harmonise.ts), else the cached pixels as they are.
+ */
+export async function loadGrayImages(examples: readonly Example[], size: number, harmonise?: Harmoniser | null): Promise<Uint8Array[]> {
+  return mapLimit(examples, 4, async (e) => harmoniseImage(await preprocessCached(e.path, examplePreprocess(e, size)), harmonise));
 }
 
 /** What every source of examples carries: count, labels and ids, in the examples' order. */

@@ -6,3 +6,4 @@ export * from "./preprocess";
 export * from "./cache";
 export * from "./checksums";
 export * from "./stats";
+export * from "./harmonise";

@@ -9,6 +9,7 @@ import { PROJECT_ROOT, resolveCovidSegRoot, resolveDataRoot, resolveLunaRoot, re
 import { sha256OfManifest } from "../manifest";
 import { isModelName, MODEL_NAMES, ModelName } from "../models";
 import { findWeightsDir, hasImagenetWeights, weightsChecksum } from "../models/weights";
+import { HarmoniseName, HARMONISE_NAMES, isHarmoniseName } from "../data/harmonise";
 import { isProtocolName, PROTOCOL_NAMES, ProtocolName } from "../protocols";
 import { getProfile, MULTITASK_HEADS, MultiTaskHeads, ProfileName, StudyProfile } from "../training/profiles";
 import { EpochLog, StepLog } from "../training/loop";
@@ -61,6 +62,17 @@ export interface DiagnosisConfig {
    * or "checkpoint:<pretraining run dir>" (CSSL: the MoCo encoder of a `covid-ct pretrain` run).
    */
   init?: string;
+  /**
+   * Make the sources look alike before the model sees them (lib/data/harmonise.ts): "none"
+   * (default; measured in README "Harmonisation, measured") or "body-histogram". Recorded, and
+   * names the run directory, only when not "none".
+   */
+  harmonise?: HarmoniseName;
+}
+
+/** The harmonisation of a run as a directory-name part: none → no part (directories unchanged). */
+export function harmoniseName(c: Pick<DiagnosisConfig, "harmonise">): string {
+  return c.harmonise && c.harmonise !== "none" ? `harmonise-${c.harmonise}` : "";
 }
 
 /** The variant of a run as a name: "" (image only), "lung", "lesion", "lung-lesion". */
@@ -74,12 +86,14 @@ export function initName(init: string): string {
 }
 
 /**
- * runs/<study>/<protocol>/<profile>/<built model>-<arm>[-<variant>][-init-<init>]-seed<N> (under smoke
- * the tiny model names the run; Study I's directories are unchanged: no variant, no init).
+ * runs/<study>/<protocol>/<profile>/<built model>-<arm>[-<variant>][-init-<init>][-harmonise-<h>]-seed<N>
+ * (under smoke the tiny model names the run; Study I's directories are unchanged: no variant, no
+ * init, no harmonisation).
  */
-export function defaultRunDir(c: Pick<DiagnosisConfig, "model" | "positives" | "profile" | "seed" | "protocol" | "study" | "lungMask" | "lesionMask" | "init">): string {
+export function defaultRunDir(c: Pick<DiagnosisConfig, "model" | "positives" | "profile" | "seed" | "protocol" | "study" | "lungMask" | "lesionMask" | "init" | "harmonise">): string {
   const v = variantName(c);
-  const parts = [builtModelName(c, getProfile(c.profile)), c.positives, ...(v ? [v] : []), ...(c.init && (c.study ?? "study1") === "cssl" ? [`init-${initName(c.init)}`] : []), `seed${c.seed}`];
+  const h = harmoniseName(c);
+  const parts = [builtModelName(c, getProfile(c.profile)), c.positives, ...(v ? [v] : []), ...(c.init && (c.study ?? "study1") === "cssl" ? [`init-${initName(c.init)}`] : []), ...(h ? [h] : []), `seed${c.seed}`];
   return path.join(PROJECT_ROOT, "runs", c.study ?? "study1", c.protocol ?? "official", c.profile, parts.join("-"));
 }
 
@@ -91,6 +105,8 @@ export function recordedConfig(c: DiagnosisConfig, p: StudyProfile) {
     ...(c.lungMask ? { lungMask: true } : {}),
     ...(c.lesionMask ? { lesionMask: true } : {}),
     ...(c.init !== undefined ? { init: c.init } : {}),
+    // Only when on: every run recorded before the option existed is still reused.
+    ...(c.harmonise && c.harmonise !== "none" ? { harmonise: c.harmonise } : {}),
     // A frozen random backbone is one draw for every run seed (prepareMaskRun): say which.
     ...((c.lungMask || c.lesionMask) && p.strategy === "frozen-features" && effectiveInit(c, p) === "random" ? { randomBackboneSeed: FROZEN_RANDOM_BACKBONE_SEED } : {}),
     protocol: c.protocol ?? "official",
@@ -131,6 +147,11 @@ export function checkDiagnosisConfig(c: DiagnosisConfig): StudyProfile {
     throw new Error("init checkpoint: names no directory: use checkpoint:<the directory `covid-ct pretrain` wrote>.");
   }
   if (c.init === "imagenet" && !hasImagenetWeights(builtModelName(c, profile))) throw new Error(`init imagenet: no ImageNet weights exist for '${builtModelName(c, profile)}' (profile ${profile.name}); use init random.`);
+  if (c.harmonise !== undefined && !isHarmoniseName(c.harmonise)) throw new Error(`Unknown harmonisation '${c.harmonise}'. Use one of: ${HARMONISE_NAMES.join(", ")}.`);
+  // Measured for Study I and the cue baseline only: lung masks and MoCo encoders see unharmonised images.
+  if (c.harmonise && c.harmonise !== "none" && (c.lungMask || c.lesionMask || (c.init ?? "").startsWith("checkpoint:"))) {
+    throw new Error(`--harmonise ${c.harmonise} is measured for Study I (image-only runs) and the shortcut baseline; lung masks, lesion masks and MoCo encoders are computed on unharmonised images.`);
+  }
   requireInteger("--seed", c.seed, 0);
   if (c.epochs !== undefined) requireInteger("--epochs", c.epochs, 1, 100000);
   return profile;

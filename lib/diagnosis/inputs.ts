@@ -8,6 +8,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { DiskCache, cacheKey, contentHash, PREPROCESS_VERSION } from "../data/cache";
 import { Example, LabelledExamples, loadGrayImages } from "../data/examples";
+import { Harmoniser, harmoniseKey } from "../data/harmonise";
 import { sourcePreprocessing } from "../data/sources";
 import { grayBatch, toModelInput } from "../models/input";
 import { Preprocessing } from "../models/weights";
@@ -26,8 +27,8 @@ export class ImageSource extends LabelledExamples implements ExampleSource {
     super(examples);
   }
 
-  static async create(examples: readonly Example[], side: number, pre: Preprocessing, augment: AugmentConfig | null): Promise<ImageSource> {
-    return new ImageSource(await loadGrayImages(examples, side), side, pre, augment, examples);
+  static async create(examples: readonly Example[], side: number, pre: Preprocessing, augment: AugmentConfig | null, harmonise: Harmoniser | null = null): Promise<ImageSource> {
+    return new ImageSource(await loadGrayImages(examples, side, harmonise), side, pre, augment, examples);
   }
 
   inputs(indices: readonly number[], ctx: { train: boolean; seed: string }): tf.Tensor {
@@ -61,17 +62,18 @@ export async function computeFeatures(
   examples: readonly Example[],
   key: Omit<FeatureKey, "view"> | Omit<FeatureKey, "view">[],
   pre: Preprocessing,
-  opts: { views?: 1 | 2; batch?: number; onProgress?: (done: number, total: number) => void } = {},
+  opts: { views?: 1 | 2; batch?: number; onProgress?: (done: number, total: number) => void; harmonise?: Harmoniser | null } = {},
 ): Promise<Float32Array[][]> {
   const keys = Array.isArray(key) ? key : [key];
   if (keys.length !== extractor.outputs.length) throw new Error(`computeFeatures: ${keys.length} cache keys for ${extractor.outputs.length} extractor outputs`);
   const views = opts.views ?? 1;
   const batch = opts.batch ?? 8;
   const cache = new DiskCache();
-  // The source's preprocessing joins the key only when it is not the default (COVID-CT keys unchanged).
+  // The source's preprocessing and the harmonisation join the key only when they are not the
+  // default (COVID-CT keys, and every key written before harmonisation existed, unchanged).
   const k = (e: Example, view: 0 | 1, which = 0) => {
     const sp = sourcePreprocessing(e.source ?? "covid-ct", e.path);
-    const kk = keys[which];
+    const kk = { ...keys[which], ...harmoniseKey(opts.harmonise) };
     return cacheKey("features", PREPROCESS_VERSION, contentHash(e.path), Object.keys(sp).length ? { ...kk, view, source: sp } : { ...kk, view });
   };
   const out: Float32Array[][] = examples.map(() => []);
@@ -87,7 +89,7 @@ export async function computeFeatures(
   opts.onProgress?.(done, examples.length * views);
   for (let s = 0; s < todo.length; s += batch) {
     const chunk = todo.slice(s, s + batch);
-    const imgs = await loadGrayImages(chunk.map((c) => examples[c.i]), keys[0].size);
+    const imgs = await loadGrayImages(chunk.map((c) => examples[c.i]), keys[0].size, opts.harmonise);
     const outs = tf.tidy(() => {
       let g = grayBatch(imgs, imgs.map((_, j) => j), keys[0].size);
       const flip = chunk.map((c) => c.view === 1);

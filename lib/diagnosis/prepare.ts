@@ -16,6 +16,7 @@ import { StudyProfile } from "../training/profiles";
 import { writeJsonAtomic } from "../util/fs";
 import { DiagnosisConfig, DiagnosisHooks, effectiveInit, FROZEN_RANDOM_BACKBONE_SEED, headsOf } from "./config";
 import { Example } from "../data/examples";
+import { Harmoniser } from "../data/harmonise";
 import { DiagnosisData } from "./data";
 import { computeFeatures, featureNormalisation, FeatureSource, ImageSource } from "./inputs";
 import { channelNormalisation, MapFeatureSource, maskToGrid, MaskedImageSource } from "./mask-inputs";
@@ -51,18 +52,18 @@ function featureSources(data: DiagnosisData, trainF: Float32Array[][], restF: Fl
 }
 
 /** The shortcut baseline: a logistic regression on non-anatomical cues, z-scored (lib/protocols/shortcut). */
-export async function prepareShortcut(c: DiagnosisConfig, profile: StudyProfile, data: DiagnosisData, runDir: string, log: (m: string) => void): Promise<Prepared> {
+export async function prepareShortcut(c: DiagnosisConfig, profile: StudyProfile, data: DiagnosisData, runDir: string, log: (m: string) => void, harmonise: Harmoniser | null = null): Promise<Prepared> {
   const rest = [...data.val, ...data.test, ...data.medsegTest];
   log(`shortcut cues of ${data.train.length + rest.length} images (size, framing, grey levels; no anatomy)`);
-  const trainF = (await shortcutCues(data.train, profile.inputSize)).map((v) => [v]);
-  const restF = (await shortcutCues(rest, profile.inputSize)).map((v) => [v]);
+  const trainF = (await shortcutCues(data.train, profile.inputSize, harmonise)).map((v) => [v]);
+  const restF = (await shortcutCues(rest, profile.inputSize, harmonise)).map((v) => [v]);
   // The external set on its own (so the sets above are computed exactly as before it existed).
-  const extF = (await shortcutCues(data.external, profile.inputSize)).map((v) => [v]);
+  const extF = (await shortcutCues(data.external, profile.inputSize, harmonise)).map((v) => [v]);
   const model = shortcutModel(c.seed);
   return { trainable: model, sources: featureSources(data, trainF, restF, extF, true, runDir), task: classificationTask, dispose: () => model.dispose() };
 }
 
-export async function prepareBackbone(c: DiagnosisConfig, profile: StudyProfile, data: DiagnosisData, modelName: ModelName, checksums: Record<string, string>, runDir: string, hooks: DiagnosisHooks): Promise<Prepared> {
+export async function prepareBackbone(c: DiagnosisConfig, profile: StudyProfile, data: DiagnosisData, modelName: ModelName, checksums: Record<string, string>, runDir: string, hooks: DiagnosisHooks, harmonise: Harmoniser | null = null): Promise<Prepared> {
   const log = hooks.log ?? (() => undefined);
   const built = buildModel(modelName, { inputSize: profile.inputSize, seed: c.seed });
   const pre = preprocessFor(profile.imagenet ? (c.model as ModelName) : modelName);
@@ -77,9 +78,9 @@ export async function prepareBackbone(c: DiagnosisConfig, profile: StudyProfile,
     const keys = [key, { ...key, which: "map" as const }];
     const rest = [...data.val, ...data.test, ...data.medsegTest];
     log(`frozen features: ${data.train.length + rest.length} images at ${profile.inputSize}² (cached after the first run)`);
-    const trainF = await computeFeatures(extractor, data.train, keys, pre, { views: profile.trainViews, onProgress: hooks.onFeatures });
-    const restF = await computeFeatures(extractor, rest, keys, pre, { views: 1, onProgress: hooks.onFeatures });
-    const extF = await computeFeatures(extractor, data.external, keys, pre, { views: 1, onProgress: hooks.onFeatures });
+    const trainF = await computeFeatures(extractor, data.train, keys, pre, { views: profile.trainViews, onProgress: hooks.onFeatures, harmonise });
+    const restF = await computeFeatures(extractor, rest, keys, pre, { views: 1, onProgress: hooks.onFeatures, harmonise });
+    const extF = await computeFeatures(extractor, data.external, keys, pre, { views: 1, onProgress: hooks.onFeatures, harmonise });
     const head = headModel(built, "pooled");
     return { trainable: head, sources: featureSources(data, trainF, restF, extF, profile.standardiseFeatures, runDir), task: classificationTask, dispose: () => { head.dispose(); built.model.dispose(); } };
   }
@@ -87,11 +88,11 @@ export async function prepareBackbone(c: DiagnosisConfig, profile: StudyProfile,
   return {
     trainable: built.model,
     sources: {
-      train: await ImageSource.create(data.train, profile.inputSize, pre, aug),
-      val: await ImageSource.create(data.val, profile.inputSize, pre, null),
-      test: await ImageSource.create(data.test, profile.inputSize, pre, null),
-      medseg: await ImageSource.create(data.medsegTest, profile.inputSize, pre, null),
-      external: await ImageSource.create(data.external, profile.inputSize, pre, null),
+      train: await ImageSource.create(data.train, profile.inputSize, pre, aug, harmonise),
+      val: await ImageSource.create(data.val, profile.inputSize, pre, null, harmonise),
+      test: await ImageSource.create(data.test, profile.inputSize, pre, null, harmonise),
+      medseg: await ImageSource.create(data.medsegTest, profile.inputSize, pre, null, harmonise),
+      external: await ImageSource.create(data.external, profile.inputSize, pre, null, harmonise),
     },
     task: classificationTask,
     dispose: () => built.model.dispose(),

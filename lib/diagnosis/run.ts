@@ -9,7 +9,8 @@ import * as path from "path";
 import { initBackend } from "../backend";
 import { resolveCovidSegRoot, resolveLunaRoot, resolveSarsRoot } from "../config";
 import { makeManifest, writeManifest } from "../manifest";
-import { writeProtocol } from "../protocols";
+import { Harmoniser } from "../data/harmonise";
+import { protocolHarmoniser, writeProtocol } from "../protocols";
 import { acquireRunLock, openRun, PredictionRow, RunDirError, RunLock, writePredictions } from "../runs";
 import { loadWeightsInto } from "../training/checkpoint";
 import { predictProbabilities, trainModel, TrainingTask } from "../training/loop";
@@ -31,6 +32,8 @@ export interface RunContext {
   rec: ReturnType<typeof recordedConfig>;
   checksums: Record<string, string>;
   lungs: LungMaskProvider | null;
+  /** The run's harmonisation, fitted on the protocol's training images (null: none). */
+  harmoniser: Harmoniser | null;
 }
 
 /**
@@ -54,7 +57,10 @@ export async function runDiagnosis(c: DiagnosisConfig, hooks: DiagnosisHooks = {
   // Study II: the lung masks are the U-Net's; its weights are an input of the run like the data.
   const lungs = c.lungMask ? await lungMaskProvider(profile, log) : null;
   if (lungs) checksums[`lungs/${profile.name}`] = lungs.id;
-  const ctx: RunContext = { c, profile, data, rec, checksums, lungs };
+  // Harmonisation's reference is an input too (a function of the training images): recorded when on.
+  const harmoniser = await protocolHarmoniser(data.protocol, c.harmonise ?? "none", profile.inputSize);
+  if (harmoniser) checksums[`harmonise/${harmoniser.name}`] = harmoniser.key;
+  const ctx: RunContext = { c, profile, data, rec, checksums, lungs, harmoniser };
   const run = openRun({
     out: c.out,
     defaultDir: defaultRunDir(c),
@@ -91,14 +97,14 @@ export async function runDiagnosis(c: DiagnosisConfig, hooks: DiagnosisHooks = {
 
 /** What the run trains and on which sources, by its model and variant (lib/diagnosis/prepare.ts). */
 async function prepare(ctx: RunContext, runDir: string, hooks: DiagnosisHooks): Promise<Prepared> {
-  const { c, profile, data, rec, checksums, lungs } = ctx;
+  const { c, profile, data, rec, checksums, lungs, harmoniser } = ctx;
   const log = hooks.log ?? (() => undefined);
   const modelName = rec.modelBuilt;
   return modelName === SHORTCUT_MODEL
-    ? prepareShortcut(c, profile, data, runDir, log)
+    ? prepareShortcut(c, profile, data, runDir, log, harmoniser)
     : c.lungMask || c.lesionMask
       ? prepareMaskRun(c, profile, data, modelName, backboneInit(c, profile, modelName, checksums, log), lungs, runDir, hooks)
-      : prepareBackbone(c, profile, data, modelName, checksums, runDir, hooks);
+      : prepareBackbone(c, profile, data, modelName, checksums, runDir, hooks, harmoniser);
 }
 
 /** predictions.csv's set names and the sources behind them, in the file's order. */

@@ -26,7 +26,8 @@ import { bootstrapCI, metricFn, rocAuc } from "../evaluation";
 import { makeManifest, saveResult } from "../manifest";
 import { buildModel, featureExtractors, ModelName, pooledHeadModel } from "../models";
 import { findWeightsDir, loadImagenetWeights, preprocessFor, weightsChecksum } from "../models/weights";
-import { selectProtocol } from "../protocols";
+import { HarmoniseName, harmoniseKey } from "../data/harmonise";
+import { protocolHarmoniser, selectProtocol } from "../protocols";
 import { classificationTask, predictProbabilities, trainModel } from "../training/loop";
 import { getProfile, ProfileName } from "../training/profiles";
 import { CosineSchedule } from "../training/schedule";
@@ -64,6 +65,8 @@ export interface SourceProbeConfig {
   /** Result folder (default runs/probes/paper/<profile>/source-<model>-seed<N>). */
   out?: string;
   force?: boolean;
+  /** Harmonisation of the images (default none; lib/data/harmonise.ts): recorded and in the folder name only when on. */
+  harmonise?: HarmoniseName;
 }
 
 export interface SourceProbeResult {
@@ -138,10 +141,13 @@ export async function runSourceProbes(c: SourceProbeConfig, log: (m: string) => 
   const built: ModelName = profile.tinyModels ? (model.startsWith("resnet") ? "tiny-resnet" : "tiny-densenet") : model;
   const seed = c.seed ?? 1;
   const folds = c.folds ?? 5;
-  const dir = path.resolve(c.out ?? path.join(PROJECT_ROOT, "runs", "probes", "paper", profile.name, `source-${built}-seed${seed}`));
+  const harmonise = c.harmonise ?? "none";
+  const dir = path.resolve(c.out ?? path.join(PROJECT_ROOT, "runs", "probes", "paper", profile.name, `source-${built}${harmonise === "none" ? "" : `-harmonise-${harmonise}`}-seed${seed}`));
   const protocol = await selectProtocol({ protocol: "paper" });
   const weights = profile.imagenet ? weightsChecksum(findWeightsDir(model)).sha256 : "random";
-  const config = { probe: "source", protocol: "paper", protocolHash: protocol.hash, profile: profile.name, model, modelBuilt: built, inputSize: profile.inputSize, weights, folds, seed, epochs: profile.epochs, lr: profile.schedule.lr };
+  const harmoniser = await protocolHarmoniser(protocol, harmonise, profile.inputSize);
+  // harmoniseKey is empty for none: the probes stored before harmonisation existed are reused.
+  const config = { probe: "source", protocol: "paper", protocolHash: protocol.hash, profile: profile.name, model, modelBuilt: built, inputSize: profile.inputSize, weights, folds, seed, epochs: profile.epochs, lr: profile.schedule.lr, ...harmoniseKey(harmoniser) };
   const file = path.join(dir, "source-probe.json");
   if (!c.force && fs.existsSync(file)) {
     const stored = JSON.parse(fs.readFileSync(file, "utf8")) as { config: unknown; results: SourceProbeResult[] };
@@ -155,8 +161,8 @@ export async function runSourceProbes(c: SourceProbeConfig, log: (m: string) => 
   const net = buildModel(built, { inputSize: profile.inputSize, seed: 1 });
   if (profile.imagenet) await loadImagenetWeights(net.model, built);
   const key = { model: built, weightsSha256: weights, size: profile.inputSize };
-  log(`source probe: frozen ${built} features of ${images.length} training images at ${profile.inputSize}²`);
-  const feats = (await computeFeatures(featureExtractors(net, ["pooled", "map"]), images.map((i) => i.example), [key, { ...key, which: "map" as const }], preprocessFor(built), { views: 1 })).map((v) => v[0]);
+  log(`source probe: frozen ${built} features of ${images.length} training images at ${profile.inputSize}²${harmoniser ? ` (harmonised: ${harmoniser.name})` : ""}`);
+  const feats = (await computeFeatures(featureExtractors(net, ["pooled", "map"]), images.map((i) => i.example), [key, { ...key, which: "map" as const }], preprocessFor(built), { views: 1, harmonise: harmoniser })).map((v) => v[0]);
   const results: SourceProbeResult[] = [];
   try {
     for (const pair of SOURCE_PROBE_PAIRS) {

@@ -61,7 +61,8 @@ import * as fs from "fs";
 import { resolveCovidSegRoot, resolveDataRoot, resolveLunaRoot, resolveSarsRoot } from "../config";
 import { ImageClass, Split } from "../data/dataset";
 import { SourceImage, SourceName, listCovidCt, listCovidSeg, listLuna, listSarsCov2 } from "../data/sources";
-import type { Example } from "../data/examples";
+import { Example, loadPreprocessed } from "../data/examples";
+import { fitHarmoniser, Harmoniser, HarmoniseName } from "../data/harmonise";
 import { writeJsonAtomic } from "../util/fs";
 import { CrossSourcePair, HashOptions, ProtocolLeak, crossSourcePairs, hashImages, pairCounts, protocolLeaks } from "./audit";
 
@@ -462,7 +463,7 @@ export function protocolLeaksOf(p: Protocol): ProtocolLeak[] {
  * A split of a protocol as Examples for the input pipelines (label 1 = COVID), each carrying its
  * source so preprocessing applies that source's orientation and crop.
  */
-export function protocolExamples(p: Protocol, split: Split, cls?: ImageClass): Example[] {
+export function protocolExamples(p: Pick<Protocol, "splits">, split: Split, cls?: ImageClass): Example[] {
   const classes: ImageClass[] = cls ? [cls] : ["covid", "noncovid"];
   return classes.flatMap((c) => p.splits[split][c].map((m) => ({ id: m.id, path: m.path, label: (c === "covid" ? 1 : 0) as 0 | 1, source: m.source })));
 }
@@ -474,6 +475,22 @@ export function protocolExamples(p: Protocol, split: Split, cls?: ImageClass): E
 export function protocolExternalExamples(p: Protocol, cls?: ImageClass): Example[] {
   const classes: ImageClass[] = cls ? [cls] : ["covid", "noncovid"];
   return classes.flatMap((c) => p.external[c].map((m) => ({ id: m.id, path: m.path, label: (c === "covid" ? 1 : 0) as 0 | 1, source: m.source })));
+}
+
+const harmoniserMemo = new Map<string, Promise<Harmoniser | null>>();
+
+/**
+ * The protocol's harmonisation (lib/data/harmonise.ts) at an input size, fitted on its training
+ * images only — every source and class of `train`, never val, test, removed or external images —
+ * so no evaluation image shapes the reference. "none" gives null. Memoised per protocol hash.
+ */
+export function protocolHarmoniser(p: Pick<Protocol, "hash" | "splits">, name: HarmoniseName, size: number): Promise<Harmoniser | null> {
+  if (name === "none") return Promise.resolve(null);
+  const key = JSON.stringify([p.hash, name, size]);
+  if (!harmoniserMemo.has(key)) {
+    harmoniserMemo.set(key, loadPreprocessed(protocolExamples(p, "train"), size).then((imgs) => fitHarmoniser(name, imgs)).catch((e) => { harmoniserMemo.delete(key); throw e; }));
+  }
+  return harmoniserMemo.get(key)!;
 }
 
 /** Which protocol a run is evaluated under: its name, the seed of its draws and the data roots. */

@@ -19,6 +19,7 @@ import * as tf from "@tensorflow/tfjs";
 import { cacheKey, contentHash, DiskCache, mapLimit, PREPROCESS_VERSION } from "../data/cache";
 import { decodeRaw } from "../data/decode";
 import { Example, loadGrayImages } from "../data/examples";
+import { Harmoniser, harmoniseKey } from "../data/harmonise";
 
 export const SHORTCUT_VERSION = 1;
 const BINS = 16;
@@ -43,16 +44,20 @@ function greyStats(px: ArrayLike<number>): { dark: number; mean: number; sd: num
   return { dark: dark / n, mean: mean / 255, sd: Math.sqrt(Math.max(0, sq / n - mean * mean)) / 255 };
 }
 
-/** The cue vector of each example (cached per image content, input size and preprocessing version). */
-export async function shortcutCues(examples: readonly Example[], inputSize: number): Promise<Float32Array[]> {
+/**
+ * The cue vector of each example (cached per image content, input size, preprocessing version and,
+ * when on, harmonisation). Harmonisation changes the input cues only: the file as stored is what it is.
+ */
+export async function shortcutCues(examples: readonly Example[], inputSize: number, harmonise: Harmoniser | null = null): Promise<Float32Array[]> {
   const cache = new DiskCache();
-  const key = (e: Example) => cacheKey("shortcut-cues", SHORTCUT_VERSION, PREPROCESS_VERSION, contentHash(e.path), inputSize, (e as { source?: string }).source ?? null);
+  const h = harmoniseKey(harmonise);
+  const key = (e: Example) => cacheKey("shortcut-cues", SHORTCUT_VERSION, PREPROCESS_VERSION, contentHash(e.path), inputSize, (e as { source?: string }).source ?? null, ...(harmonise ? [h] : []));
   const out: (Float32Array | null)[] = examples.map((e) => {
     const hit = cache.get("shortcut-cues", key(e));
     return hit ? new Float32Array(hit.buffer.slice(hit.byteOffset, hit.byteOffset + hit.byteLength)) : null;
   });
   const todo = examples.map((e, i) => ({ e, i })).filter((t) => out[t.i] === null);
-  const inputs = await loadGrayImages(todo.map((t) => t.e), inputSize);
+  const inputs = await loadGrayImages(todo.map((t) => t.e), inputSize, harmonise);
   await mapLimit(todo, 4, async (t, j) => {
     const raw = await decodeRaw(t.e.path, 1);
     const f = greyStats(raw.data);

@@ -8,6 +8,7 @@
  * MedSeg slices; paper: COVID-Seg); paper protocol covid-seg, covid-ct-349, covid-ct-118.
  */
 import { armsOf, PositiveArm } from "../diagnosis/arms";
+import type { HarmoniseName } from "../data/harmonise";
 import { DiagnosisConfig, DiagnosisHooks, DiagnosisModel } from "../diagnosis/config";
 import { DiagnosisResult, finished } from "../diagnosis/results";
 import { runDiagnosis } from "../diagnosis/run";
@@ -29,6 +30,8 @@ export interface Table5Grid {
   dataRoot?: string;
   medsegRoot?: string;
   weightsRoot?: string;
+  /** Harmonisation of every cell (default none; lib/data/harmonise.ts): harmonised runs have their own directories. */
+  harmonise?: HarmoniseName;
 }
 
 /** Every cell of Table 5 (models × arms × seeds) as run configs: the one list the notebook, the CLI and a cluster see. */
@@ -39,7 +42,7 @@ export function table5Cells(g: Table5Grid): DiagnosisConfig[] {
   const seeds = g.seeds ?? p.seeds;
   const cells: DiagnosisConfig[] = [];
   for (const model of models) for (const positives of arms) for (const seed of seeds) {
-    cells.push({ model, positives, profile: g.profile, protocol: g.protocol ?? "official", seed, force: g.force, epochs: g.epochs, dataRoot: g.dataRoot, medsegRoot: g.medsegRoot, weightsRoot: g.weightsRoot });
+    cells.push({ model, positives, profile: g.profile, protocol: g.protocol ?? "official", seed, force: g.force, epochs: g.epochs, dataRoot: g.dataRoot, medsegRoot: g.medsegRoot, weightsRoot: g.weightsRoot, ...(g.harmonise && g.harmonise !== "none" ? { harmonise: g.harmonise } : {}) });
   }
   return cells;
 }
