@@ -8,6 +8,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { checkResumeForce, intArg, nonEmpty, oneOf, runOptions } from "./cli-options";
 import { PROJECT_ROOT, resolveDataRoot } from "./config";
+import { SOURCES } from "./data/source-names";
 
 const program = new Command();
 program
@@ -192,7 +193,7 @@ program
   .description("check every file of the data root against the committed SHA-256 manifest (data/covid-ct.sha256)")
   .addOption(dataOption())
   .option("--json", "print the report as JSON")
-  .option("--source <name>", "check one source only: covid-ct | covid19-ct-seg | luna16 | medseg | sars-cov-2-ct-scan (default: every source, data/<source>.sha256)")
+  .option("--source <name>", `check one source only: ${SOURCES.join(" | ")} (default: every source, data/<source>.sha256)`)
   .action(async (o: { data?: string; json?: boolean; source?: string }) => {
     const { verifyData, describeVerify } = await import("./data/checksums");
     const { SOURCES, SOURCE_ENV, isSourceName, resolveSourceRoot, sourceManifestFile } = await import("./data/sources");
@@ -295,6 +296,7 @@ program
   .option("--variant <v>", "Study II: none | lung (lung mask as input, Fig. 4A) | lesion (ASPP lesion branch, Fig. 4B) | lung+lesion (Fig. 4C)")
   .option("--lung-mask", "Study II: same as --variant lung (with --lesion-mask: lung+lesion)")
   .option("--lesion-mask", "Study II: same as --variant lesion (with --lung-mask: lung+lesion)")
+  .option("--lung-probe <probe>", "Study II, beyond the paper: lungs-only | lungs-removed (the image-only classifier on images with everything outside the lungs, or the lungs, blanked)", oneOf("--lung-probe", ["lungs-only", "lungs-removed"]))
   .option("--init <init>", "backbone initialisation: imagenet (default) | random | checkpoint:<dir of a `covid-ct pretrain` run> (CSSL)")
   .option("--study <name>", "study1 | study2 | cssl: names the run directory (default: study1; study2 with a variant or combination; cssl with --init)", oneOf("--study", ["study1", "study2", "cssl"]))
   .addOption(runOptions.profile())
@@ -308,7 +310,7 @@ program
   .addOption(runOptions.weights())
   .addOption(runOptions.harmonise())
   .option("--json", "print metrics.json when done")
-  .action(async (o: { model: string; positives: string; profile: string; protocol?: string; seed: number; epochs?: number; out?: string; resume?: boolean; force?: boolean; data?: string; weights?: string; json?: boolean; variant?: string; lungMask?: boolean; lesionMask?: boolean; init?: string; study?: string; harmonise: string }) => {
+  .action(async (o: { model: string; positives: string; profile: string; protocol?: string; seed: number; epochs?: number; out?: string; resume?: boolean; force?: boolean; data?: string; weights?: string; json?: boolean; variant?: string; lungMask?: boolean; lesionMask?: boolean; init?: string; study?: string; harmonise: string; lungProbe?: string }) => {
     const { runDiagnosis } = await import("./diagnosis/run");
     const { isModelName } = await import("./models");
     if (!isModelName(o.model) && o.model !== "shortcut") throw new Error(`--model '${o.model}' is not a model; use densenet169 or resnet50 (or densenet121, resnet18, tiny-densenet, tiny-resnet, or shortcut: the non-anatomical cue baseline).`);
@@ -319,7 +321,7 @@ program
     if (o.variant !== undefined && (o.lungMask || o.lesionMask)) throw new Error("--variant and --lung-mask/--lesion-mask say the same thing: use one of them.");
     if (o.variant !== undefined && o.variant.trim() === "") throw new Error("--variant is empty: use none, lung, lesion or lung+lesion (or leave it out: image only).");
     const v = o.variant !== undefined ? parseVariant(o.variant) : { lungMask: !!o.lungMask, lesionMask: !!o.lesionMask };
-    const study = (o.study ?? (o.init !== undefined && o.init !== "imagenet" ? "cssl" : v.lungMask || v.lesionMask || o.positives === "combination" ? "study2" : "study1")) as "study1" | "study2" | "cssl";
+    const study = (o.study ?? (o.init !== undefined && o.init !== "imagenet" ? "cssl" : v.lungMask || v.lesionMask || o.lungProbe || o.positives === "combination" ? "study2" : "study1")) as "study1" | "study2" | "cssl";
     const bar = cliProgress();
     // Ctrl-C, and SIGTERM (scancel, Slurm preemption): keep what can be resumed, remove what
     // cannot, release the lock (a requeued task may start on another host), say how to go on.
@@ -336,7 +338,7 @@ program
     const r = await runDiagnosis(
       {
         model: o.model, positives: o.positives as never, profile: o.profile as never, protocol: (o.protocol ?? (study === "study1" ? "official" : "paper")) as never, seed: o.seed, epochs: o.epochs, out: o.out, resume: o.resume, force: o.force, dataRoot: o.data, weightsRoot: o.weights,
-        ...(study !== "study1" ? { study } : {}), ...(v.lungMask ? { lungMask: true } : {}), ...(v.lesionMask ? { lesionMask: true } : {}), ...(o.init !== undefined ? { init: o.init } : {}),
+        ...(study !== "study1" ? { study } : {}), ...(v.lungMask ? { lungMask: true } : {}), ...(v.lesionMask ? { lesionMask: true } : {}), ...(o.init !== undefined ? { init: o.init } : {}), ...(o.lungProbe ? { lungProbe: o.lungProbe as never } : {}),
         ...(o.harmonise !== "none" ? { harmonise: o.harmonise as never } : {}),
       },
       { log: (m) => bar.log(m), onStep: bar.onStep, onEpoch: bar.onEpoch, onFeatures: bar.onFeatures },
@@ -462,12 +464,12 @@ program
 program
   .command("lungs")
   .description("Study II: write the U-Net's binary lung mask (PNG 0/255, the image's size) of every image of a source; trains the segmenter first if needed")
-  .requiredOption("--source <name>", "covid-ct | covid19-ct-seg | luna16 | medseg | sars-cov-2-ct-scan", oneOf("--source", ["covid-ct", "covid19-ct-seg", "luna16", "medseg", "sars-cov-2-ct-scan"]))
+  .requiredOption("--source <name>", SOURCES.join(" | "), oneOf("--source", SOURCES))
   .addOption(runOptions.out("folder for the masks, laid out as the source's data root (new, empty, or written by this command)").makeOptionMandatory())
   .addOption(runOptions.profile("segmenter profile: paper | quick | smoke"))
   .addOption(runOptions.seed("segmenter seed"))
   .option("--limit <n>", "only the first n images of the source (integer ≥ 1)", intArg("--limit", 1))
-  .option("--segmenter <dir>", "segmenter run directory (default runs/lungs/paper/<profile>/resunet-seed<n>)", nonEmpty("--segmenter"))
+  .option("--segmenter <dir>", "segmenter run directory (default runs/lungs/expert/<profile>/resunet-seed<n>)", nonEmpty("--segmenter"))
   .option("--json", "print the summary as JSON")
   .action(async (o: { source: string; out: string; profile: string; seed: number; limit?: number; segmenter?: string; json?: boolean }) => {
     const { writeLungMasks } = await import("./lungs/write");
@@ -477,9 +479,9 @@ program
     print(!!o.json, r, () => [
       `${r.count} lung masks of ${o.source} → ${r.out} (${r.seconds.toFixed(0)} s)`,
       `segmenter: ${r.segmenterRun}${r.trained ? " (trained now)" : ""}`,
-      m ? `  held-out Dice vs pseudo masks ${fmt(m.heldOut.pooled.dice, 4)} (pooled), ${fmt(m.heldOut.perImage.dice, 4)} (per image)` : "",
-      m ? `  MedSeg lesion coverage (pooled): classical ${fmt(m.medsegCoverage.classical.pooled.coverage, 4)}, U-Net ${fmt(m.medsegCoverage.unet.pooled.coverage, 4)}; lung share U-Net ${fmt(m.lungShare.medseg.unet, 3)}` : "",
-      m ? `  COVID-Seg pseudo-lesion coverage (pooled): classical ${fmt(m.covidSegCoverage.classical.pooled.coverage, 4)}, U-Net ${fmt(m.covidSegCoverage.unet.pooled.coverage, 4)}` : "",
+      m ? `  Dice against the radiologists (test blocks ${m.split.test.join(", ")}): U-Net ${fmt(m.expertTest.unet.pooled.dice, 4)} pooled, ${fmt(m.expertTest.unet.perImage.dice, 4)} per slice; classical ${fmt(m.expertTest.classical.pooled.dice, 4)}` : "",
+      m ? `  MedSeg lesion coverage (pooled): classical ${fmt(m.medsegCoverage.classical.pooled.coverage, 4)}, U-Net ${fmt(m.medsegCoverage.unet.pooled.coverage, 4)}` : "",
+      m ? `  chest-wall share (dense non-lesion mask pixels): MedSeg U-Net ${fmt(m.chestWall.medseg.unet.share, 3)}, classical ${fmt(m.chestWall.medseg.classical.share, 3)}; the radiologists' masks on their test slices ${fmt(m.chestWall.expertTest.experts.share, 3)}` : "",
     ].filter(Boolean).join("\n"));
   });
 

@@ -1,7 +1,7 @@
 /**
  * Where the project finds its data and weights. Every entry point (CLI, notebooks, tests) resolves
  * roots through here so the order is the same everywhere:
- *   explicit flag (--data) → env (COVIDCT_DATA, COVIDCT_MEDSEG, COVIDCT_COVIDSEG, COVIDCT_LUNA, COVIDCT_SARS)
+ *   explicit flag (--data) → env (COVIDCT_DATA, COVIDCT_MEDSEG, COVIDCT_COVIDSEG, COVIDCT_LUNA, COVIDCT_SARS, COVIDCT_SEGLUNGS)
  *   → <project>/data/<set> if present → ../shared/datasets/<set> beside the project if present
  *   → <project>/data/covid-ct (the place `covid-ct fetch-data` fills).
  */
@@ -72,6 +72,14 @@ export function resolveLunaRoot(flag?: string): ResolvedRoot {
  */
 export function resolveSarsRoot(flag?: string): ResolvedRoot {
   return resolveRoot(flag, "COVIDCT_SARS", path.join("data", "sars-cov-2-ct-scan"), path.join("datasets", "sars-cov-2-ct-scan"));
+}
+
+/**
+ * Radiologists' lung and infection masks on 162 COVID-19-CT-Seg slices (images/, lungs/, infection/,
+ * slices.csv with volume blocks): what the lung U-Net learns from and is measured against.
+ */
+export function resolveSegLungsRoot(flag?: string): ResolvedRoot {
+  return resolveRoot(flag, "COVIDCT_SEGLUNGS", path.join("data", "covid19-ct-seg-lungs"), path.join("datasets", "covid19-ct-seg-lungs"));
 }
 
 /* Pretrained weights are located per weight set by models/weights.ts weightsSearchPath. */

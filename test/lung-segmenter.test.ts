@@ -4,17 +4,20 @@ import * as fs from "fs";
 import * as path from "path";
 import sharp from "sharp";
 import * as tf from "@tensorflow/tfjs";
-import { PROJECT_ROOT, resolveMedsegRoot } from "../lib/config";
-import { listMedsegSlices } from "../lib/data/sources";
-import { loadLungSegmenter, MASK_CACHE_NAMESPACE, trainLungSegmenter, LungRunResult } from "../lib/lungs/segmenter";
-import { inverseOrientation } from "../lib/lungs/slices";
+import { PROJECT_ROOT, resolveMedsegRoot, resolveSegLungsRoot } from "../lib/config";
+import { DiskCache } from "../lib/data/cache";
+import { listMedsegSlices, listSegLungs } from "../lib/data/sources";
+import { applyLungProbe } from "../lib/diagnosis/lung-probe";
+import { blockOf, chestWallCounts, expertSplit, LUNG_SPLIT, loadLayersModel, loadLungSegmenter, MASK_CACHE_NAMESPACE, MODEL_DIR, segmentationSource, trainLungSegmenter, LungRunResult } from "../lib/lungs/segmenter";
+import { inverseOrientation, LUNG_INPUT_NORMALISATION, segmenterInput, unetMask, uprightSlice } from "../lib/lungs/slices";
+import { predictMasks } from "../lib/training/segmentation";
 import { orientPixels, ORIENTATIONS } from "../lib/data/orientation";
 import { augmentBatch, augmentPair } from "../lib/training/augment";
 import { cleanupTempDirs, tempDir } from "./data-fixtures";
 import { useChosenBackend } from "./support/backend";
 
 const CLI = path.join(PROJECT_ROOT, "dist", "lib", "cli.js");
-const HAVE_MEDSEG = fs.existsSync(path.join(resolveMedsegRoot().dir, "train", "images"));
+const HAVE_MEDSEG = fs.existsSync(path.join(resolveMedsegRoot().dir, "train", "images")) && fs.existsSync(path.join(resolveSegLungsRoot().dir, "slices.csv"));
 
 /** A smooth random image [n, s, s, 1] (sums of blobs), so thresholding gives shapes, not speckle. */
 function blobs(n: number, s: number): tf.Tensor4D {
@@ -65,6 +68,88 @@ describe("lung segmenter: paired augmentation", () => {
   });
 });
 
+describe("lung probes", () => {
+  it("'lungs only' and 'lungs removed' are exact complements on a synthetic image", () => {
+    const n = 64 * 64;
+    const gray = Uint8Array.from({ length: n }, (_, i) => 1 + ((i * 37) % 250)); // never the constant 0
+    const mask = Uint8Array.from({ length: n }, (_, i) => (Math.hypot((i % 64) - 20, Math.floor(i / 64) - 32) < 12 || Math.hypot((i % 64) - 44, Math.floor(i / 64) - 32) < 12 ? 1 : 0));
+    const only = applyLungProbe(gray, mask, "lungs-only");
+    const removed = applyLungProbe(gray, mask, "lungs-removed");
+    let inLung = 0;
+    for (let i = 0; i < n; i++) {
+      // Every pixel keeps its value in exactly one of the two and is blanked (0) in the other.
+      assert.equal(only[i] + removed[i], gray[i], `pixel ${i}`);
+      assert.ok((only[i] === 0) !== (removed[i] === 0), `pixel ${i} blanked in exactly one`);
+      assert.equal(only[i] === gray[i], mask[i] === 1);
+      inLung += mask[i];
+    }
+    assert.ok(inLung > 500 && inLung < n - 500, "the mask covers part of the image");
+    assert.throws(() => applyLungProbe(gray, mask.subarray(1), "lungs-only"), /mask of 4095/);
+  });
+});
+
+describe("lung segmenter: synthetic consolidation", () => {
+  it("paints only inside the lung mask, brighter than the lung, the same for the same seed", async () => {
+    const { synthConsolidation, consolidationRng } = await import("../lib/lungs/consolidation");
+    const side = 48, img = new Uint8Array(side * side).fill(200), mask = new Uint8Array(side * side);
+    // Two "lungs" with tissue (200) between them: the blobs take that tissue's brightness.
+    for (let y = 10; y < 38; y++) for (let x = 8; x < 40; x++) if (x < 20 || x >= 28) { mask[y * side + x] = 1; img[y * side + x] = 30; }
+    const a = synthConsolidation(img, mask, side, consolidationRng(1, "s", 1));
+    const b = synthConsolidation(img, mask, side, consolidationRng(1, "s", 1));
+    assert.deepEqual(a, b);
+    let changed = 0;
+    for (let i = 0; i < a.length; i++) {
+      if (!mask[i]) assert.equal(a[i], img[i], `pixel ${i} outside the lung changed`);
+      else if (a[i] !== img[i]) { changed++; assert.ok(a[i] > img[i], "consolidation is brighter than aerated lung"); }
+    }
+    assert.ok(changed > 5, `${changed} pixels painted`);
+    assert.deepEqual(synthConsolidation(img, new Uint8Array(side * side), side, consolidationRng(1, "s", 1)), img, "no lung, no change");
+  });
+});
+
+describe("lung segmenter: the radiologists' block split", function () {
+  before(function () {
+    if (!HAVE_MEDSEG) this.skip();
+  });
+
+  it("keeps test blocks 3, 7, 12 and validation blocks 5, 10 out of training; every slice in one set", () => {
+    const all = listSegLungs();
+    assert.equal(all.length, 162);
+    const s = expertSplit(all);
+    const blocks = (xs: typeof all) => new Set(xs.map(blockOf));
+    assert.deepEqual([...blocks(s.test)].sort((a, b) => a - b), [3, 7, 12]);
+    assert.deepEqual([...blocks(s.val)].sort((a, b) => a - b), [5, 10]);
+    for (const b of blocks(s.train)) assert.ok(![...LUNG_SPLIT.test, ...LUNG_SPLIT.val].includes(b), `block ${b} in training`);
+    assert.equal(s.train.length + s.val.length + s.test.length, all.length);
+    assert.equal(new Set([...s.train, ...s.val, ...s.test].map((x) => x.id)).size, all.length);
+    assert.throws(() => expertSplit(all, { test: [3, 5], val: [5] }), /both test and validation/);
+  });
+
+  it("turns the upside-down Radiopaedia blocks upright (bone centroid in the lower half on most slices of every block)", async () => {
+    const { uprightMeasure } = await import("../lib/data/upright");
+    const byBlock = new Map<number, number[]>();
+    for (const img of listSegLungs()) {
+      const u = await uprightSlice(img.path, img.source);
+      const m = uprightMeasure(u.gray, u.height, u.width);
+      const b = blockOf(img);
+      byBlock.set(b, [...(byBlock.get(b) ?? []), m.boneCentroidY > 0.5 ? 1 : 0]);
+    }
+    for (const [b, ups] of byBlock) assert.ok(ups.reduce((a, x) => a + x, 0) / ups.length >= 0.6, `block ${b}: ${ups.join("")}`);
+  });
+
+  it("the chest-wall count: dense non-lesion mask pixels, against Otsu of the body", () => {
+    // Left half dark (lung, 20), right half bright (wall, 200); a mask over the middle columns.
+    const w = 10, h = 4, gray = new Uint8Array(w * h), mask = new Uint8Array(w * h), lesion = new Uint8Array(w * h);
+    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
+      gray[y * w + x] = x < 5 ? 20 : 200;
+      mask[y * w + x] = x >= 3 && x < 7 ? 1 : 0;
+      lesion[y * w + x] = x === 6 ? 1 : 0;
+    }
+    assert.deepEqual(chestWallCounts(gray, mask, null, null), { dense: 8, mask: 16 });
+    assert.deepEqual(chestWallCounts(gray, mask, null, lesion), { dense: 4, mask: 16 }, "lesion pixels are not chest wall");
+  });
+});
+
 describe("lung segmenter: smoke run on real slices", function () {
   useChosenBackend();
   let run: LungRunResult;
@@ -76,14 +161,56 @@ describe("lung segmenter: smoke run on real slices", function () {
   });
   after(cleanupTempDirs);
 
-  it("trains on pseudo masks and lowers its loss; writes the run directory and metrics", () => {
+  it("trains on the radiologists' masks and lowers its loss; writes the run directory and metrics", () => {
     const history = JSON.parse(fs.readFileSync(path.join(runDir, "history.json"), "utf8"));
     assert.equal(history.length, 2);
     assert.ok(history[1].trainLoss < history[0].trainLoss, `train loss ${history[0].trainLoss} → ${history[1].trainLoss}`);
     for (const f of ["manifest.json", "metrics.json", "model/model.json", "model/weights.bin", "checkpoints/best/model.json"]) assert.ok(fs.existsSync(path.join(runDir, f)), f);
     const m = run.metrics;
     assert.equal(m.counts.medseg, 12);
-    for (const v of [m.heldOut.pooled.dice, m.medsegCoverage.classical.pooled.coverage, m.medsegCoverage.unet.pooled.coverage, m.lungShare.medseg.unet]) assert.ok(v >= 0 && v <= 1, String(v));
+    for (const v of [m.expertTest.unet.pooled.dice, m.expertTest.classical.pooled.dice, m.chestWall.medseg.unet.share, m.medsegCoverage.classical.pooled.coverage, m.medsegCoverage.unet.pooled.coverage, m.lungShare.medseg.unet]) assert.ok(v >= 0 && v <= 1, String(v));
+  });
+
+  it("trains and selects on the expert blocks only: the manifest's sets never hold a test block, validation only blocks 5 and 10", () => {
+    const manifest = JSON.parse(fs.readFileSync(path.join(runDir, "manifest.json"), "utf8"));
+    const sets = manifest.extra.sets as Record<"train" | "val" | "test", string[]>;
+    const block = new Map(listSegLungs().map((x) => [x.id, blockOf(x)]));
+    assert.ok(sets.train.length > 0 && sets.val.length > 0 && sets.test.length > 0);
+    for (const id of sets.train) assert.ok(!LUNG_SPLIT.test.includes(block.get(id)!) && !LUNG_SPLIT.val.includes(block.get(id)!), `${id} (block ${block.get(id)}) in training`);
+    for (const id of sets.val) assert.ok(LUNG_SPLIT.val.includes(block.get(id)!), `${id} in validation`);
+    for (const id of sets.test) assert.ok(LUNG_SPLIT.test.includes(block.get(id)!), `${id} in test`);
+    assert.deepEqual(manifest.config.input, LUNG_INPUT_NORMALISATION);
+    assert.ok(run.metrics.thresholds.some((t) => t.threshold === run.metrics.threshold), "the threshold is one of the validation grid's");
+  });
+
+  it("normalises inputs identically in training and inference: a served mask is the model's mask of the training input", async () => {
+    const side = JSON.parse(fs.readFileSync(path.join(runDir, "manifest.json"), "utf8")).config.profile.inputSize as number;
+    const items = [listSegLungs()[0], listMedsegSlices("test")[0]].map((x) => ({ id: x.id, path: x.path, source: x.source }));
+    // The training road (segmentationSource) and the plain normalised input give the same bytes…
+    const train = await segmentationSource(items, side, new DiskCache(tempDir("lung-norm-cache")));
+    for (let i = 0; i < items.length; i++) {
+      const direct = await segmenterInput(await uprightSlice(items[i].path, items[i].source), side);
+      assert.deepEqual(Array.from(train.images[i]), Array.from(direct), items[i].id);
+      const plain = await segmenterInput(await uprightSlice(items[i].path, items[i].source), side, { kind: "none" });
+      assert.notDeepEqual(Array.from(direct), Array.from(plain), "the normalisation changes the input");
+    }
+    // …and the served mask is the model's prediction on exactly that input.
+    const model = await loadLayersModel(path.join(runDir, MODEL_DIR));
+    const seg = await loadLungSegmenter(runDir, { cacheDir: tempDir("lung-norm-serve") });
+    try {
+      const probs: Float32Array[] = [];
+      await predictMasks(model, train, 8, (k, p) => (probs[k] = p.slice()));
+      for (let i = 0; i < items.length; i++) {
+        const s = await uprightSlice(items[i].path, items[i].source);
+        const expected = await unetMask(probs[i], side, s, true, run.metrics.threshold);
+        const served = await seg.maskFor(items[i].path, items[i].source);
+        const { orientPixels } = await import("../lib/data/orientation");
+        assert.deepEqual(Array.from(orientPixels(served.data, served.height, served.width, 1, s.orientation).data), Array.from(expected), items[i].id);
+      }
+    } finally {
+      seg.dispose();
+      model.dispose();
+    }
   });
 
   it("a second call reuses the finished run", async () => {
@@ -129,7 +256,17 @@ describe("lung segmenter: smoke run on real slices", function () {
         assert.deepEqual([info.width, info.height], [src.width, src.height]);
         assert.ok(data.every((v) => v === 0 || v === 255));
       }),
-    ).then(() => {
+    ).then(async () => {
+      // The radiologists' source: DIR/images/NNNN.png, 0/255, 256 × 256 like its slices.
+      const segOut = path.join(tempDir("lung-masks-seg"), "masks");
+      const r2 = spawnSync(process.execPath, [CLI, "lungs", "--source", "covid19-ct-seg-lungs", "--out", segOut, "--profile", "smoke", "--limit", "2", "--segmenter", runDir, "--json"], { cwd: PROJECT_ROOT, encoding: "utf8" });
+      assert.equal(r2.status, 0, r2.stderr);
+      for (const img of listSegLungs().slice(0, 2)) {
+        const f = path.join(segOut, "images", path.basename(img.path));
+        const { data, info } = await sharp(f).toColourspace("b-w").raw().toBuffer({ resolveWithObject: true });
+        assert.deepEqual([info.width, info.height, info.channels], [256, 256, 1], f);
+        assert.ok(data.every((v) => v === 0 || v === 255));
+      }
       // A folder holding someone else's files is refused, nothing written.
       const foreign = tempDir("lung-foreign");
       fs.writeFileSync(path.join(foreign, "notes.txt"), "mine");

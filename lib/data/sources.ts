@@ -15,24 +15,24 @@
  *                   (file names hold spaces and parentheses: `Covid (1).png`). The dataset has NO
  *                   patient ids, so patient = the id (one slice each): any per-patient statistic
  *                   over it is really per slice. It is never trained on (lib/protocols: `external`).
+ *   covid19-ct-seg-lungs  162 COVID-19-CT-Seg slices with radiologists' lung and infection masks
+ *                   (CLAHE-enhanced, 256²): id `covid19-ct-seg-lungs/images/<NNNN>.png`, patient =
+ *                   its volume block (`block<k>` of slices.csv: whole volumes, never split). Only
+ *                   the lung segmenter uses it (training on blocks, Dice against the experts).
  *
  * Ids are the ones runs write to predictions.csv. A missing folder is an error naming it and the
  * environment variable that points elsewhere.
  */
 import * as fs from "fs";
 import * as path from "path";
-import { PROJECT_ROOT, ResolvedRoot, resolveCovidSegRoot, resolveDataRoot, resolveLunaRoot, resolveMedsegRoot, resolveSarsRoot } from "../config";
+import { PROJECT_ROOT, ResolvedRoot, resolveCovidSegRoot, resolveDataRoot, resolveLunaRoot, resolveMedsegRoot, resolveSarsRoot, resolveSegLungsRoot } from "../config";
 import { ImageClass, Split, isImageFile, openDataset } from "./dataset";
 import { patientMap } from "./metadata";
 import { Orientation } from "./orientation";
 import { PreprocessOptions } from "./preprocess";
 
-export const SOURCES = ["covid-ct", "covid19-ct-seg", "luna16", "medseg", "sars-cov-2-ct-scan"] as const;
-export type SourceName = (typeof SOURCES)[number];
-
-export function isSourceName(x: unknown): x is SourceName {
-  return typeof x === "string" && (SOURCES as readonly string[]).includes(x);
-}
+import { SourceName } from "./source-names";
+export { isSourceName, SOURCES, SourceName } from "./source-names";
 
 export interface SourceImage {
   /** Stable id, as in predictions.csv. */
@@ -55,11 +55,12 @@ export interface SourceImage {
 /** Folder name of each source under data/ or ../shared/datasets/. */
 export const SOURCE_FOLDERS: Record<SourceName, string> = {
   "covid-ct": "covid-ct", "covid19-ct-seg": "covid19-ct-seg-slices", luna16: "luna16-slices", medseg: "medseg-covid19", "sars-cov-2-ct-scan": "sars-cov-2-ct-scan",
+  "covid19-ct-seg-lungs": "covid19-ct-seg-lungs",
 };
 
 /** Environment variable of each source's root (lib/config.ts). */
 export const SOURCE_ENV: Record<SourceName, string> = {
-  "covid-ct": "COVIDCT_DATA", "covid19-ct-seg": "COVIDCT_COVIDSEG", luna16: "COVIDCT_LUNA", medseg: "COVIDCT_MEDSEG", "sars-cov-2-ct-scan": "COVIDCT_SARS",
+  "covid-ct": "COVIDCT_DATA", "covid19-ct-seg": "COVIDCT_COVIDSEG", luna16: "COVIDCT_LUNA", medseg: "COVIDCT_MEDSEG", "sars-cov-2-ct-scan": "COVIDCT_SARS", "covid19-ct-seg-lungs": "COVIDCT_SEGLUNGS",
 };
 
 /** A source folder that is absent or lacks its layout. */
@@ -163,6 +164,50 @@ export function listSarsCov2(root: string = resolveSarsRoot().dir): SourceImage[
   return out;
 }
 
+/** One slice of covid19-ct-seg-lungs as slices.csv lists it. */
+export interface SegLungsSlice {
+  file: string;
+  /** Position in the upstream volume order. */
+  sequenceIndex: number;
+  /** Volume block (whole volumes; blocks 10–14 are the Radiopaedia cases). */
+  block: number;
+}
+
+/** slices.csv of covid19-ct-seg-lungs (`file, sequence_index, block`), in its order. */
+export function readSegLungsSlices(root: string = resolveSegLungsRoot().dir): SegLungsSlice[] {
+  const f = path.join(path.resolve(root), "slices.csv");
+  if (!fs.existsSync(f)) throw new SourceRootError("covid19-ct-seg-lungs", f, "does not exist", "COVIDCT_SEGLUNGS");
+  const lines = fs.readFileSync(f, "utf8").split(/\r?\n/).filter((l) => l.trim() !== "");
+  if (lines[0]?.replace(/\s/g, "") !== "file,sequence_index,block") throw new Error(`${f}: expected the header 'file,sequence_index,block', found '${lines[0] ?? ""}'. Restore the file (\`npx covid-ct verify-data --source covid19-ct-seg-lungs\`).`);
+  return lines.slice(1).map((l, i) => {
+    const [file, seq, block] = l.split(",").map((x) => x.trim());
+    const s = Number(seq), b = Number(block);
+    if (!file || !Number.isInteger(s) || !Number.isInteger(b)) throw new Error(`${f} line ${i + 2}: '${l}' is not 'file,sequence_index,block'.`);
+    return { file, sequenceIndex: s, block: b };
+  });
+}
+
+/**
+ * The expert-mask slices (images/ under the root), in slices.csv's order; patient = `block<k>` so
+ * that every split by patient is a split by volume block.
+ */
+export function listSegLungs(root: string = resolveSegLungsRoot().dir): SourceImage[] {
+  const dir = path.join(path.resolve(root), "images");
+  requireDir("covid19-ct-seg-lungs", dir, "COVIDCT_SEGLUNGS", root);
+  return readSegLungsSlices(root).map((s) => {
+    const p = path.join(dir, s.file);
+    if (!fs.existsSync(p)) throw new Error(`covid19-ct-seg-lungs: ${p} is listed in slices.csv but missing; restore the folder (\`npx covid-ct verify-data --source covid19-ct-seg-lungs\`).`);
+    return { id: `covid19-ct-seg-lungs/images/${s.file}`, source: "covid19-ct-seg-lungs" as const, patient: `block${s.block}`, path: p, cls: "covid" as const, slice: s.sequenceIndex, officialSplit: null };
+  });
+}
+
+/**
+ * The first upstream slice number (file name NNNN) of the Radiopaedia volumes in
+ * covid19-ct-seg-lungs (blocks 10–14, stored upside down: spine at the top). Checked on every slice
+ * with uprightMeasure in test/sources.test.ts.
+ */
+export const SEG_LUNGS_RADIOPAEDIA_FROM = 1250;
+
 /**
  * COVID-CT images of both classes, in the release's file order. Images without a patient identity
  * (no metadata row) get `<class>#<file>`: a patient of their own.
@@ -191,6 +236,11 @@ export function sourceOrientation(source: SourceName, file = ""): Orientation {
       return "identity";
     case "medseg":
       return "transpose";
+    case "covid19-ct-seg-lungs": {
+      const n = parseInt(path.basename(file), 10);
+      if (!Number.isInteger(n)) throw new Error(`sourceOrientation: ${file} is not a covid19-ct-seg-lungs slice name (NNNN.png)`);
+      return n >= SEG_LUNGS_RADIOPAEDIA_FROM ? "rotate180" : "identity";
+    }
     case "covid19-ct-seg": {
       const p = parseCovidSegName(path.basename(file));
       if (!p) throw new Error(`sourceOrientation: ${file} is not a COVID-Seg slice name (Data-1_<volume>_<k>.jpg)`);
@@ -207,6 +257,7 @@ export function resolveSourceRoot(source: SourceName, flag?: string): ResolvedRo
     case "luna16": return resolveLunaRoot(flag);
     case "medseg": return resolveMedsegRoot(flag);
     case "sars-cov-2-ct-scan": return resolveSarsRoot(flag);
+    case "covid19-ct-seg-lungs": return resolveSegLungsRoot(flag);
   }
 }
 

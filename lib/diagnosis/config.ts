@@ -14,6 +14,7 @@ import { isProtocolName, PROTOCOL_NAMES, ProtocolName } from "../protocols";
 import { getProfile, MULTITASK_HEADS, MultiTaskHeads, ProfileName, StudyProfile } from "../training/profiles";
 import { EpochLog, StepLog } from "../training/loop";
 import { requireInteger } from "../util/checks";
+import { isLungProbe, LUNG_PROBES, LungProbe } from "./lung-probe";
 import { armsOf, COMBINATION_ARM, PositiveArm, StudyName, STUDY_NAMES } from "./arms";
 
 /**
@@ -58,6 +59,11 @@ export interface DiagnosisConfig {
   /** Study II, Fig. 4B: an ASPP lesion branch trained on lesion masks (COVID-Seg pseudo labels) beside the classifier. */
   lesionMask?: boolean;
   /**
+   * Lung probe (beyond the paper, Study II): the image-only classifier on images with everything
+   * outside the lungs ("lungs-only") or the lungs ("lungs-removed") blanked (lib/diagnosis/lung-probe).
+   */
+  lungProbe?: LungProbe;
+  /**
    * Backbone initialisation: "imagenet" (default when the profile uses ImageNet weights), "random",
    * or "checkpoint:<pretraining run dir>" (CSSL: the MoCo encoder of a `covid-ct pretrain` run).
    */
@@ -90,10 +96,10 @@ export function initName(init: string): string {
  * (under smoke the tiny model names the run; Study I's directories are unchanged: no variant, no
  * init, no harmonisation).
  */
-export function defaultRunDir(c: Pick<DiagnosisConfig, "model" | "positives" | "profile" | "seed" | "protocol" | "study" | "lungMask" | "lesionMask" | "init" | "harmonise">): string {
+export function defaultRunDir(c: Pick<DiagnosisConfig, "model" | "positives" | "profile" | "seed" | "protocol" | "study" | "lungMask" | "lesionMask" | "init" | "harmonise" | "lungProbe">): string {
   const v = variantName(c);
   const h = harmoniseName(c);
-  const parts = [builtModelName(c, getProfile(c.profile)), c.positives, ...(v ? [v] : []), ...(c.init && (c.study ?? "study1") === "cssl" ? [`init-${initName(c.init)}`] : []), ...(h ? [h] : []), `seed${c.seed}`];
+  const parts = [builtModelName(c, getProfile(c.profile)), c.positives, ...(v ? [v] : []), ...(c.lungProbe ? [c.lungProbe] : []), ...(c.init && (c.study ?? "study1") === "cssl" ? [`init-${initName(c.init)}`] : []), ...(h ? [h] : []), `seed${c.seed}`];
   return path.join(PROJECT_ROOT, "runs", c.study ?? "study1", c.protocol ?? "official", c.profile, parts.join("-"));
 }
 
@@ -104,6 +110,7 @@ export function recordedConfig(c: DiagnosisConfig, p: StudyProfile) {
     // Study II and CSSL fields only when set: Study I's recorded configs (and so its reuse) are unchanged.
     ...(c.lungMask ? { lungMask: true } : {}),
     ...(c.lesionMask ? { lesionMask: true } : {}),
+    ...(c.lungProbe ? { lungProbe: c.lungProbe } : {}),
     ...(c.init !== undefined ? { init: c.init } : {}),
     // Only when on: every run recorded before the option existed is still reused.
     ...(c.harmonise && c.harmonise !== "none" ? { harmonise: c.harmonise } : {}),
@@ -137,6 +144,12 @@ export function checkDiagnosisConfig(c: DiagnosisConfig): StudyProfile {
   if (study === "study1" && (c.lungMask || c.lesionMask)) throw new Error("Lung-mask input and lesion branch are Study II variants: they need study2 (or cssl), not study1.");
   if (!(armsOf(protocol, study) as readonly string[]).includes(c.positives)) throw new Error(`Unknown arm '${c.positives}' under the ${protocol} protocol${study === "study1" ? "" : ` in ${study}`}. Use one of: ${armsOf(protocol, study).join(", ")}.`);
   if ((c.lungMask || c.lesionMask || c.init) && c.model === SHORTCUT_MODEL) throw new Error("The shortcut baseline takes cue vectors, not images: it has no lung-mask, lesion or init variant.");
+  if (c.lungProbe !== undefined) {
+    if (!isLungProbe(c.lungProbe)) throw new Error(`Unknown lung probe '${c.lungProbe}'. Use one of: ${LUNG_PROBES.join(", ")}.`);
+    if (study !== "study2") throw new Error("A lung probe is a Study II measurement (it needs the lung U-Net): use study2 with the paper protocol.");
+    if (c.lungMask || c.lesionMask) throw new Error("A lung probe blanks part of the image for the image-only classifier: it takes no --lung-mask or --lesion-mask.");
+    if (c.model === SHORTCUT_MODEL) throw new Error("The shortcut baseline takes cue vectors, not images: it has no lung probe.");
+  }
   if (c.lesionMask && c.positives !== "covid-seg" && c.positives !== COMBINATION_ARM) {
     throw new Error(`A lesion branch needs lesion masks in training: only covid-seg and combination have them (COVID-Seg's pseudo labels), not '${c.positives}'.`);
   }

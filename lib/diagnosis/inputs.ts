@@ -16,6 +16,21 @@ import { augmentBatch } from "../training/augment";
 import { ExampleSource } from "../training/loop";
 import { AugmentConfig } from "../training/profiles";
 
+/**
+ * A change to the gray images before the model sees them (the lung probes, lib/diagnosis/lung-probe):
+ * applied in training and at test time alike; its id joins every cache key of features made from them.
+ */
+export interface ImageFilter {
+  id: string;
+  apply(images: Uint8Array[], examples: readonly Example[]): Promise<Uint8Array[]>;
+}
+
+/** The examples' gray images at `side`, filtered when a filter is given. */
+async function grayImages(examples: readonly Example[], side: number, harmonise: Harmoniser | null | undefined, filter?: ImageFilter): Promise<Uint8Array[]> {
+  const imgs = await loadGrayImages(examples, side, harmonise);
+  return filter ? filter.apply(imgs, examples) : imgs;
+}
+
 export class ImageSource extends LabelledExamples implements ExampleSource {
   private constructor(
     private readonly images: Uint8Array[],
@@ -27,8 +42,8 @@ export class ImageSource extends LabelledExamples implements ExampleSource {
     super(examples);
   }
 
-  static async create(examples: readonly Example[], side: number, pre: Preprocessing, augment: AugmentConfig | null, harmonise: Harmoniser | null = null): Promise<ImageSource> {
-    return new ImageSource(await loadGrayImages(examples, side, harmonise), side, pre, augment, examples);
+  static async create(examples: readonly Example[], side: number, pre: Preprocessing, augment: AugmentConfig | null, harmonise: Harmoniser | null = null, filter?: ImageFilter): Promise<ImageSource> {
+    return new ImageSource(await grayImages(examples, side, harmonise, filter), side, pre, augment, examples);
   }
 
   inputs(indices: readonly number[], ctx: { train: boolean; seed: string }): tf.Tensor {
@@ -49,6 +64,8 @@ export interface FeatureKey {
   view: 0 | 1;
   /** The backbone's last feature map [h,w,C] instead of the pooled vector (Study II `quick`); absent = pooled. */
   which?: "map";
+  /** The ImageFilter's id, when the images were filtered (lung probes); absent = the images as they are. */
+  filter?: string;
 }
 
 /**
@@ -62,9 +79,9 @@ export async function computeFeatures(
   examples: readonly Example[],
   key: Omit<FeatureKey, "view"> | Omit<FeatureKey, "view">[],
   pre: Preprocessing,
-  opts: { views?: 1 | 2; batch?: number; onProgress?: (done: number, total: number) => void; harmonise?: Harmoniser | null } = {},
+  opts: { views?: 1 | 2; batch?: number; onProgress?: (done: number, total: number) => void; harmonise?: Harmoniser | null; filter?: ImageFilter } = {},
 ): Promise<Float32Array[][]> {
-  const keys = Array.isArray(key) ? key : [key];
+  const keys = (Array.isArray(key) ? key : [key]).map((k) => (opts.filter ? { ...k, filter: opts.filter.id } : k));
   if (keys.length !== extractor.outputs.length) throw new Error(`computeFeatures: ${keys.length} cache keys for ${extractor.outputs.length} extractor outputs`);
   const views = opts.views ?? 1;
   const batch = opts.batch ?? 8;
@@ -89,7 +106,7 @@ export async function computeFeatures(
   opts.onProgress?.(done, examples.length * views);
   for (let s = 0; s < todo.length; s += batch) {
     const chunk = todo.slice(s, s + batch);
-    const imgs = await loadGrayImages(chunk.map((c) => examples[c.i]), keys[0].size, opts.harmonise);
+    const imgs = await grayImages(chunk.map((c) => examples[c.i]), keys[0].size, opts.harmonise, opts.filter);
     const outs = tf.tidy(() => {
       let g = grayBatch(imgs, imgs.map((_, j) => j), keys[0].size);
       const flip = chunk.map((c) => c.view === 1);

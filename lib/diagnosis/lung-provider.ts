@@ -1,6 +1,6 @@
 /**
  * The lung masks Study II's runs use (Fig. 4A): the residual U-Net of the profile (lib/lungs),
- * trained once on the classical extractor's pseudo labels and reused by every run. Its weight hash
+ * trained once on the radiologists' lung masks of covid19-ct-seg-lungs and reused by every run. Its weight hash
  * identifies the masks: it goes into every run's checksums and every aligned-mask cache key, so a
  * retrained segmenter never reuses a run or a mask made with another.
  */
@@ -10,11 +10,12 @@ import { ensureLungSegmenter, LungMetrics } from "../lungs/segmenter";
 import { ProfileName } from "../training/profiles";
 import { LungMaskProvider, LungMaskQuality } from "./masks";
 
-/** The segmenter run's measurements as the quality table's rows. */
+/** The segmenter run's measurements as the quality table's rows (the experts' own masks first, as the reference). */
 function qualityOf(m: LungMetrics): Record<string, LungMaskQuality> {
   return {
-    "classical extractor (the pseudo labels)": { heldOutDice: NaN, medsegCoverage: m.medsegCoverage.classical.pooled.coverage, covidSegCoverage: m.covidSegCoverage.classical.pooled.coverage, medsegLungShare: m.lungShare.medseg.classical },
-    "residual U-Net (used by the runs)": { heldOutDice: m.heldOut.pooled.dice, medsegCoverage: m.medsegCoverage.unet.pooled.coverage, covidSegCoverage: m.covidSegCoverage.unet.pooled.coverage, medsegLungShare: m.lungShare.medseg.unet },
+    "radiologists' lung masks (test blocks: the reference)": { expertDice: 1, medsegCoverage: NaN, chestWall: m.chestWall.expertTest.experts.share, lungShare: m.lungShare.expertTest.experts },
+    "classical extractor (baseline)": { expertDice: m.expertTest.classical.pooled.dice, medsegCoverage: m.medsegCoverage.classical.pooled.coverage, chestWall: m.chestWall.medseg.classical.share, lungShare: m.lungShare.medseg.classical },
+    "residual U-Net (used by the runs)": { expertDice: m.expertTest.unet.pooled.dice, medsegCoverage: m.medsegCoverage.unet.pooled.coverage, chestWall: m.chestWall.medseg.unet.share, lungShare: m.lungShare.medseg.unet },
   };
 }
 
@@ -30,6 +31,7 @@ export function studyLungMasks(profile: ProfileName, log: (m: string) => void = 
         id: `resunet:${seg.modelSha256.slice(0, 16)}`,
         description: `residual U-Net, ${path.relative(process.cwd(), seg.runDir) || seg.runDir}`,
         quality: qualityOf(metrics),
+        perSlice: metrics.expertTest.perSlice,
         maskFor: (file, source) => seg.maskFor(file, source),
         masksFor: (items, onProgress) => seg.masksFor(items, onProgress),
       };

@@ -7,6 +7,7 @@
  * Lesion masks (Study II, Fig. 4B — needed for training only):
  *   covid19-ct-seg  `pseudo-infection/<slice>.png`: Inf-Net's semi-supervised PSEUDO labels (8-bit, ≥ 128 = lesion)
  *   medseg          `<part>/infection/<N>.png`: radiologists' masks (0/255) — the honest test of a lesion output
+ *   covid19-ct-seg-lungs  `infection/<NNNN>.png`: radiologists' masks (figures only: the lung segmenter's source)
  *   covid-ct, luna  none (COVID-CT figures have no masks; a non-COVID slice has no COVID lesion: see lesionTargetOf)
  */
 import * as fs from "fs";
@@ -34,21 +35,23 @@ export interface LungMaskProvider {
   readonly description?: string;
   /** Measured quality, by mask family ("classical", "unet"): the segmenter run's metrics. */
   readonly quality?: Record<string, LungMaskQuality>;
+  /** Per held-out slice Dice against the radiologists (the segmenter run's test blocks). */
+  readonly perSlice?: readonly { id: string; dice: number; iou: number }[];
   maskFor(file: string, source: NonNullable<Example["source"]>): Promise<FullMask>;
   /** maskFor over many files at once (batched predictions; optional). */
   masksFor?(items: readonly { file: string; source: NonNullable<Example["source"]> }[], onProgress?: (done: number, total: number) => void): Promise<FullMask[]>;
 }
 
-/** How good a family of lung masks is (lib/lungs measures it). */
+/** How good a family of lung masks is (lib/lungs measures it); NaN where not measured. */
 export interface LungMaskQuality {
-  /** Dice against held-out pseudo labels (pooled), NaN where not measured. */
-  heldOutDice: number;
+  /** Dice against the radiologists' lung masks on the held-out test blocks (pooled). */
+  expertDice: number;
   /** Share of the radiologists' lesion pixels of the MedSeg slices inside the lung masks (pooled). */
   medsegCoverage: number;
-  /** Share of COVID-Seg pseudo lesion pixels inside the lung masks (pooled). */
-  covidSegCoverage: number;
-  /** Mean share of the image inside the lung mask on MedSeg (a mask that grows to the body would cover everything). */
-  medsegLungShare: number;
+  /** Chest-wall check: share of mask pixels that are dense non-lesion tissue (MedSeg; the experts' row: their own test slices). */
+  chestWall: number;
+  /** Mean share of the image inside the lung mask (MedSeg; the experts' row: their test slices). */
+  lungShare: number;
 }
 
 /** The lesion mask file of an example, or null when its source has none. */
@@ -57,14 +60,14 @@ export function lesionMaskFile(e: Pick<Example, "path" | "source">): string | nu
   const stem = path.basename(e.path, path.extname(e.path));
   let f: string | null = null;
   if (e.source === "covid19-ct-seg") f = path.join(dir, "..", "pseudo-infection", `${stem}.png`);
-  else if (e.source === "medseg") f = path.join(dir, "..", "infection", `${stem}.png`);
+  else if (e.source === "medseg" || e.source === "covid19-ct-seg-lungs") f = path.join(dir, "..", "infection", `${stem}.png`);
   if (f && !fs.existsSync(f)) throw new Error(`Lesion mask ${path.resolve(f)} of ${e.path} is missing: restore the ${e.source} folder (\`npx covid-ct verify-data --source ${e.source}\`).`);
   return f ? path.resolve(f) : null;
 }
 
 /** Kind of lesion label an example carries: expert (MedSeg), pseudo (COVID-Seg), none. */
 export function lesionLabelKind(e: Pick<Example, "source">): "expert" | "pseudo" | "none" {
-  return e.source === "medseg" ? "expert" : e.source === "covid19-ct-seg" ? "pseudo" : "none";
+  return e.source === "medseg" || e.source === "covid19-ct-seg-lungs" ? "expert" : e.source === "covid19-ct-seg" ? "pseudo" : "none";
 }
 
 /** Read a mask PNG as 0/1 (≥ 128 = 1: the pseudo masks hold some intermediate values). */
@@ -152,4 +155,14 @@ export async function lungMasks(examples: readonly Example[], size: number, prov
 export function lesionTargetOf(e: Example, mask: Uint8Array | null, size: number): { mask: Uint8Array; hasMask: 0 | 1 } {
   if (mask) return { mask, hasMask: 1 };
   return { mask: new Uint8Array(size * size), hasMask: e.label === 0 ? 1 : 0 };
+}
+
+/** The radiologists' lung masks of covid19-ct-seg-lungs examples at `size` (null for other sources). */
+export function expertLungMasks(examples: readonly Example[], size: number): Promise<(Uint8Array | null)[]> {
+  return alignedMasks(examples, size, "expert-lung", async (e) => {
+    if (e.source !== "covid19-ct-seg-lungs") return null;
+    const f = path.join(path.dirname(e.path), "..", "lungs", path.basename(e.path));
+    if (!fs.existsSync(f)) throw new Error(`Lung mask ${path.resolve(f)} of ${e.path} is missing: restore the source (\`npx covid-ct verify-data --source covid19-ct-seg-lungs\`).`);
+    return readMaskFile(f);
+  });
 }

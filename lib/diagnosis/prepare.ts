@@ -20,6 +20,7 @@ import { Harmoniser } from "../data/harmonise";
 import { DiagnosisData } from "./data";
 import { computeFeatures, featureNormalisation, FeatureSource, ImageSource } from "./inputs";
 import { channelNormalisation, MapFeatureSource, maskToGrid, MaskedImageSource } from "./mask-inputs";
+import { lungProbeFilter } from "./lung-probe";
 import { lesionMasks, LungMaskProvider, lungMasks } from "./masks";
 import { CHANNEL_NORMALISATION_FILE, NORMALISATION_FILE } from "./results";
 
@@ -63,8 +64,11 @@ export async function prepareShortcut(c: DiagnosisConfig, profile: StudyProfile,
   return { trainable: model, sources: featureSources(data, trainF, restF, extF, true, runDir), task: classificationTask, dispose: () => model.dispose() };
 }
 
-export async function prepareBackbone(c: DiagnosisConfig, profile: StudyProfile, data: DiagnosisData, modelName: ModelName, checksums: Record<string, string>, runDir: string, hooks: DiagnosisHooks, harmonise: Harmoniser | null = null): Promise<Prepared> {
+export async function prepareBackbone(c: DiagnosisConfig, profile: StudyProfile, data: DiagnosisData, modelName: ModelName, checksums: Record<string, string>, runDir: string, hooks: DiagnosisHooks, harmonise: Harmoniser | null = null, lungs: LungMaskProvider | null = null): Promise<Prepared> {
   const log = hooks.log ?? (() => undefined);
+  // A lung probe blanks part of every image, in training and at test time (lib/diagnosis/lung-probe).
+  const filter = c.lungProbe ? lungProbeFilter(c.lungProbe, lungs!, profile.inputSize) : undefined;
+  if (filter) log(`lung probe '${c.lungProbe}': images blanked with the lung masks of ${lungs!.id}`);
   const built = buildModel(modelName, { inputSize: profile.inputSize, seed: c.seed });
   const pre = preprocessFor(profile.imagenet ? (c.model as ModelName) : modelName);
   if (profile.imagenet) {
@@ -78,9 +82,9 @@ export async function prepareBackbone(c: DiagnosisConfig, profile: StudyProfile,
     const keys = [key, { ...key, which: "map" as const }];
     const rest = [...data.val, ...data.test, ...data.medsegTest];
     log(`frozen features: ${data.train.length + rest.length} images at ${profile.inputSize}² (cached after the first run)`);
-    const trainF = await computeFeatures(extractor, data.train, keys, pre, { views: profile.trainViews, onProgress: hooks.onFeatures, harmonise });
-    const restF = await computeFeatures(extractor, rest, keys, pre, { views: 1, onProgress: hooks.onFeatures, harmonise });
-    const extF = await computeFeatures(extractor, data.external, keys, pre, { views: 1, onProgress: hooks.onFeatures, harmonise });
+    const trainF = await computeFeatures(extractor, data.train, keys, pre, { views: profile.trainViews, onProgress: hooks.onFeatures, harmonise, filter });
+    const restF = await computeFeatures(extractor, rest, keys, pre, { views: 1, onProgress: hooks.onFeatures, harmonise, filter });
+    const extF = await computeFeatures(extractor, data.external, keys, pre, { views: 1, onProgress: hooks.onFeatures, harmonise, filter });
     const head = headModel(built, "pooled");
     return { trainable: head, sources: featureSources(data, trainF, restF, extF, profile.standardiseFeatures, runDir), task: classificationTask, dispose: () => { head.dispose(); built.model.dispose(); } };
   }
@@ -88,11 +92,11 @@ export async function prepareBackbone(c: DiagnosisConfig, profile: StudyProfile,
   return {
     trainable: built.model,
     sources: {
-      train: await ImageSource.create(data.train, profile.inputSize, pre, aug, harmonise),
-      val: await ImageSource.create(data.val, profile.inputSize, pre, null, harmonise),
-      test: await ImageSource.create(data.test, profile.inputSize, pre, null, harmonise),
-      medseg: await ImageSource.create(data.medsegTest, profile.inputSize, pre, null, harmonise),
-      external: await ImageSource.create(data.external, profile.inputSize, pre, null, harmonise),
+      train: await ImageSource.create(data.train, profile.inputSize, pre, aug, harmonise, filter),
+      val: await ImageSource.create(data.val, profile.inputSize, pre, null, harmonise, filter),
+      test: await ImageSource.create(data.test, profile.inputSize, pre, null, harmonise, filter),
+      medseg: await ImageSource.create(data.medsegTest, profile.inputSize, pre, null, harmonise, filter),
+      external: await ImageSource.create(data.external, profile.inputSize, pre, null, harmonise, filter),
     },
     task: classificationTask,
     dispose: () => built.model.dispose(),

@@ -38,7 +38,7 @@ export interface RunContext {
 
 /**
  * Where the lung masks of Study II runs come from: the residual U-Net of the profile (lib/lungs),
- * trained on the classical extractor's pseudo labels — trained once, then reused by every run.
+ * trained on the radiologists' lung masks — trained once, then reused by every run.
  */
 async function lungMaskProvider(profile: StudyProfile, log: (m: string) => void): Promise<LungMaskProvider> {
   const { studyLungMasks } = await import("./lung-provider");
@@ -55,7 +55,7 @@ export async function runDiagnosis(c: DiagnosisConfig, hooks: DiagnosisHooks = {
   // The protocol's membership hash: a changed protocol never reuses or resumes an old run.
   const checksums: Record<string, string> = { ...inputChecksums(c, profile), [`protocol/${data.protocol.name}`]: data.protocol.hash };
   // Study II: the lung masks are the U-Net's; its weights are an input of the run like the data.
-  const lungs = c.lungMask ? await lungMaskProvider(profile, log) : null;
+  const lungs = c.lungMask || c.lungProbe ? await lungMaskProvider(profile, log) : null;
   if (lungs) checksums[`lungs/${profile.name}`] = lungs.id;
   // Harmonisation's reference is an input too (a function of the training images): recorded when on.
   const harmoniser = await protocolHarmoniser(data.protocol, c.harmonise ?? "none", profile.inputSize);
@@ -104,7 +104,7 @@ async function prepare(ctx: RunContext, runDir: string, hooks: DiagnosisHooks): 
     ? prepareShortcut(c, profile, data, runDir, log, harmoniser)
     : c.lungMask || c.lesionMask
       ? prepareMaskRun(c, profile, data, modelName, backboneInit(c, profile, modelName, checksums, log), lungs, runDir, hooks)
-      : prepareBackbone(c, profile, data, modelName, checksums, runDir, hooks, harmoniser);
+      : prepareBackbone(c, profile, data, modelName, checksums, runDir, hooks, harmoniser, lungs);
 }
 
 /** predictions.csv's set names and the sources behind them, in the file's order. */

@@ -1,30 +1,34 @@
 /**
- * Study II's lung segmenter: the residual U-Net (lib/models/unet.ts) trained on classical pseudo
- * lung masks (lib/lungs/classical.ts) of the paper protocol's TRAINING images (all sources),
- * selected on the pseudo masks of its validation images, evaluated on
- *   - held-out pseudo masks (protocol validation + test): Dice/IoU of U-Net vs classical masks;
- *   - lesion coverage: the share of lesion pixels inside the lung mask, for MedSeg's radiologist
- *     masks (98 slices, both folders) and COVID-Seg's pseudo-infection masks (≥ 128) of the
- *     protocol's validation and test slices (volumes never seen in training), for both the
- *     classical masks and the U-Net;
- *   - the mean lung share of the image, so a reader sees coverage was not bought by a whole-body mask.
- * One run directory per (profile, seed) through openRun: runs/lungs/paper/<profile>/resunet-seed<N>.
+ * Study II's lung segmenter: the residual U-Net (lib/models/unet.ts) trained on the RADIOLOGISTS'
+ * lung masks of covid19-ct-seg-lungs (162 COVID-19-CT-Seg slices), split by volume block:
+ *   test blocks 3, 7, 12 · validation blocks 5, 10 (checkpoint and mask threshold) · training the rest;
+ * optionally with classical pseudo masks (lib/lungs/classical.ts) of some of the paper protocol's
+ * training slices added to training (profile.pseudoLabels; measured, see profiles.ts). Every source
+ * goes through one input normalisation (slices.ts segmenterInput: CLAHE), in training and inference.
+ * Measured against humans and on sources without lung labels:
+ *   - Dice/IoU against the experts' lung masks on the test blocks, pooled and per slice, at the
+ *     files' 256² (the classical extractor is the baseline row);
+ *   - MedSeg lesion coverage: the share of the radiologists' lesion pixels inside the lung mask;
+ *   - the chest-wall check (chestWallShare): the share of mask pixels that are dense tissue and not
+ *     lesion, on MedSeg, beside the same measure of the experts' own masks on the test blocks.
+ * One run directory per (profile, seed) through openRun: runs/lungs/expert/<profile>/resunet-seed<N>.
  *
  * ensureLungSegmenter trains (or reuses the finished run) and serves masks at each file's own size
- * and orientation, cached on disk by (image content, model weights).
+ * and orientation, cached on disk by (image content, model weights, normalisation, threshold).
  */
 import * as tf from "@tensorflow/tfjs";
 import * as crypto from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import { initBackend } from "../backend";
-import { PROJECT_ROOT, resolveCovidSegRoot, resolveDataRoot, resolveLunaRoot, resolveMedsegRoot } from "../config";
+import { PROJECT_ROOT, resolveCovidSegRoot, resolveDataRoot, resolveLunaRoot, resolveMedsegRoot, resolveSegLungsRoot } from "../config";
 import { cacheDir } from "../config";
 import { cacheKey, contentHash, DiskCache, mapLimit } from "../data/cache";
 import { decodeRaw } from "../data/decode";
 import { orientPixels } from "../data/orientation";
-import { listMedsegSlices, SourceName, sourceManifestFile, sourceOrientation } from "../data/sources";
-import { maskOverlap, MaskOverlap, summariseSegmentation } from "../evaluation";
+import { otsuThreshold } from "../data/preprocess";
+import { listMedsegSlices, listSegLungs, SourceImage, SourceName, sourceManifestFile, sourceOrientation } from "../data/sources";
+import { maskOverlap, MaskOverlap, overlapMetrics, summariseSegmentation } from "../evaluation";
 import { makeManifest, writeManifest } from "../manifest";
 import { buildResUNet } from "../models/unet";
 import { buildProtocol, protocolExamples, spreadIndices } from "../protocols";
@@ -33,46 +37,45 @@ import { EpochLog, trainModel } from "../training/loop";
 import { ProfileName } from "../training/profiles";
 import { predictMasks, SegmentationSource, segmentationTask } from "../training/segmentation";
 import { sha256File, writeFileAtomic, writeJsonAtomic } from "../util/fs";
-import { LUNG_DEFAULTS } from "./classical";
+import { bodyHull, LUNG_DEFAULTS } from "./classical";
+import { consolidationRng, synthConsolidation } from "./consolidation";
 import { getLungProfile, LungProfile } from "./profiles";
-import { classicalMask, maskToPng, readMaskPng, unetMask, resizeMask, segmenterInput, toFileOrientation, uprightSlice, UprightSlice } from "./slices";
+import { classicalMask, LUNG_INPUT_NORMALISATION, LungInputNormalisation, maskToPng, readMaskPng, unetMask, resizeMask, segmenterInput, toFileOrientation, uprightSlice, UprightSlice } from "./slices";
 
 /** Bump when served masks change for the same model and image (old cache entries are then ignored). */
-export const MASK_CACHE_VERSION = 2;
+export const MASK_CACHE_VERSION = 3;
 /**
  * U-Net masks are cut to the classical body hull (lib/lungs/classical bodyHull): outside air is
- * never lung, and on uncropped LUNA slices (36 of ~900 training images) the quick U-Net took parts
- * of the black margin for lung (held-out Dice 0.856 before the cut).
+ * never lung, and the U-Net, trained on slices with a thin black margin, meets wide ones on LUNA.
  */
 export const CUT_TO_BODY = true;
-/**
- * Probability at which a pixel is lung (default 0.7). Measured on the quick run (seed 1, cut to
- * body), threshold → held-out Dice vs pseudo masks (pooled) / mean lung share of the held-out
- * images (classical 0.594) / MedSeg lesion coverage / MedSeg lung share (classical 0.734):
- *   0.5 → 0.958 / 0.616 / 0.974 / 0.769
- *   0.6 → 0.960 / 0.603 / 0.970 / 0.754
- *   0.7 → 0.959 / 0.587 / 0.965 / 0.738
- * At 0.5 the U-Net's masks are larger than the masks it learnt from (lung share 0.616 vs 0.594 on
- * held-out images); 0.7 brings the share back to the pseudo masks' at the same Dice. The MedSeg
- * column was looked at too (it is the check, never a training signal): every threshold passes
- * coverage ≥ 0.90; 0.5 and 0.6 leave the MedSeg mask above 75 % of the image.
- */
-export const MASK_THRESHOLD = 0.7;
+/** The mask threshold of runs that did not choose one (pseudo-label runs before expert masks). */
+export const MASK_THRESHOLD = 0.5;
+/** Thresholds tried on the validation blocks; the best pooled Dice against the experts is used. */
+export const THRESHOLD_GRID = [0.3, 0.4, 0.5, 0.6, 0.7] as const;
 /** DiskCache namespace of the served masks. */
 export const MASK_CACHE_NAMESPACE = "lung-masks";
 /** Folder of the selected model (tfjs layers format: model.json + weights.bin) inside a run. */
 export const MODEL_DIR = "model";
 
+/**
+ * The block split of covid19-ct-seg-lungs (issue 16): blocks hold whole volumes, so no volume is
+ * on two sides. Test blocks never reach training, checkpoint or threshold choice.
+ */
+export const LUNG_SPLIT: { readonly test: readonly number[]; readonly val: readonly number[] } = { test: [3, 7, 12], val: [5, 10] };
+
 export interface LungSegmenterConfig {
   profile: ProfileName;
   /** Seed of initialisation, shuffling and augmentation (default 1). */
   seed?: number;
-  /** Run directory (default runs/lungs/paper/<profile>/resunet-seed<seed>). */
+  /** Run directory (default runs/lungs/expert/<profile>/resunet-seed<seed>). */
   out?: string;
   /** Replace a finished or interrupted run. */
   force?: boolean;
   /** Continue an interrupted run from its last checkpoint. */
   resume?: boolean;
+  /** Override profile knobs (ablations: input size, width, pseudo labels); recorded with the profile. */
+  profileOverrides?: Partial<Omit<LungProfile, "name">>;
   log?: (m: string) => void;
   onEpoch?: (e: EpochLog) => void;
 }
@@ -90,24 +93,37 @@ export interface OverlapSummary {
   perImage: { dice: number; iou: number; coverage: number };
 }
 
+/** Pooled share of mask pixels on dense non-lesion tissue (chestWallShare), with the pixel counts. */
+export interface ChestWall {
+  share: number;
+  densePixels: number;
+  maskPixels: number;
+}
+
 export interface LungMetrics {
   profile: ProfileName;
   seed: number;
   bestEpoch: number;
   epochs: number;
-  /** Best validation Dice (U-Net vs pseudo masks at the input size). */
+  /** Best validation Dice at the input size (checkpoint selection, threshold 0.5). */
   valDice: number;
-  counts: Record<"train" | "val" | "test" | "medseg" | "covidSeg", number>;
-  /** U-Net masks cut to the body hull (CUT_TO_BODY), probabilities thresholded at `threshold` (MASK_THRESHOLD). */
+  /** What the U-Net learned from. */
+  labels: "expert" | "expert+pseudo";
+  split: typeof LUNG_SPLIT;
+  counts: { trainExpert: number; trainPseudo: number; val: number; test: number; medseg: number };
+  /** U-Net masks cut to the body hull (CUT_TO_BODY), probabilities thresholded at `threshold`. */
   cutToBody: boolean;
+  /** Chosen on the validation blocks from THRESHOLD_GRID (pooled Dice at 256²). */
   threshold: number;
-  /** U-Net vs classical pseudo masks at full resolution, protocol validation + test images. */
-  heldOut: OverlapSummary;
-  /** Lesion coverage (the `coverage` fields; Dice/IoU vs lesions mean little) per mask kind. */
+  thresholds: { threshold: number; valDice: number }[];
+  /** Against the radiologists' lung masks on the test blocks (files' 256²). */
+  expertTest: { unet: OverlapSummary; classical: OverlapSummary; perSlice: { id: string; dice: number; iou: number }[] };
+  /** Lesion coverage (the `coverage` fields) on MedSeg's radiologists' lesion masks. */
   medsegCoverage: { classical: OverlapSummary; unet: OverlapSummary };
-  covidSegCoverage: { classical: OverlapSummary; unet: OverlapSummary };
+  /** Dense non-lesion share of the mask: the experts' own masks on the test blocks are the reference. */
+  chestWall: { expertTest: { experts: ChestWall; unet: ChestWall }; medseg: { classical: ChestWall; unet: ChestWall } };
   /** Mean share of the image inside the lung mask. */
-  lungShare: { heldOut: { classical: number; unet: number }; medseg: { classical: number; unet: number } };
+  lungShare: { expertTest: { experts: number; unet: number }; medseg: { classical: number; unet: number } };
   seconds: { prepare: number; train: number; evaluate: number };
 }
 
@@ -118,7 +134,7 @@ export interface LungRunResult {
 }
 
 export function defaultLungRunDir(profile: ProfileName, seed: number): string {
-  return path.join(PROJECT_ROOT, "runs", "lungs", "paper", profile, `resunet-seed${seed}`);
+  return path.join(PROJECT_ROOT, "runs", "lungs", "expert", profile, `resunet-seed${seed}`);
 }
 
 function summary(o: readonly MaskOverlap[]): OverlapSummary {
@@ -135,30 +151,35 @@ function pick<T>(items: readonly T[], limit?: number): T[] {
   return limit === undefined || items.length <= limit ? [...items] : spreadIndices(items.length, limit).map((i) => items[i]);
 }
 
-/** The images of each set: paper protocol train/val/test and MedSeg (both folders). */
-async function lungSets(profile: LungProfile): Promise<{ train: Item[]; val: Item[]; test: Item[]; medseg: Item[]; protocolHash: string }> {
-  const p = await buildProtocol("paper");
-  const items = (split: "train" | "val" | "test") => pick(protocolExamples(p, split).map((e) => ({ id: e.id, path: e.path, source: e.source as SourceName })), profile.limit);
-  const medseg = pick([...listMedsegSlices("train"), ...listMedsegSlices("test")].map((m) => ({ id: m.id, path: m.path, source: m.source })), profile.limit);
-  return { train: items("train"), val: items("val"), test: items("test"), medseg, protocolHash: p.hash };
+/** The block of an expert slice (its patient is `block<k>`). */
+export function blockOf(img: Pick<SourceImage, "patient">): number {
+  const m = img.patient.match(/^block(\d+)$/);
+  if (!m) throw new Error(`${img.patient} is not a covid19-ct-seg-lungs block`);
+  return parseInt(m[1], 10);
 }
 
-/** U-Net inputs and pseudo targets at the input size, a few images at a time. */
-async function segmentationSource(items: readonly Item[], side: number, cache: DiskCache): Promise<SegmentationSource> {
-  const rows = await mapLimit(items, 2, async (it) => {
-    const s = await uprightSlice(it.path, it.source);
-    const m = await classicalMask(it.path, s, {}, cache);
-    return { image: await segmenterInput(s, side), mask: await resizeMask(m, s.height, s.width, side, side) };
-  });
-  return new SegmentationSource(items.map((i) => i.id), rows.map((r) => r.image), rows.map((r) => r.mask), side);
+/** The expert slices split by block: test and validation blocks as given, training the rest. */
+export function expertSplit<T extends Pick<SourceImage, "patient">>(images: readonly T[], split = LUNG_SPLIT): Record<"train" | "val" | "test", T[]> {
+  const overlap = split.test.filter((b) => split.val.includes(b));
+  if (overlap.length) throw new Error(`Lung split: block(s) ${overlap.join(", ")} are both test and validation.`);
+  const out: Record<"train" | "val" | "test", T[]> = { train: [], val: [], test: [] };
+  for (const img of images) {
+    const b = blockOf(img);
+    out[split.test.includes(b) ? "test" : split.val.includes(b) ? "val" : "train"].push(img);
+  }
+  for (const k of ["val", "test"] as const) if (out[k].length === 0) throw new Error(`Lung split: no slice in the ${k} blocks ${split[k].join(", ")}; is covid19-ct-seg-lungs complete?`);
+  return out;
 }
 
-/** The lesion mask of a MedSeg or COVID-Seg slice, upright like its image (null for other sources). */
-async function lesionMask(it: Item, s: UprightSlice): Promise<Uint8Array | null> {
-  let file: string;
-  if (it.source === "medseg") file = path.join(path.dirname(path.dirname(it.path)), "infection", path.basename(it.path).replace(/\.[^.]+$/, ".png"));
-  else if (it.source === "covid19-ct-seg") file = path.join(path.dirname(path.dirname(it.path)), "pseudo-infection", path.basename(it.path).replace(/\.[^.]+$/, ".png"));
-  else return null;
+/** A file beside the image in another folder of the same root (lungs/, infection/). */
+function sibling(image: string, folder: string): string {
+  const f = path.join(path.dirname(path.dirname(image)), folder, path.basename(image).replace(/\.[^.]+$/, ".png"));
+  if (!fs.existsSync(f)) throw new Error(`${f} (the ${folder} mask of ${image}) is missing: restore the source (\`npx covid-ct verify-data\`).`);
+  return f;
+}
+
+/** A 0/255 mask file as 0/1, upright like its image. */
+async function uprightMaskFile(file: string, s: UprightSlice): Promise<Uint8Array> {
   const raw = await decodeRaw(file, 1);
   if (raw.height !== s.fileHeight || raw.width !== s.fileWidth) throw new Error(`${file}: ${raw.height}×${raw.width}, its image ${s.fileHeight}×${s.fileWidth}`);
   const bin = new Uint8Array(raw.data.length);
@@ -166,44 +187,129 @@ async function lesionMask(it: Item, s: UprightSlice): Promise<Uint8Array | null>
   return orientPixels(bin, raw.height, raw.width, 1, s.orientation).data;
 }
 
-const share = (m: Uint8Array) => m.reduce((a, b) => a + b, 0) / Math.max(1, m.length);
-
-interface SetEvaluation {
-  vsClassical: MaskOverlap[];
-  lesionClassical: MaskOverlap[];
-  lesionUnet: MaskOverlap[];
-  lesionSources: SourceName[];
-  shareClassical: number;
-  shareUnet: number;
+/** The radiologists' lung mask of an expert slice, upright (null for other sources). */
+function expertLungMask(it: Item, s: UprightSlice): Promise<Uint8Array> | null {
+  return it.source === "covid19-ct-seg-lungs" ? uprightMaskFile(sibling(it.path, "lungs"), s) : null;
 }
 
-/** U-Net and classical masks of every item at full (upright) resolution, compared. */
-async function evaluateSet(model: tf.LayersModel, items: readonly Item[], side: number, cache: DiskCache, cutToBody: boolean, threshold: number, batch = 16): Promise<SetEvaluation> {
-  const r: SetEvaluation = { vsClassical: [], lesionClassical: [], lesionUnet: [], lesionSources: [], shareClassical: 0, shareUnet: 0 };
+/** The lesion mask of an expert, MedSeg or COVID-Seg slice, upright like its image (null for other sources). */
+function lesionMask(it: Item, s: UprightSlice): Promise<Uint8Array> | null {
+  if (it.source === "medseg" || it.source === "covid19-ct-seg-lungs") return uprightMaskFile(sibling(it.path, "infection"), s);
+  if (it.source === "covid19-ct-seg") return uprightMaskFile(sibling(it.path, "pseudo-infection"), s);
+  return null;
+}
+
+/**
+ * The chest-wall check: of the mask's pixels, those that are dense tissue (brighter than Otsu's
+ * threshold of the body's pixels: muscle, fat, bone, heart — not aerated lung) and not lesion.
+ * Inside true lungs only vessels, airway walls and lesion edges are dense, so the experts' own
+ * masks set the reference; a mask that takes ribs and chest-wall muscle scores well above it.
+ */
+export function chestWallCounts(gray: ArrayLike<number>, mask: ArrayLike<number>, body: ArrayLike<number> | null, lesion: ArrayLike<number> | null): { dense: number; mask: number } {
+  const inBody: number[] = [];
+  for (let i = 0; i < gray.length; i++) if (!body || body[i]) inBody.push(gray[i]);
+  const t = otsuThreshold(inBody.length ? inBody : Array.from(gray));
+  let dense = 0, area = 0;
+  for (let i = 0; i < mask.length; i++) {
+    if (!mask[i]) continue;
+    area++;
+    if (gray[i] > t && !(lesion && lesion[i])) dense++;
+  }
+  return { dense, mask: area };
+}
+
+function chestWall(c: { dense: number; mask: number }[]): ChestWall {
+  const d = c.reduce((a, x) => a + x.dense, 0), m = c.reduce((a, x) => a + x.mask, 0);
+  return { share: m ? d / m : NaN, densePixels: d, maskPixels: m };
+}
+
+interface LungSets {
+  train: Item[];
+  /** Expert training slices among `train` (the rest carry classical pseudo masks). */
+  trainExpert: number;
+  val: Item[];
+  test: Item[];
+  medseg: Item[];
+  /** The paper protocol's hash, when pseudo-labelled protocol slices are in training. */
+  protocolHash?: string;
+}
+
+/** The images of each set: expert blocks (+ pseudo-labelled protocol training slices) and MedSeg. */
+async function lungSets(profile: LungProfile): Promise<LungSets> {
+  const expert = expertSplit(listSegLungs());
+  const asItem = (m: { id: string; path: string; source: SourceName }): Item => ({ id: m.id, path: m.path, source: m.source });
+  const train = pick(expert.train.map(asItem), profile.limit);
+  let protocolHash: string | undefined;
+  if (profile.pseudoLabels > 0) {
+    const p = await buildProtocol("paper");
+    protocolHash = p.hash;
+    const pool = protocolExamples(p, "train").map((e) => ({ id: e.id, path: e.path, source: e.source as SourceName }));
+    train.push(...pick(pool, Math.min(profile.pseudoLabels, profile.limit ?? Infinity)));
+  }
+  const medseg = pick([...listMedsegSlices("train"), ...listMedsegSlices("test")].map(asItem), profile.limit);
+  return { train, trainExpert: Math.min(expert.train.length, profile.limit ?? Infinity), val: pick(expert.val.map(asItem), profile.limit), test: pick(expert.test.map(asItem), profile.limit), medseg, protocolHash };
+}
+
+/**
+ * U-Net inputs and targets at the input size: the experts' lung mask where one exists, else the
+ * classical pseudo mask. Inputs go through segmenterInput, the one road inference takes too.
+ */
+export async function segmentationSource(items: readonly Item[], side: number, cache: DiskCache, norm: LungInputNormalisation = LUNG_INPUT_NORMALISATION): Promise<SegmentationSource> {
+  const rows = await mapLimit(items, 2, async (it) => {
+    const s = await uprightSlice(it.path, it.source);
+    const m = (await expertLungMask(it, s)) ?? (await classicalMask(it.path, s, {}, cache));
+    return { image: await segmenterInput(s, side, norm), mask: await resizeMask(m, s.height, s.width, side, side) };
+  });
+  return new SegmentationSource(items.map((i) => i.id), rows.map((r) => r.image), rows.map((r) => r.mask), side);
+}
+
+/**
+ * The training source with `copies` synthetic-consolidation versions of each of its first `n`
+ * slices (the radiologists' ones) appended, their masks unchanged (lib/lungs/consolidation).
+ */
+export function withConsolidation(src: SegmentationSource, n: number, copies: number, seed: number): SegmentationSource {
+  if (copies <= 0) return src;
+  const ids = [...src.ids], images = [...src.images], masks = [...src.masks];
+  for (let c = 1; c <= copies; c++) for (let i = 0; i < n; i++) {
+    ids.push(`${src.ids[i]}#consolidation${c}`);
+    images.push(synthConsolidation(src.images[i], src.masks[i], src.side, consolidationRng(seed, src.ids[i], c)));
+    masks.push(src.masks[i]);
+  }
+  return new SegmentationSource(ids, images, masks, src.side);
+}
+
+const share = (m: Uint8Array) => m.reduce((a, b) => a + b, 0) / Math.max(1, m.length);
+
+/** Per image of a set: upright slice, U-Net probabilities, and the masks it is compared with. */
+interface Evaluated {
+  item: Item;
+  s: UprightSlice;
+  prob: Float32Array;
+  body: Uint8Array | null;
+  classical: Uint8Array;
+  expert: Uint8Array | null;
+  lesion: Uint8Array | null;
+}
+
+/** Predict every item (batched) and collect what the metrics compare. */
+async function evaluatedSet(model: tf.LayersModel, items: readonly Item[], side: number, cache: DiskCache, norm: LungInputNormalisation, batch = 16): Promise<Evaluated[]> {
+  const out: Evaluated[] = [];
   for (let i = 0; i < items.length; i += batch) {
     const chunk = items.slice(i, i + batch);
     const slices = await Promise.all(chunk.map((it) => uprightSlice(it.path, it.source)));
-    const inputs = await Promise.all(slices.map((s) => segmenterInput(s, side)));
+    const inputs = await Promise.all(slices.map((s) => segmenterInput(s, side, norm)));
     const src = new SegmentationSource(chunk.map((c) => c.id), inputs, inputs.map(() => new Uint8Array(side * side)), side);
     const probs: Float32Array[] = [];
     await predictMasks(model, src, batch, (k, p) => (probs[k] = p.slice()));
     for (let k = 0; k < chunk.length; k++) {
       const s = slices[k];
-      const classical = await classicalMask(chunk[k].path, s, {}, cache);
-      const unet = await unetMask(probs[k], side, s, cutToBody, threshold);
-      r.vsClassical.push(maskOverlap(unet, classical));
-      r.shareClassical += share(classical) / items.length;
-      r.shareUnet += share(unet) / items.length;
-      const lesion = await lesionMask(chunk[k], s);
-      if (lesion) {
-        r.lesionClassical.push(maskOverlap(classical, lesion));
-        r.lesionUnet.push(maskOverlap(unet, lesion));
-        r.lesionSources.push(chunk[k].source);
-      }
+      out.push({ item: chunk[k], s, prob: probs[k], body: bodyHull(s.gray, s.height, s.width), classical: await classicalMask(chunk[k].path, s, {}, cache), expert: await expertLungMask(chunk[k], s), lesion: await lesionMask(chunk[k], s) });
     }
   }
-  return r;
+  return out;
 }
+
+const unetOf = (e: Evaluated, side: number, cutToBody: boolean, threshold: number) => unetMask(e.prob, side, e.s, cutToBody, threshold);
 
 /** Save a layers model in the tfjs layers format (model.json with weightsManifest + weights.bin). */
 export async function saveLayersModel(model: tf.LayersModel, dir: string): Promise<void> {
@@ -231,15 +337,20 @@ export function modelSha256(dir: string): string {
   return crypto.createHash("sha256").update(sha256File(path.join(dir, "model.json"))).update(sha256File(path.join(dir, "weights.bin"))).digest("hex");
 }
 
-/** Checksums of every input: the data manifests of the four sources and the protocol membership. */
-function inputChecksums(protocolHash: string): Record<string, string> {
+/** Checksums of every input: the data manifests of the sources read, and the protocol when pseudo labels are used. */
+function inputChecksums(protocolHash: string | undefined): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const s of ["covid-ct", "covid19-ct-seg", "luna16", "medseg"] as const) {
+  for (const s of ["covid19-ct-seg-lungs", "medseg", ...(protocolHash ? (["covid-ct", "covid19-ct-seg", "luna16"] as const) : [])] as const) {
     const f = sourceManifestFile(s);
     if (fs.existsSync(f)) out[`data/${s}.sha256`] = sha256File(f);
   }
-  out["protocol/paper"] = protocolHash;
+  if (protocolHash) out["protocol/paper"] = protocolHash;
   return out;
+}
+
+/** The run's recorded config (keys reuse): profile, seed, split, labels, normalisation. */
+function recordedLungConfig(profile: LungProfile, seed: number) {
+  return { profile, seed, model: "resunet", labels: profile.pseudoLabels > 0 ? "expert+pseudo" : "expert", split: LUNG_SPLIT, input: LUNG_INPUT_NORMALISATION, lungOptions: LUNG_DEFAULTS, cutToBody: CUT_TO_BODY, thresholdGrid: THRESHOLD_GRID };
 }
 
 /**
@@ -248,11 +359,11 @@ function inputChecksums(protocolHash: string): Record<string, string> {
  */
 export async function trainLungSegmenter(cfg: LungSegmenterConfig): Promise<LungRunResult> {
   const log = cfg.log ?? (() => undefined);
-  const profile = getLungProfile(cfg.profile);
+  const profile: LungProfile = { ...getLungProfile(cfg.profile), ...(cfg.profileOverrides ?? {}) };
   const seed = cfg.seed ?? 1;
   await initBackend();
   const sets = await lungSets(profile);
-  const rec = { profile, seed, protocol: "paper", lungOptions: LUNG_DEFAULTS, covidSegCoverage: "protocol val+test slices", model: "resunet" };
+  const rec = recordedLungConfig(profile, seed);
   const checksums = inputChecksums(sets.protocolHash);
   const run = openRun({
     out: cfg.out,
@@ -262,7 +373,7 @@ export async function trainLungSegmenter(cfg: LungSegmenterConfig): Promise<Lung
     checksums,
     resume: cfg.resume,
     force: cfg.force,
-    protect: [resolveDataRoot().dir, resolveCovidSegRoot().dir, resolveLunaRoot().dir, resolveMedsegRoot().dir],
+    protect: [resolveSegLungsRoot().dir, resolveDataRoot().dir, resolveCovidSegRoot().dir, resolveLunaRoot().dir, resolveMedsegRoot().dir],
   });
   if (run.state === "reused") {
     log(`reusing finished lung segmenter run ${run.dir}`);
@@ -271,10 +382,13 @@ export async function trainLungSegmenter(cfg: LungSegmenterConfig): Promise<Lung
   try {
     const cache = new DiskCache();
     const t0 = Date.now();
-    writeManifest(run.workDir, makeManifest("lungs", rec, checksums, seed, { counts: { train: sets.train.length, val: sets.val.length, test: sets.test.length, medseg: sets.medseg.length } }));
-    log(`pseudo lung masks of ${sets.train.length} training and ${sets.val.length} validation images (classical extractor, cached)`);
+    const counts = { trainExpert: sets.trainExpert, trainPseudo: sets.train.length - sets.trainExpert, val: sets.val.length, test: sets.test.length, medseg: sets.medseg.length };
+    // Which slice was in which set, as this run saw them (the test blocks never reach training or selection).
+    const ids = (xs: Item[]) => xs.map((x) => x.id);
+    writeManifest(run.workDir, makeManifest("lungs", rec, checksums, seed, { counts, sets: { train: ids(sets.train), val: ids(sets.val), test: ids(sets.test) } }));
+    log(`radiologists' lung masks: ${counts.trainExpert} training slices (blocks other than ${[...LUNG_SPLIT.val, ...LUNG_SPLIT.test].join(", ")})${counts.trainPseudo ? ` + ${counts.trainPseudo} pseudo-labelled protocol slices` : ""}, ${counts.val} validation slices (blocks ${LUNG_SPLIT.val.join(", ")})`);
     const S = profile.inputSize;
-    const train = await segmentationSource(sets.train, S, cache);
+    const train = withConsolidation(await segmentationSource(sets.train, S, cache), sets.trainExpert, profile.consolidationCopies, seed);
     const val = await segmentationSource(sets.val, S, cache);
     const t1 = Date.now();
     const model = buildResUNet({ inputSize: S, width: profile.width, seed, bnMomentum: profile.bnMomentum });
@@ -302,7 +416,10 @@ export async function trainLungSegmenter(cfg: LungSegmenterConfig): Promise<Lung
       bestEpoch: r.bestEpoch,
       epochs: r.history.length,
       valDice: r.bestValue,
-      ...(await evaluateLungModel(model, sets, S, cache, CUT_TO_BODY, MASK_THRESHOLD, log)),
+      labels: rec.labels as LungMetrics["labels"],
+      split: LUNG_SPLIT,
+      counts,
+      ...(await evaluateLungModel(model, sets, S, cache, log)),
       seconds: { prepare: (t1 - t0) / 1000, train: (t2 - t1) / 1000, evaluate: 0 },
     };
     model.dispose();
@@ -310,8 +427,8 @@ export async function trainLungSegmenter(cfg: LungSegmenterConfig): Promise<Lung
     writeJsonAtomic(path.join(run.workDir, "metrics.json"), metrics);
     run.finish();
     log(
-      `held-out Dice vs pseudo masks ${metrics.heldOut.pooled.dice.toFixed(4)} (pooled); MedSeg lesion coverage classical ` +
-        `${metrics.medsegCoverage.classical.pooled.coverage.toFixed(4)}, U-Net ${metrics.medsegCoverage.unet.pooled.coverage.toFixed(4)} → ${run.dir}`,
+      `Dice against the radiologists (test blocks ${LUNG_SPLIT.test.join(", ")}): U-Net ${metrics.expertTest.unet.pooled.dice.toFixed(4)}, classical ${metrics.expertTest.classical.pooled.dice.toFixed(4)} (pooled); ` +
+        `MedSeg lesion coverage U-Net ${metrics.medsegCoverage.unet.pooled.coverage.toFixed(4)}; chest-wall share MedSeg U-Net ${metrics.chestWall.medseg.unet.share.toFixed(3)} (experts on their slices ${metrics.chestWall.expertTest.experts.share.toFixed(3)}) → ${run.dir}`,
     );
     return { runDir: run.dir, metrics, reused: false };
   } catch (e) {
@@ -320,22 +437,55 @@ export async function trainLungSegmenter(cfg: LungSegmenterConfig): Promise<Lung
   }
 }
 
-type LungSets = Awaited<ReturnType<typeof lungSets>>;
-
-/** The evaluation part of metrics.json (see LungMetrics). */
-async function evaluateLungModel(model: tf.LayersModel, sets: LungSets, side: number, cache: DiskCache, cutToBody: boolean, threshold: number, log: (m: string) => void) {
-  log(`evaluating on ${sets.val.length + sets.test.length} held-out and ${sets.medseg.length} MedSeg images`);
-  const held = await evaluateSet(model, [...sets.val, ...sets.test], side, cache, cutToBody, threshold);
-  const med = await evaluateSet(model, sets.medseg, side, cache, cutToBody, threshold);
-  const covidSeg = (o: MaskOverlap[]) => o.filter((_, i) => held.lesionSources[i] === "covid19-ct-seg");
+/** The evaluation part of metrics.json (see LungMetrics): threshold on validation, then test and MedSeg. */
+async function evaluateLungModel(model: tf.LayersModel, sets: LungSets, side: number, cache: DiskCache, log: (m: string) => void) {
+  const norm = LUNG_INPUT_NORMALISATION;
+  log(`evaluating: ${sets.val.length} validation, ${sets.test.length} test and ${sets.medseg.length} MedSeg slices`);
+  const val = await evaluatedSet(model, sets.val, side, cache, norm);
+  const thresholds: { threshold: number; valDice: number }[] = [];
+  for (const t of THRESHOLD_GRID) {
+    const o: MaskOverlap[] = [];
+    for (const e of val) o.push(maskOverlap(await unetOf(e, side, CUT_TO_BODY, t), e.expert!));
+    thresholds.push({ threshold: t, valDice: summariseSegmentation(o).pooled.dice });
+  }
+  // Ties go to the threshold nearest 0.5 (the grid's order is kept by a stable sort on Dice only).
+  const threshold = [...thresholds].sort((a, b) => b.valDice - a.valDice || Math.abs(a.threshold - 0.5) - Math.abs(b.threshold - 0.5))[0].threshold;
+  const test = await evaluatedSet(model, sets.test, side, cache, norm);
+  const unetT: MaskOverlap[] = [], classicalT: MaskOverlap[] = [], perSlice: LungMetrics["expertTest"]["perSlice"] = [];
+  const cwExperts: { dense: number; mask: number }[] = [], cwUnetT: typeof cwExperts = [];
+  let shareExperts = 0, shareUnetT = 0;
+  for (const e of test) {
+    const u = await unetOf(e, side, CUT_TO_BODY, threshold);
+    const o = maskOverlap(u, e.expert!);
+    unetT.push(o);
+    classicalT.push(maskOverlap(e.classical, e.expert!));
+    const m = overlapMetrics(o);
+    perSlice.push({ id: e.item.id, dice: m.dice, iou: m.iou });
+    cwExperts.push(chestWallCounts(e.s.gray, e.expert!, e.body, e.lesion));
+    cwUnetT.push(chestWallCounts(e.s.gray, u, e.body, e.lesion));
+    shareExperts += share(e.expert!) / test.length;
+    shareUnetT += share(u) / test.length;
+  }
+  const med = await evaluatedSet(model, sets.medseg, side, cache, norm);
+  const lesionU: MaskOverlap[] = [], lesionC: MaskOverlap[] = [], cwU: { dense: number; mask: number }[] = [], cwC: typeof cwU = [];
+  let shareU = 0, shareC = 0;
+  for (const e of med) {
+    const u = await unetOf(e, side, CUT_TO_BODY, threshold);
+    lesionU.push(maskOverlap(u, e.lesion!));
+    lesionC.push(maskOverlap(e.classical, e.lesion!));
+    cwU.push(chestWallCounts(e.s.gray, u, e.body, e.lesion));
+    cwC.push(chestWallCounts(e.s.gray, e.classical, e.body, e.lesion));
+    shareU += share(u) / med.length;
+    shareC += share(e.classical) / med.length;
+  }
   return {
-    counts: { train: sets.train.length, val: sets.val.length, test: sets.test.length, medseg: sets.medseg.length, covidSeg: covidSeg(held.lesionUnet).length },
-    cutToBody,
+    cutToBody: CUT_TO_BODY,
     threshold,
-    heldOut: summary(held.vsClassical),
-    medsegCoverage: { classical: summary(med.lesionClassical), unet: summary(med.lesionUnet) },
-    covidSegCoverage: { classical: summary(covidSeg(held.lesionClassical)), unet: summary(covidSeg(held.lesionUnet)) },
-    lungShare: { heldOut: { classical: held.shareClassical, unet: held.shareUnet }, medseg: { classical: med.shareClassical, unet: med.shareUnet } },
+    thresholds,
+    expertTest: { unet: summary(unetT), classical: summary(classicalT), perSlice },
+    medsegCoverage: { classical: summary(lesionC), unet: summary(lesionU) },
+    chestWall: { expertTest: { experts: chestWall(cwExperts), unet: chestWall(cwUnetT) }, medseg: { classical: chestWall(cwC), unet: chestWall(cwU) } },
+    lungShare: { expertTest: { experts: shareExperts, unet: shareUnetT }, medseg: { classical: shareC, unet: shareU } },
   };
 }
 
@@ -343,7 +493,7 @@ async function evaluateLungModel(model: tf.LayersModel, sets: LungSets, side: nu
  * Recompute the evaluation of a finished lung run (after a change of the mask post-processing or
  * the metrics), keeping its training fields; writes metrics.json when `write`.
  */
-export async function evaluateLungRun(runDir: string, o: { write?: boolean; log?: (m: string) => void; threshold?: number } = {}): Promise<LungMetrics> {
+export async function evaluateLungRun(runDir: string, o: { write?: boolean; log?: (m: string) => void } = {}): Promise<LungMetrics> {
   await initBackend();
   const old = JSON.parse(fs.readFileSync(path.join(runDir, "metrics.json"), "utf8")) as LungMetrics;
   const manifest = JSON.parse(fs.readFileSync(path.join(runDir, "manifest.json"), "utf8"));
@@ -351,7 +501,7 @@ export async function evaluateLungRun(runDir: string, o: { write?: boolean; log?
   const sets = await lungSets(profile);
   const model = await loadLayersModel(path.join(runDir, MODEL_DIR));
   const t = Date.now();
-  const metrics: LungMetrics = { ...old, ...(await evaluateLungModel(model, sets, profile.inputSize, new DiskCache(), CUT_TO_BODY, o.threshold ?? MASK_THRESHOLD, o.log ?? (() => undefined))) };
+  const metrics: LungMetrics = { ...old, ...(await evaluateLungModel(model, sets, profile.inputSize, new DiskCache(), o.log ?? (() => undefined))) };
   metrics.seconds = { ...old.seconds, evaluate: (Date.now() - t) / 1000 };
   model.dispose();
   if (o.write) writeJsonAtomic(path.join(runDir, "metrics.json"), metrics);
@@ -380,7 +530,7 @@ export interface EnsureLungSegmenterOptions {
   seed?: number;
   log?: (m: string) => void;
   force?: boolean;
-  /** Run directory (default runs/lungs/paper/<profile>/resunet-seed<seed>). */
+  /** Run directory (default runs/lungs/expert/<profile>/resunet-seed<seed>). */
   out?: string;
   /** Mask cache root (default cacheDir()). */
   cacheDir?: string;
@@ -399,12 +549,15 @@ export async function loadLungSegmenter(runDir: string, o: { cacheDir?: string; 
   await initBackend();
   const manifest = JSON.parse(fs.readFileSync(path.join(runDir, "manifest.json"), "utf8"));
   const profile = manifest.config.profile as LungProfile;
+  const norm = (manifest.config.input as LungInputNormalisation | undefined) ?? { kind: "none" };
+  const metricsFile = path.join(runDir, "metrics.json");
+  const threshold: number = fs.existsSync(metricsFile) ? JSON.parse(fs.readFileSync(metricsFile, "utf8")).threshold ?? MASK_THRESHOLD : MASK_THRESHOLD;
   const dir = path.join(runDir, MODEL_DIR);
   const sha = modelSha256(dir);
   const model = await loadLayersModel(dir);
   const cache = new DiskCache(o.cacheDir ?? cacheDir());
   const batch = o.batch ?? 16;
-  const key = (file: string, source: SourceName) => cacheKey("lung-mask", MASK_CACHE_VERSION, contentHash(file), sha, sourceOrientation(source, file), CUT_TO_BODY, MASK_THRESHOLD);
+  const key = (file: string, source: SourceName) => cacheKey("lung-mask", MASK_CACHE_VERSION, contentHash(file), sha, sourceOrientation(source, file), CUT_TO_BODY, threshold, norm);
   const masksFor: LungSegmenter["masksFor"] = async (items, onProgress) => {
     const out: LungMaskResult[] = new Array(items.length);
     const misses: number[] = [];
@@ -421,13 +574,13 @@ export async function loadLungSegmenter(runDir: string, o: { cacheDir?: string; 
     for (let b = 0; b < misses.length; b += batch) {
       const idx = misses.slice(b, b + batch);
       const slices = await Promise.all(idx.map((i) => uprightSlice(items[i].file, items[i].source)));
-      const inputs = await Promise.all(slices.map((s) => segmenterInput(s, side)));
+      const inputs = await Promise.all(slices.map((s) => segmenterInput(s, side, norm)));
       const src = new SegmentationSource(idx.map((i) => items[i].file), inputs, inputs.map(() => new Uint8Array(side * side)), side);
       const probs: Float32Array[] = [];
       await predictMasks(model, src, batch, (k, p) => (probs[k] = p.slice()));
       for (let k = 0; k < idx.length; k++) {
         const s = slices[k];
-        const data = toFileOrientation(await unetMask(probs[k], side, s, CUT_TO_BODY, MASK_THRESHOLD), s);
+        const data = toFileOrientation(await unetMask(probs[k], side, s, CUT_TO_BODY, threshold), s);
         out[idx[k]] = { data, height: s.fileHeight, width: s.fileWidth };
         cache.put(MASK_CACHE_NAMESPACE, key(items[idx[k]].file, items[idx[k]].source), await maskToPng(data, s.fileHeight, s.fileWidth));
         onProgress?.(++done, items.length);

@@ -50,9 +50,29 @@ async function resizeGray(data: Uint8Array, height: number, width: number, w: nu
   return new Uint8Array(out.buffer, out.byteOffset, out.length);
 }
 
-/** The U-Net input: the upright slice resized to side × side (gray 0–255). */
-export function segmenterInput(s: UprightSlice, side: number): Promise<Uint8Array> {
-  return resizeGray(s.gray, s.height, s.width, side, side);
+/**
+ * How the U-Net's input is normalised, identically for every source, in training and at inference.
+ * The radiologists' slices (covid19-ct-seg-lungs) were CLAHE-enhanced upstream and no other source
+ * was: CLAHE after the resize gives every source that local-contrast look, so the model never
+ * learns "CLAHE look = has a lung mask". `none` is the plain resize (tests, ablations).
+ */
+export type LungInputNormalisation = { kind: "none" } | { kind: "clahe"; /** tiles per side */ tiles: number; /** sharp's maxSlope (contrast limit) */ maxSlope: number };
+
+/** CLAHE with 8 × 8 tiles (OpenCV's default grid, as upstream) and sharp's default slope limit 3. */
+export const LUNG_INPUT_NORMALISATION: LungInputNormalisation = { kind: "clahe", tiles: 8, maxSlope: 3 };
+
+/** The U-Net input: the upright slice resized to side × side (gray 0–255), then normalised. */
+export async function segmenterInput(s: UprightSlice, side: number, norm: LungInputNormalisation = LUNG_INPUT_NORMALISATION): Promise<Uint8Array> {
+  if (norm.kind === "none") return resizeGray(s.gray, s.height, s.width, side, side);
+  const tile = Math.max(2, Math.floor(side / norm.tiles));
+  const out = await sharp(Buffer.from(s.gray.buffer, s.gray.byteOffset, s.gray.length), { raw: { width: s.width, height: s.height, channels: 1 } })
+    .resize(side, side, { fit: "fill", kernel: "linear" })
+    .clahe({ width: tile, height: tile, maxSlope: norm.maxSlope })
+    .toColourspace("b-w")
+    .raw()
+    .toBuffer();
+  if (out.length !== side * side) throw new Error(`segmenterInput: CLAHE returned ${out.length} bytes for ${side}×${side}`);
+  return new Uint8Array(out.buffer, out.byteOffset, out.length);
 }
 
 /** Resize a 0/1 mask bilinearly and threshold at half, so its edge lands where the image's does. */

@@ -6,7 +6,7 @@
  */
 import * as fs from "fs";
 import * as path from "path";
-import { listCovidCt, listCovidSeg, listLuna, listMedsegSlices, listSarsCov2, resolveSourceRoot, SourceImage, SourceName } from "../data/sources";
+import { listCovidCt, listCovidSeg, listLuna, listMedsegSlices, listSarsCov2, listSegLungs, resolveSourceRoot, SourceImage, SourceName } from "../data/sources";
 import { checkOutputDir, checkRunDirPath } from "../runs/dir";
 import { ProfileName } from "../training/profiles";
 import { writeFileAtomic } from "../util/fs";
@@ -20,7 +20,7 @@ export interface WriteLungMasksOptions {
   seed?: number;
   /** Only the first n images of the source (sorted as its reader lists them). */
   limit?: number;
-  /** Segmenter run directory (default runs/lungs/paper/<profile>/resunet-seed<seed>). */
+  /** Segmenter run directory (default runs/lungs/expert/<profile>/resunet-seed<seed>). */
   segmenterRun?: string;
   /** The source's data root (default: as lib/config.ts resolves it). */
   root?: string;
@@ -44,6 +44,7 @@ async function listSource(source: SourceName, root: string): Promise<SourceImage
     case "luna16": return listLuna(root);
     case "medseg": return [...listMedsegSlices("train", root), ...listMedsegSlices("test", root)];
     case "sars-cov-2-ct-scan": return listSarsCov2(root);
+    case "covid19-ct-seg-lungs": return listSegLungs(root);
   }
 }
 

@@ -9,7 +9,7 @@ import { PAPER_ARM_NAMES } from "../paper";
 import { Figure, tableBundle } from "../plots";
 import { Example, loadGrayImages } from "../data/examples";
 import { variantName } from "../diagnosis/config";
-import { LungMaskProvider, lesionMasks, lungMasks } from "../diagnosis/masks";
+import { expertLungMasks, LungMaskProvider, lesionMasks, lungMasks } from "../diagnosis/masks";
 import { DiagnosisResult, PredictionRow, readLesionPredictions } from "../diagnosis/results";
 import { paperRowSix, rowKey, TABLE6_ROWS, TableSixRow } from "../studies/study2";
 import { MULTITASK_HEADS, PROFILES, StudyProfile } from "../training/profiles";
@@ -62,20 +62,65 @@ export function table6(results: readonly DiagnosisResult[], opts: { notRun?: Rec
   return tableBundle(["training set", "variant", "paper Acc / F1 / AUC", "ours Acc", "ours F1", "ours AUC", "external AUC", "external Acc / F1 @ val. threshold", "shortcut baseline external AUC", "lesion Dice, MedSeg (expert)", "seeds"], rows, {
     caption: `Table 6 — Study II, DenseNet-169, paper protocol, profile '${prof}' (test set, threshold 0.5, COVID positive; mean ± sd over seeds [95 % bootstrap CI of that mean]); external set beside it`,
     note:
-      "Test set: COVID-Seg slices of 4 volumes + LUNA slices (no Radiopaedia negatives; near-duplicates of training removed). Lung masks: our residual U-Net trained on classical pseudo masks (none exist in the data). " +
+      "Test set: COVID-Seg slices of 4 volumes + LUNA slices (no Radiopaedia negatives; near-duplicates of training removed). Lung masks: our residual U-Net trained on radiologists' lung masks of COVID-19-CT-Seg slices (covid19-ct-seg-lungs; the paper does not say where its lung labels came from). " +
       "Lesion masks in training: Inf-Net's PSEUDO labels of the COVID-Seg slices; negatives count as lesion-free; COVID-CT figures carry no lesion loss. Lesion Dice is pooled over the 48 MedSeg test slices at the lesion output's size. " +
       `The paper's numbers are single runs at 480² with full fine-tuning${prof === "paper" ? "" : "; ours follow the profile shown in 'How each row's model differs'"}. ${EXTERNAL_NOTE}`,
   });
 }
 
-/** Quality of the lung masks the runs use, beside the classical extractor's (from the segmenter run). */
+const PROBE_LABEL: Record<string, string> = { "lungs-only": "lungs only (outside the lung mask blanked)", "lungs-removed": "lungs removed (the lung mask blanked)" };
+
+/**
+ * The lung probes beside the Combination image-only row: protocol test and external AUC of the same
+ * classifier on whole images, on the lungs alone and on everything but the lungs.
+ */
+export function lungProbeTable(probes: readonly DiagnosisResult[], imageOnly: readonly DiagnosisResult[]) {
+  const groups: [string, DiagnosisResult[]][] = [["whole image (Table 6's image-only row)", [...imageOnly]]];
+  for (const p of ["lungs-only", "lungs-removed"]) groups.push([PROBE_LABEL[p], probes.filter((r) => r.config.lungProbe === p)]);
+  const rows = groups.map(([name, runs]) => (runs.length ? [name, cell(runs, "auc"), externalAucCell(runs), externalAtValCell(runs), runs.length] : [name, "not run", "", "", 0]));
+  const arm = PAPER_ARM_NAMES[imageOnly[0]?.config.positives ?? probes[0]?.config.positives ?? "combination"] ?? "Combination";
+  return tableBundle(["input", "protocol test AUC", "external AUC", "external Acc / F1 @ val. threshold", "seeds"], rows, {
+    caption: `Lung probes (beyond the paper) — DenseNet-169 image-only classifier, training set ${arm}, paper protocol; mean ± sd over seeds [95 % bootstrap CI of that mean]`,
+    note: "Each probe is trained and tested on blanked images (blanked pixels set to 0, the black of air), with the lung masks of the U-Net above. Lungs only and lungs removed are exact complements. " + EXTERNAL_NOTE,
+  });
+}
+
+/** What the lung probes say, in words, with the numbers (leads with "lungs removed" on the protocol test). */
+export function lungProbeFindings(probes: readonly DiagnosisResult[], imageOnly: readonly DiagnosisResult[]) {
+  const auc = (runs: readonly DiagnosisResult[], set: "test" | "external") => meanSd(runs.map((r) => (set === "test" ? r.metrics.test.auc : r.metrics.external?.atHalf.auc ?? NaN))).mean;
+  const removed = probes.filter((r) => r.config.lungProbe === "lungs-removed");
+  const only = probes.filter((r) => r.config.lungProbe === "lungs-only");
+  const lines: string[] = [];
+  if (removed.length) {
+    const t = auc(removed, "test");
+    lines.push(
+      t >= 0.9
+        ? `With the lungs removed, the classifier still separates the protocol's test classes at AUC ${pct(t)}: this test set can be solved without looking at a lung, so its AUCs cannot tell COVID-19 from where a slice came from.`
+        : `With the lungs removed, the protocol test AUC falls to ${pct(t)}: outside the lungs there is ${t >= 0.7 ? "some" : "little"} signal left.`,
+    );
+    const e = auc(removed, "external");
+    if (Number.isFinite(e)) lines.push(`On the external set (both classes from one hospital), lungs removed reaches AUC ${pct(e)}.`);
+  }
+  if (only.length) {
+    const t = auc(only, "test"), e = auc(only, "external");
+    lines.push(`The lungs alone give protocol test AUC ${pct(t)}${Number.isFinite(e) ? ` and external AUC ${pct(e)}` : ""}; the whole image: ${pct(auc(imageOnly, "test"))}${Number.isFinite(auc(imageOnly, "external")) ? ` and ${pct(auc(imageOnly, "external"))}` : ""}.`);
+  }
+  const text = lines.join(" ");
+  return { "text/markdown": text, "text/plain": text };
+}
+
+/** Quality of the lung masks the runs use, beside the radiologists' and the classical extractor's (from the segmenter run). */
 export function lungQualityTable(lungs: LungMaskProvider) {
   const q = lungs.quality ?? {};
   const f = (x: number | undefined, d = 3) => (x === undefined || !Number.isFinite(x) ? "–" : x.toFixed(d));
-  const rows = Object.entries(q).map(([k, v]) => [k, f(v.heldOutDice), f(v.medsegCoverage), f(v.covidSegCoverage), f(v.medsegLungShare)]);
-  return tableBundle(["lung masks", "Dice vs held-out pseudo labels", "MedSeg lesion coverage (radiologists)", "COVID-Seg lesion coverage (pseudo)", "MedSeg mean lung share of image"], rows.length ? rows : [["(not measured)", "", "", "", ""]], {
+  const rows = Object.entries(q).map(([k, v]) => [k, f(v.expertDice), f(v.medsegCoverage), f(v.chestWall), f(v.lungShare)]);
+  return tableBundle(["lung masks", "Dice vs radiologists (test blocks 3, 7, 12)", "MedSeg lesion coverage (radiologists)", "chest-wall share (MedSeg)", "mean lung share of image (MedSeg)"], rows.length ? rows : [["(not measured)", "", "", "", ""]], {
     caption: `Lung masks used by the runs: ${lungs.description ?? lungs.id}`,
-    note: "Coverage = share of lesion pixels inside the lung mask, pooled over slices: lesion the mask leaves out is hidden from a lung-masked model, so coverage well below 0.9 on MedSeg would mean the masks cut disease away. The lung share guards against masks that grow to the whole body.",
+    note:
+      "Dice: pooled over the held-out volume blocks' slices at their 256², against the radiologists' lung masks (the U-Net never saw these blocks; its threshold was chosen on blocks 5 and 10). " +
+      "Coverage = share of lesion pixels inside the lung mask, pooled over MedSeg's 98 slices: lesion the mask leaves out is hidden from a lung-masked model. " +
+      "Chest-wall share = share of mask pixels that are dense tissue (above Otsu's threshold of the body) and not lesion: inside true lungs only vessels and airway walls are dense, so the radiologists' own masks (first row, on their test slices) set the level a mask that hugs the lungs reaches; ribs, muscle and heart in a mask raise it. " +
+      "MedSeg has no lung masks, so this is how its masks are checked.",
   });
 }
 
@@ -137,26 +182,55 @@ const LUNG_RGB: [number, number, number] = [40, 120, 255];
 const LESION_RGB: [number, number, number] = [255, 40, 40];
 const PRED_RGB: [number, number, number] = [255, 220, 0];
 
+const EXPERT_RGB: [number, number, number] = [40, 200, 80];
+
 /**
- * Figure 3: CT slices, their lung mask (our U-Net) and lesion mask (COVID-Seg: pseudo labels; MedSeg:
- * radiologists'), side by side.
+ * Figure 3: CT slices, their lung mask (our U-Net) and lesion mask (COVID-Seg: pseudo labels; MedSeg
+ * and the lung segmenter's test blocks: radiologists'), side by side; on the test-block slices the
+ * radiologists' lung mask (green) beside the U-Net's (blue).
  */
 export async function figure3(examples: readonly Example[], lungs: LungMaskProvider, size = 224) {
   const gray = await loadGrayImages(examples, size);
   const lung = await lungMasks(examples, size, lungs);
   const lesion = await lesionMasks(examples, size);
+  const expert = await expertLungMasks(examples, size);
   const cells: string[] = [];
   for (let i = 0; i < examples.length; i++) {
     const e = examples[i];
-    const kind = e.source === "medseg" ? "radiologists' lesion mask" : "pseudo lesion mask";
+    const kind = e.source === "covid19-ct-seg" ? "pseudo lesion mask" : "radiologists' lesion mask";
     const imgs = await Promise.all([
       overlayPng(gray[i], size, []),
+      ...(expert[i] ? [overlayPng(gray[i], size, [{ mask: expert[i]!, size, rgb: EXPERT_RGB }])] : []),
       overlayPng(gray[i], size, [{ mask: lung[i], size, rgb: LUNG_RGB }]),
       overlayPng(gray[i], size, lesion[i] ? [{ mask: lesion[i]!, size, rgb: LESION_RGB, alpha: 0.6 }] : []),
     ]);
-    cells.push(`<figure style="display:inline-block;margin:6px;text-align:center">${imgs.map((s) => `<img src="${s}"/>`).join("")}<figcaption style="font-size:11px">${escapeHtml(e.id)}: CT · lung mask (U-Net, blue) · ${kind} (red)</figcaption></figure>`);
+    cells.push(`<figure style="display:inline-block;margin:6px;text-align:center">${imgs.map((s) => `<img src="${s}"/>`).join("")}<figcaption style="font-size:11px">${escapeHtml(e.id)}: CT · ${expert[i] ? "radiologists' lung mask (green) · " : ""}lung mask (U-Net, blue) · ${kind} (red)</figcaption></figure>`);
   }
   return { "text/html": `<div>${cells.join("")}</div>`, "text/plain": `Figure 3: ${examples.length} slices with lung and lesion masks` };
+}
+
+/** The U-Net's lung masks (blue) on slices of every source, one row per group, as the models see the slices. */
+export async function lungGallery(groups: readonly { group: string; examples: readonly Example[] }[], lungs: LungMaskProvider, size = 224) {
+  const rows: string[] = [];
+  for (const g of groups) {
+    if (!g.examples.length) continue;
+    const gray = await loadGrayImages(g.examples, size);
+    const lung = await lungMasks(g.examples, size, lungs);
+    const imgs = await Promise.all(g.examples.map((e, i) => overlayPng(gray[i], size, [{ mask: lung[i], size, rgb: LUNG_RGB, alpha: 0.4 }], 150)));
+    rows.push(`<div><div style="font-size:12px;font-weight:bold">${escapeHtml(g.group)}</div>${imgs.map((s, i) => `<img title="${escapeHtml(g.examples[i].id)}" style="margin:2px" src="${s}"/>`).join("")}</div>`);
+  }
+  return { "text/html": rows.join(""), "text/plain": `Lung masks on ${groups.reduce((a, g) => a + g.examples.length, 0)} slices of ${groups.length} groups` };
+}
+
+/** Per-slice Dice of the U-Net against the radiologists on the held-out blocks (from the segmenter run). */
+export function expertDicePerSlice(lungs: LungMaskProvider) {
+  const per = lungs.perSlice ?? [];
+  const d = per.map((x) => x.dice).sort((a, b) => a - b);
+  const q = (f: number) => (d.length ? d[Math.min(d.length - 1, Math.floor(f * d.length))].toFixed(3) : "–");
+  const worst = [...per].sort((a, b) => a.dice - b.dice).slice(0, 3).map((x) => `${x.id.split("/").pop()} ${x.dice.toFixed(3)}`);
+  return tableBundle(["slices", "min", "10th pct", "median", "max", "lowest three"], [[per.length, q(0), q(0.1), q(0.5), d.length ? d[d.length - 1].toFixed(3) : "–", worst.join(", ")]], {
+    caption: "U-Net Dice per held-out slice against the radiologists' lung masks (test blocks 3, 7, 12)",
+  });
 }
 
 /** Predicted lesion masks (yellow) beside the radiologists' (red) on MedSeg test slices, from a run's lesion-predictions.json. */

@@ -8,13 +8,16 @@
  * Table 5 there): the grid points at Study I's run directories, so notebook 02's runs are reused.
  */
 import { resolveMedsegRoot } from "../config";
-import { listMedsegSlices } from "../data/sources";
+import { listMedsegSlices, listSegLungs } from "../data/sources";
+import { lesionMaskFile, readMaskFile } from "../diagnosis/masks";
+import { expertSplit } from "../lungs/segmenter";
 import { PaperScores, PAPER_TABLE6 } from "../paper";
 import { Example } from "../data/examples";
-import { protocolExamples, selectProtocol } from "../protocols";
+import { protocolExamples, protocolExternalExamples, selectProtocol } from "../protocols";
 import { getProfile, ProfileName } from "../training/profiles";
 import { armsOf, PositiveArm } from "../diagnosis/arms";
 import { DiagnosisConfig, DiagnosisHooks, variantName } from "../diagnosis/config";
+import { LUNG_PROBES, LungProbe } from "../diagnosis/lung-probe";
 import { DiagnosisResult, finished } from "../diagnosis/results";
 import { runDiagnosis } from "../diagnosis/run";
 
@@ -123,17 +126,70 @@ export async function runTable6(g: Table6Grid, hooks: DiagnosisHooks & { onRun?:
   return out;
 }
 
+/** The training set of the lung probes: Combination, the arm where both positive sources meet the same negatives. */
+export const LUNG_PROBE_ARM: PositiveArm = "combination";
+
+/** The lung probes' run configs (beyond the paper): the image-only Combination classifier on blanked images, per probe and seed. */
+export function lungProbeCells(g: Omit<Table6Grid, "rows" | "includeStudyOne"> & { probes?: readonly LungProbe[] }): DiagnosisConfig[] {
+  const seeds = g.seeds ?? getProfile(g.profile).seeds;
+  return (g.probes ?? LUNG_PROBES).flatMap((lungProbe) =>
+    seeds.map((seed) => ({ ...table6Cell({ arm: LUNG_PROBE_ARM, lungMask: false, lesionMask: false }, seed, g), study: "study2" as const, lungProbe })),
+  );
+}
+
+/** Both lung probes on Combination (finished runs reused). */
+export async function runLungProbes(g: Omit<Table6Grid, "rows" | "includeStudyOne"> & { probes?: readonly LungProbe[] }, hooks: DiagnosisHooks & { onRun?: (c: DiagnosisConfig, i: number, n: number) => void } = {}): Promise<DiagnosisResult[]> {
+  const cells = lungProbeCells(g);
+  const out: DiagnosisResult[] = [];
+  for (let i = 0; i < cells.length; i++) {
+    hooks.onRun?.(cells[i], i, cells.length);
+    out.push(finished(await runDiagnosis(cells[i], hooks)));
+  }
+  return out;
+}
+
 /** The 48 MedSeg test slices (original CTs, radiologists' lesion masks) as examples. */
 export function medsegTestExamples(root?: string): Example[] {
   return listMedsegSlices("test", resolveMedsegRoot(root).dir).map((m) => ({ id: m.id, path: m.path, label: 1 as const, source: "medseg" as const }));
 }
 
-/** Slices for Figure 3: COVID-Seg training slices of the paper protocol (pseudo lesion labels) and MedSeg test slices (radiologists'). */
+/** Slices for Figure 3: COVID-Seg training slices (pseudo lesion labels), MedSeg test slices and the lung segmenter's expert TEST-block slices (radiologists' lung masks). */
 export async function figureExamples(n = 4): Promise<Example[]> {
   const p = await selectProtocol({ protocol: "paper" });
   const seg = protocolExamples(p, "train", "covid").filter((e) => e.source === "covid19-ct-seg");
   const med = medsegTestExamples();
+  const expert = expertTestExamples();
   const k = Math.ceil(n / 2);
-  const spread = <T>(xs: T[], m: number) => Array.from({ length: Math.min(m, xs.length) }, (_, i) => xs[Math.floor(((i + 0.5) * xs.length) / m)]);
-  return [...spread(seg, k), ...spread(med, n - k)];
+  return [...spread(seg, k), ...spread(med, n - k), ...spread(expert, n)];
+}
+
+const spread = <T>(xs: readonly T[], m: number): T[] => Array.from({ length: Math.min(m, xs.length) }, (_, i) => xs[Math.floor(((i + 0.5) * xs.length) / m)]);
+
+/** The lung segmenter's held-out slices (test blocks 3, 7, 12 of covid19-ct-seg-lungs) as examples. */
+export function expertTestExamples(): Example[] {
+  return expertSplit(listSegLungs()).test.map((x) => ({ id: x.id, path: x.path, label: 1 as const, source: x.source }));
+}
+
+/**
+ * Slices of every source for the lung-mask gallery: COVID-CT figures (both classes), COVID-Seg,
+ * LUNA, the São Paulo external set (both classes), and the MedSeg slices with the most lesion
+ * (dense consolidation is where a threshold-based lung mask fails).
+ */
+export async function lungGalleryExamples(perSource = 3): Promise<{ group: string; examples: Example[] }[]> {
+  const p = await selectProtocol({ protocol: "paper" });
+  const all = (["train", "val", "test"] as const).flatMap((s) => protocolExamples(p, s));
+  const of = (src: string, label?: 0 | 1) => all.filter((e) => e.source === src && (label === undefined || e.label === label));
+  const medAll = [...listMedsegSlices("train"), ...listMedsegSlices("test")].map((m) => ({ id: m.id, path: m.path, label: 1 as const, source: "medseg" as const }));
+  const lesionArea = await Promise.all(medAll.map(async (e) => (await readMaskFile(lesionMaskFile(e)!)).data.reduce((a, b) => a + b, 0)));
+  const dense = medAll.map((e, i) => ({ e, a: lesionArea[i] })).sort((x, y) => y.a - x.a).slice(0, perSource).map((x) => x.e);
+  const ext = protocolExternalExamples(p);
+  return [
+    { group: "COVID-CT figures, COVID", examples: spread(of("covid-ct", 1), perSource) },
+    { group: "COVID-CT figures, non-COVID", examples: spread(of("covid-ct", 0), perSource) },
+    { group: "COVID-Seg slices", examples: spread(of("covid19-ct-seg"), perSource) },
+    { group: "LUNA16 slices", examples: spread(of("luna16"), perSource) },
+    { group: "São Paulo external set, COVID", examples: spread(ext.filter((e) => e.label === 1), perSource) },
+    { group: "São Paulo external set, non-COVID", examples: spread(ext.filter((e) => e.label === 0), perSource) },
+    { group: "MedSeg, most lesion (dense consolidation)", examples: dense },
+  ];
 }
