@@ -105,6 +105,19 @@ describe("lung segmenter: synthetic consolidation", () => {
     assert.ok(changed > 5, `${changed} pixels painted`);
     assert.deepEqual(synthConsolidation(img, new Uint8Array(side * side), side, consolidationRng(1, "s", 1)), img, "no lung, no change");
   });
+
+  it("densifies exactly the lesion pixels inside the lung (real lesion shapes), towards tissue brightness", async () => {
+    const { densifyLesions, consolidationRng } = await import("../lib/lungs/consolidation");
+    const side = 48, img = new Uint8Array(side * side).fill(200), mask = new Uint8Array(side * side), lesion = new Uint8Array(side * side);
+    for (let y = 10; y < 38; y++) for (let x = 8; x < 40; x++) if (x < 20 || x >= 28) { mask[y * side + x] = 1; img[y * side + x] = 30; }
+    for (let y = 30; y < 40; y++) for (let x = 10; x < 16; x++) lesion[y * side + x] = 1; // partly below the lung
+    const a = densifyLesions(img, mask, lesion, side, consolidationRng(1, "s", 1));
+    for (let i = 0; i < a.length; i++) {
+      if (lesion[i] && mask[i]) assert.ok(a[i] > 30 + 0.6 * (200 - 30) - 10, `lesion pixel ${i}: ${a[i]}`);
+      else assert.equal(a[i], img[i], `pixel ${i} outside lesion ∩ lung changed`);
+    }
+    assert.deepEqual(densifyLesions(img, mask, new Uint8Array(side * side), side, consolidationRng(1, "s", 1)), img, "no lesion, no change");
+  });
 });
 
 describe("lung segmenter: the radiologists' block split", function () {

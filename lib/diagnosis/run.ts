@@ -21,7 +21,7 @@ import { checkDiagnosisConfig, defaultRunDir, DiagnosisConfig, DiagnosisHooks, i
 import { DiagnosisData, diagnosisData } from "./data";
 import { LungMaskProvider } from "./masks";
 import { backboneInit, Prepared, prepareBackbone, prepareMaskRun, prepareShortcut, SetName } from "./prepare";
-import { DiagnosisInterrupted, DiagnosisMetrics, DiagnosisResult, metricsFromPredictions, PREDICTION_SETS, PredictionSet, readHistory, readPredictions, readRunMetrics, writeLesionPredictions } from "./results";
+import { DiagnosisInterrupted, DiagnosisMetrics, DiagnosisResult, finished, metricsFromPredictions, PREDICTION_SETS, PredictionSet, readHistory, readPredictions, readRunMetrics, writeLesionPredictions } from "./results";
 
 /** Everything a run is made of, validated and resolved before its directory is opened. */
 export interface RunContext {
@@ -93,6 +93,19 @@ export async function runDiagnosis(c: DiagnosisConfig, hooks: DiagnosisHooks = {
     if (outcome === "kept" && e instanceof Error) e.message += `\n(The run in ${run.dir} keeps its last checkpoint: continue it with --resume.)`;
     throw e;
   }
+}
+
+/** Progress callbacks of a list of runs: the run's own hooks, plus one call before each run. */
+export type CellHooks = DiagnosisHooks & { onRun?: (c: DiagnosisConfig, i: number, n: number) => void };
+
+/** Run (or reuse) every cell in order; an interrupted run is an error (tables need finished runs). */
+export async function runCells(cells: readonly DiagnosisConfig[], hooks: CellHooks = {}): Promise<DiagnosisResult[]> {
+  const out: DiagnosisResult[] = [];
+  for (let i = 0; i < cells.length; i++) {
+    hooks.onRun?.(cells[i], i, cells.length);
+    out.push(finished(await runDiagnosis(cells[i], hooks)));
+  }
+  return out;
 }
 
 /** What the run trains and on which sources, by its model and variant (lib/diagnosis/prepare.ts). */

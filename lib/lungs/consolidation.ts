@@ -62,6 +62,35 @@ export function synthConsolidation(image: Uint8Array, mask: Uint8Array, side: nu
   return out;
 }
 
+/**
+ * A copy of `image` whose radiologist-marked lesion pixels (`lesion`, 0/1, inside the lung) are
+ * made dense: blended towards the slice's own tissue brightness (the same level as
+ * synthConsolidation) with strength drawn from [0.6, 1], ±6 grey-level noise. Real lesion shapes
+ * and places (subpleural, dependent) with the look of consolidation; the lung target is unchanged
+ * (the radiologists' lung masks include the lesions). A slice without lesion comes back unchanged.
+ */
+export function densifyLesions(image: Uint8Array, mask: Uint8Array, lesion: Uint8Array, side: number, rng: Rng, options: Pick<ConsolidationOptions, "tissueQuantile"> = {}): Uint8Array {
+  const q = options.tissueQuantile ?? DEFAULTS.tissueQuantile;
+  if (image.length !== side * side || mask.length !== side * side || lesion.length !== side * side) throw new Error(`densifyLesions: ${image.length} pixels, masks of ${mask.length} and ${lesion.length} for ${side}×${side}`);
+  const out = image.slice();
+  let x0 = side, x1 = -1, y0 = side, y1 = -1, n = 0;
+  for (let i = 0; i < mask.length; i++) if (mask[i]) { const y = Math.floor(i / side), x = i % side; x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y); }
+  for (let i = 0; i < lesion.length; i++) n += lesion[i] && mask[i] ? 1 : 0;
+  if (n === 0 || x1 < 0) return out;
+  const tissue: number[] = [];
+  for (let y = y0; y <= y1; y++) for (let x = x0; x <= x1; x++) if (!mask[y * side + x]) tissue.push(image[y * side + x]);
+  if (tissue.length === 0) return out;
+  tissue.sort((a, b) => a - b);
+  const level = tissue[Math.min(tissue.length - 1, Math.floor(q * tissue.length))];
+  const a = 0.6 + 0.4 * rng();
+  for (let i = 0; i < out.length; i++) {
+    if (!(lesion[i] && mask[i])) continue;
+    const v = level + (rng() - 0.5) * 12;
+    out[i] = Math.max(0, Math.min(255, Math.round((1 - a) * out[i] + a * v)));
+  }
+  return out;
+}
+
 /** Deterministic per (seed, slice id, copy): the same run draws the same blobs. */
 export function consolidationRng(seed: number, id: string, copy: number): Rng {
   return rngFor("consolidation", seed, id, copy);

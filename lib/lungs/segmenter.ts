@@ -38,12 +38,12 @@ import { ProfileName } from "../training/profiles";
 import { predictMasks, SegmentationSource, segmentationTask } from "../training/segmentation";
 import { sha256File, writeFileAtomic, writeJsonAtomic } from "../util/fs";
 import { bodyHull, LUNG_DEFAULTS } from "./classical";
-import { consolidationRng, synthConsolidation } from "./consolidation";
-import { getLungProfile, LungProfile } from "./profiles";
+import { consolidationRng, densifyLesions, synthConsolidation } from "./consolidation";
+import { ConsolidationKind, getLungProfile, LungProfile } from "./profiles";
 import { classicalMask, LUNG_INPUT_NORMALISATION, LungInputNormalisation, maskToPng, readMaskPng, unetMask, resizeMask, segmenterInput, toFileOrientation, uprightSlice, UprightSlice } from "./slices";
 
 /** Bump when served masks change for the same model and image (old cache entries are then ignored). */
-export const MASK_CACHE_VERSION = 3;
+export const MASK_CACHE_VERSION = 4;
 /**
  * U-Net masks are cut to the classical body hull (lib/lungs/classical bodyHull): outside air is
  * never lung, and the U-Net, trained on slices with a thin black margin, meets wide ones on LUNA.
@@ -265,14 +265,28 @@ export async function segmentationSource(items: readonly Item[], side: number, c
 
 /**
  * The training source with `copies` synthetic-consolidation versions of each of its first `n`
- * slices (the radiologists' ones) appended, their masks unchanged (lib/lungs/consolidation).
+ * slices (the radiologists' ones) appended, their masks unchanged (lib/lungs/consolidation):
+ * "lesions" makes the radiologists' lesion pixels dense (slices without lesion get no copy),
+ * "blobs" paints discs at the lung's edge.
  */
-export function withConsolidation(src: SegmentationSource, n: number, copies: number, seed: number): SegmentationSource {
-  if (copies <= 0) return src;
+export async function withConsolidation(src: SegmentationSource, items: readonly Item[], n: number, copies: number, kind: ConsolidationKind, seed: number): Promise<SegmentationSource> {
+  if (copies <= 0 || kind === "none") return src;
   const ids = [...src.ids], images = [...src.images], masks = [...src.masks];
+  const lesions = kind === "lesions" ? await mapLimit(items.slice(0, n), 2, async (it) => {
+    const s = await uprightSlice(it.path, it.source);
+    const l = await lesionMask(it, s);
+    return l ? resizeMask(l, s.height, s.width, src.side, src.side) : null;
+  }) : [];
   for (let c = 1; c <= copies; c++) for (let i = 0; i < n; i++) {
+    const rng = consolidationRng(seed, src.ids[i], c);
+    let img: Uint8Array;
+    if (kind === "lesions") {
+      const l = lesions[i];
+      if (!l || !l.some((v, k) => v && src.masks[i][k])) continue;
+      img = densifyLesions(src.images[i], src.masks[i], l, src.side, rng);
+    } else img = synthConsolidation(src.images[i], src.masks[i], src.side, rng);
     ids.push(`${src.ids[i]}#consolidation${c}`);
-    images.push(synthConsolidation(src.images[i], src.masks[i], src.side, consolidationRng(seed, src.ids[i], c)));
+    images.push(img);
     masks.push(src.masks[i]);
   }
   return new SegmentationSource(ids, images, masks, src.side);
@@ -350,7 +364,7 @@ function inputChecksums(protocolHash: string | undefined): Record<string, string
 
 /** The run's recorded config (keys reuse): profile, seed, split, labels, normalisation. */
 function recordedLungConfig(profile: LungProfile, seed: number) {
-  return { profile, seed, model: "resunet", labels: profile.pseudoLabels > 0 ? "expert+pseudo" : "expert", split: LUNG_SPLIT, input: LUNG_INPUT_NORMALISATION, lungOptions: LUNG_DEFAULTS, cutToBody: CUT_TO_BODY, thresholdGrid: THRESHOLD_GRID };
+  return { profile, seed, model: "resunet", labels: profile.pseudoLabels > 0 ? "expert+pseudo" : "expert", split: LUNG_SPLIT, input: LUNG_INPUT_NORMALISATION, lungOptions: LUNG_DEFAULTS, cutToBody: CUT_TO_BODY, fillHoles: true, thresholdGrid: THRESHOLD_GRID };
 }
 
 /**
@@ -388,7 +402,7 @@ export async function trainLungSegmenter(cfg: LungSegmenterConfig): Promise<Lung
     writeManifest(run.workDir, makeManifest("lungs", rec, checksums, seed, { counts, sets: { train: ids(sets.train), val: ids(sets.val), test: ids(sets.test) } }));
     log(`radiologists' lung masks: ${counts.trainExpert} training slices (blocks other than ${[...LUNG_SPLIT.val, ...LUNG_SPLIT.test].join(", ")})${counts.trainPseudo ? ` + ${counts.trainPseudo} pseudo-labelled protocol slices` : ""}, ${counts.val} validation slices (blocks ${LUNG_SPLIT.val.join(", ")})`);
     const S = profile.inputSize;
-    const train = withConsolidation(await segmentationSource(sets.train, S, cache), sets.trainExpert, profile.consolidationCopies, seed);
+    const train = await withConsolidation(await segmentationSource(sets.train, S, cache), sets.train, sets.trainExpert, profile.consolidationCopies, profile.consolidation, seed);
     const val = await segmentationSource(sets.val, S, cache);
     const t1 = Date.now();
     const model = buildResUNet({ inputSize: S, width: profile.width, seed, bnMomentum: profile.bnMomentum });

@@ -11,7 +11,7 @@ import { cacheKey, contentHash, DiskCache } from "../data/cache";
 import { decodeRaw } from "../data/decode";
 import { Orientation, orientPixels } from "../data/orientation";
 import { SourceName, sourceOrientation } from "../data/sources";
-import { bodyHull, extractLungs, LUNG_DEFAULTS, LungExtractorOptions } from "./classical";
+import { bodyHull, extractLungs, fillHoles, LUNG_DEFAULTS, LungExtractorOptions } from "./classical";
 
 /** Bump when the classical masks change for the same options (old cache entries are then ignored). */
 export const CLASSICAL_CACHE_VERSION = 1;
@@ -96,12 +96,16 @@ export async function probabilitiesToMask(prob: ArrayLike<number>, side: number,
 
 /**
  * The U-Net's mask of an upright slice at its full size: probabilities resized and thresholded,
- * then (cutToBody, default true) cut to the classical body hull, since outside air is never lung.
+ * then (cutToBody, default true) cut to the classical body hull, since outside air is never lung,
+ * and (fill, default true) with its holes filled.
  */
-export async function unetMask(prob: ArrayLike<number>, side: number, s: UprightSlice, cutToBody = true, threshold = 0.5): Promise<Uint8Array> {
-  const m = await probabilitiesToMask(prob, side, s.height, s.width, threshold);
+export async function unetMask(prob: ArrayLike<number>, side: number, s: UprightSlice, cutToBody = true, threshold = 0.5, fill = true): Promise<Uint8Array> {
+  let m = await probabilitiesToMask(prob, side, s.height, s.width, threshold);
   const body = cutToBody ? bodyHull(s.gray, s.height, s.width) : null;
   if (body) for (let i = 0; i < m.length; i++) m[i] &= body[i];
+  // A lung has no holes: a hole in the mask is a lesion the U-Net left out (MedSeg lesion coverage
+  // +0.009 and Dice against the radiologists +0.001 on the quick run).
+  if (fill) m = fillHoles(m, s.height, s.width);
   return m;
 }
 

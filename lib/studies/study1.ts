@@ -10,8 +10,8 @@
 import { armsOf, PositiveArm } from "../diagnosis/arms";
 import type { HarmoniseName } from "../data/harmonise";
 import { DiagnosisConfig, DiagnosisHooks, DiagnosisModel } from "../diagnosis/config";
-import { DiagnosisResult, finished } from "../diagnosis/results";
-import { runDiagnosis } from "../diagnosis/run";
+import { DiagnosisResult } from "../diagnosis/results";
+import { CellHooks, runCells } from "../diagnosis/run";
 import type { ProtocolName } from "../protocols";
 import { getProfile, ProfileName } from "../training/profiles";
 
@@ -48,12 +48,6 @@ export function table5Cells(g: Table5Grid): DiagnosisConfig[] {
 }
 
 /** Every cell of Table 5, reusing finished runs. */
-export async function runTable5(g: Table5Grid, hooks: DiagnosisHooks & { onRun?: (c: DiagnosisConfig, i: number, n: number) => void } = {}): Promise<DiagnosisResult[]> {
-  const cells = table5Cells(g);
-  const out: DiagnosisResult[] = [];
-  for (let i = 0; i < cells.length; i++) {
-    hooks.onRun?.(cells[i], i, cells.length);
-    out.push(finished(await runDiagnosis(cells[i], hooks)));
-  }
-  return out;
+export async function runTable5(g: Table5Grid, hooks: CellHooks = {}): Promise<DiagnosisResult[]> {
+  return runCells(table5Cells(g), hooks);
 }

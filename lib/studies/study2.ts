@@ -18,8 +18,8 @@ import { getProfile, ProfileName } from "../training/profiles";
 import { armsOf, PositiveArm } from "../diagnosis/arms";
 import { DiagnosisConfig, DiagnosisHooks, variantName } from "../diagnosis/config";
 import { LUNG_PROBES, LungProbe } from "../diagnosis/lung-probe";
-import { DiagnosisResult, finished } from "../diagnosis/results";
-import { runDiagnosis } from "../diagnosis/run";
+import { DiagnosisResult } from "../diagnosis/results";
+import { CellHooks, runCells } from "../diagnosis/run";
 
 /** One row of Table 6. */
 export interface TableSixRow {
@@ -116,14 +116,8 @@ export function table6Cells(g: Table6Grid): DiagnosisConfig[] {
 }
 
 /** Every cell of Table 6, reusing finished runs (Study I's among them). */
-export async function runTable6(g: Table6Grid, hooks: DiagnosisHooks & { onRun?: (c: DiagnosisConfig, i: number, n: number) => void } = {}): Promise<DiagnosisResult[]> {
-  const cells = table6Cells(g);
-  const out: DiagnosisResult[] = [];
-  for (let i = 0; i < cells.length; i++) {
-    hooks.onRun?.(cells[i], i, cells.length);
-    out.push(finished(await runDiagnosis(cells[i], hooks)));
-  }
-  return out;
+export async function runTable6(g: Table6Grid, hooks: CellHooks = {}): Promise<DiagnosisResult[]> {
+  return runCells(table6Cells(g), hooks);
 }
 
 /** The training set of the lung probes: Combination, the arm where both positive sources meet the same negatives. */
@@ -138,14 +132,8 @@ export function lungProbeCells(g: Omit<Table6Grid, "rows" | "includeStudyOne"> &
 }
 
 /** Both lung probes on Combination (finished runs reused). */
-export async function runLungProbes(g: Omit<Table6Grid, "rows" | "includeStudyOne"> & { probes?: readonly LungProbe[] }, hooks: DiagnosisHooks & { onRun?: (c: DiagnosisConfig, i: number, n: number) => void } = {}): Promise<DiagnosisResult[]> {
-  const cells = lungProbeCells(g);
-  const out: DiagnosisResult[] = [];
-  for (let i = 0; i < cells.length; i++) {
-    hooks.onRun?.(cells[i], i, cells.length);
-    out.push(finished(await runDiagnosis(cells[i], hooks)));
-  }
-  return out;
+export async function runLungProbes(g: Omit<Table6Grid, "rows" | "includeStudyOne"> & { probes?: readonly LungProbe[] }, hooks: CellHooks = {}): Promise<DiagnosisResult[]> {
+  return runCells(lungProbeCells(g), hooks);
 }
 
 /** The 48 MedSeg test slices (original CTs, radiologists' lesion masks) as examples. */
