@@ -78,7 +78,12 @@ export const LUNG_PROFILES: Record<ProfileName, LungProfile> = {
   // "lesions" covers more of MedSeg's consolidation for less chest wall than "blobs". Lower
   // thresholds trade Dice for coverage (0.3: Dice 0.944, coverage 0.912, chest wall 0.165); a 1 %
   // dilation or a per-lung convex hull after the U-Net cost 0.05–0.06 Dice. Coverage stays below
-  // 0.95 (issue 16 open). Started, not finished: 128²; 2 lesion copies; + 150 pseudo-labelled slices.
+  // 0.95 (issue 16 open). Two more, run side by side on the shared machine (seconds not comparable):
+  //   2 dense-lesion copies                            0.955 / 0.930 / 0.837 / 0.101 / 856 s
+  //   128², 1 dense-lesion copy                        0.959 / 0.932 / 0.907 / 0.161 / 897 s
+  // MedSeg coverage moves by ±0.03 between these runs (0.84–0.91), more than most differences
+  // between them: one seed per variant cannot rank them. 128² costs ~1.8× the training time.
+  // Not run: + pseudo-labelled protocol slices (pseudoLabels).
   quick: {
     name: "quick",
     inputSize: 96,
