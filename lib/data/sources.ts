@@ -249,6 +249,22 @@ export function sourceOrientation(source: SourceName, file = ""): Orientation {
   }
 }
 
+/** The lesion-mask folder of a source that has one (radiologists' `infection/`, COVID-Seg's `pseudo-infection/`), else null. */
+export function lesionMaskFolder(source: SourceName): "infection" | "pseudo-infection" | null {
+  return source === "medseg" || source === "covid19-ct-seg-lungs" ? "infection" : source === "covid19-ct-seg" ? "pseudo-infection" : null;
+}
+
+/**
+ * A mask file beside an image (`<root>/<folder>/<stem>.png` for `<root>/images/<stem>.*`): the one
+ * place that knows where the sources keep their lesion and lung masks. Throws, naming the file and
+ * how to restore it, when it is missing.
+ */
+export function maskFileBeside(image: string, folder: string, source: SourceName, what = `${folder} mask`): string {
+  const f = path.resolve(path.dirname(image), "..", folder, `${path.basename(image, path.extname(image))}.png`);
+  if (!fs.existsSync(f)) throw new Error(`${what[0].toUpperCase()}${what.slice(1)} ${f} of ${image} is missing: restore the ${source} folder (\`npx covid-ct verify-data --source ${source}\`).`);
+  return f;
+}
+
 /** Root of a source's files (flag → env → data/… → ../shared/datasets/…), as lib/config.ts resolves it. */
 export function resolveSourceRoot(source: SourceName, flag?: string): ResolvedRoot {
   switch (source) {

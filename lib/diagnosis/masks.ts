@@ -10,13 +10,11 @@
  *   covid19-ct-seg-lungs  `infection/<NNNN>.png`: radiologists' masks (figures only: the lung segmenter's source)
  *   covid-ct, luna  none (COVID-CT figures have no masks; a non-COVID slice has no COVID lesion: see lesionTargetOf)
  */
-import * as fs from "fs";
-import * as path from "path";
 import { cacheKey, contentHash, DiskCache, mapLimit, preprocessCached, PREPROCESS_VERSION } from "../data/cache";
 import { decodeRaw } from "../data/decode";
 import { orientPixels } from "../data/orientation";
 import { normalisePreprocessOptions } from "../data/preprocess";
-import { sourceOrientation } from "../data/sources";
+import { lesionMaskFolder, maskFileBeside, sourceOrientation } from "../data/sources";
 import { alignMask } from "../lungs/input";
 import { Example, examplePreprocess } from "../data/examples";
 
@@ -56,18 +54,15 @@ export interface LungMaskQuality {
 
 /** The lesion mask file of an example, or null when its source has none. */
 export function lesionMaskFile(e: Pick<Example, "path" | "source">): string | null {
-  const dir = path.dirname(e.path);
-  const stem = path.basename(e.path, path.extname(e.path));
-  let f: string | null = null;
-  if (e.source === "covid19-ct-seg") f = path.join(dir, "..", "pseudo-infection", `${stem}.png`);
-  else if (e.source === "medseg" || e.source === "covid19-ct-seg-lungs") f = path.join(dir, "..", "infection", `${stem}.png`);
-  if (f && !fs.existsSync(f)) throw new Error(`Lesion mask ${path.resolve(f)} of ${e.path} is missing: restore the ${e.source} folder (\`npx covid-ct verify-data --source ${e.source}\`).`);
-  return f ? path.resolve(f) : null;
+  const source = e.source ?? "covid-ct";
+  const folder = lesionMaskFolder(source);
+  return folder ? maskFileBeside(e.path, folder, source, "lesion mask") : null;
 }
 
 /** Kind of lesion label an example carries: expert (MedSeg), pseudo (COVID-Seg), none. */
 export function lesionLabelKind(e: Pick<Example, "source">): "expert" | "pseudo" | "none" {
-  return e.source === "medseg" || e.source === "covid19-ct-seg-lungs" ? "expert" : e.source === "covid19-ct-seg" ? "pseudo" : "none";
+  const folder = lesionMaskFolder(e.source ?? "covid-ct");
+  return folder === "infection" ? "expert" : folder === "pseudo-infection" ? "pseudo" : "none";
 }
 
 /** Read a mask PNG as 0/1 (≥ 128 = 1: the pseudo masks hold some intermediate values). */
@@ -161,8 +156,7 @@ export function lesionTargetOf(e: Example, mask: Uint8Array | null, size: number
 export function expertLungMasks(examples: readonly Example[], size: number): Promise<(Uint8Array | null)[]> {
   return alignedMasks(examples, size, "expert-lung", async (e) => {
     if (e.source !== "covid19-ct-seg-lungs") return null;
-    const f = path.join(path.dirname(e.path), "..", "lungs", path.basename(e.path));
-    if (!fs.existsSync(f)) throw new Error(`Lung mask ${path.resolve(f)} of ${e.path} is missing: restore the source (\`npx covid-ct verify-data --source covid19-ct-seg-lungs\`).`);
+    const f = maskFileBeside(e.path, "lungs", e.source, "lung mask");
     return readMaskFile(f);
   });
 }

@@ -27,7 +27,7 @@ import { cacheKey, contentHash, DiskCache, mapLimit } from "../data/cache";
 import { decodeRaw } from "../data/decode";
 import { orientPixels } from "../data/orientation";
 import { otsuThreshold } from "../data/preprocess";
-import { listMedsegSlices, listSegLungs, SourceImage, SourceName, sourceManifestFile, sourceOrientation } from "../data/sources";
+import { lesionMaskFolder, listMedsegSlices, listSegLungs, maskFileBeside, SourceImage, SourceName, sourceManifestFile, sourceOrientation } from "../data/sources";
 import { maskOverlap, MaskOverlap, overlapMetrics, summariseSegmentation } from "../evaluation";
 import { makeManifest, writeManifest } from "../manifest";
 import { buildResUNet } from "../models/unet";
@@ -171,12 +171,6 @@ export function expertSplit<T extends Pick<SourceImage, "patient">>(images: read
   return out;
 }
 
-/** A file beside the image in another folder of the same root (lungs/, infection/). */
-function sibling(image: string, folder: string): string {
-  const f = path.join(path.dirname(path.dirname(image)), folder, path.basename(image).replace(/\.[^.]+$/, ".png"));
-  if (!fs.existsSync(f)) throw new Error(`${f} (the ${folder} mask of ${image}) is missing: restore the source (\`npx covid-ct verify-data\`).`);
-  return f;
-}
 
 /** A 0/255 mask file as 0/1, upright like its image. */
 async function uprightMaskFile(file: string, s: UprightSlice): Promise<Uint8Array> {
@@ -189,14 +183,13 @@ async function uprightMaskFile(file: string, s: UprightSlice): Promise<Uint8Arra
 
 /** The radiologists' lung mask of an expert slice, upright (null for other sources). */
 function expertLungMask(it: Item, s: UprightSlice): Promise<Uint8Array> | null {
-  return it.source === "covid19-ct-seg-lungs" ? uprightMaskFile(sibling(it.path, "lungs"), s) : null;
+  return it.source === "covid19-ct-seg-lungs" ? uprightMaskFile(maskFileBeside(it.path, "lungs", it.source, "lung mask"), s) : null;
 }
 
 /** The lesion mask of an expert, MedSeg or COVID-Seg slice, upright like its image (null for other sources). */
 function lesionMask(it: Item, s: UprightSlice): Promise<Uint8Array> | null {
-  if (it.source === "medseg" || it.source === "covid19-ct-seg-lungs") return uprightMaskFile(sibling(it.path, "infection"), s);
-  if (it.source === "covid19-ct-seg") return uprightMaskFile(sibling(it.path, "pseudo-infection"), s);
-  return null;
+  const folder = lesionMaskFolder(it.source);
+  return folder ? uprightMaskFile(maskFileBeside(it.path, folder, it.source, "lesion mask"), s) : null;
 }
 
 /**
