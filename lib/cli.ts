@@ -9,6 +9,7 @@ import * as path from "path";
 import { checkResumeForce, intArg, nonEmpty, oneOf, runOptions } from "./cli-options";
 import { PROJECT_ROOT, resolveDataRoot } from "./config";
 import { SOURCES } from "./data/source-names";
+import { LUNG_PROBES } from "./diagnosis/lung-probe-names";
 
 const program = new Command();
 program
@@ -296,7 +297,7 @@ program
   .option("--variant <v>", "Study II: none | lung (lung mask as input, Fig. 4A) | lesion (ASPP lesion branch, Fig. 4B) | lung+lesion (Fig. 4C)")
   .option("--lung-mask", "Study II: same as --variant lung (with --lesion-mask: lung+lesion)")
   .option("--lesion-mask", "Study II: same as --variant lesion (with --lung-mask: lung+lesion)")
-  .option("--lung-probe <probe>", "Study II, beyond the paper: lungs-only | lungs-removed (the image-only classifier on images with everything outside the lungs, or the lungs, blanked)", oneOf("--lung-probe", ["lungs-only", "lungs-removed"]))
+  .option("--lung-probe <probe>", "Study II, beyond the paper: whole-image | lungs-only | lungs-removed (the image-only classifier on images with nothing, everything outside the lungs, or the lungs blanked; at the probes' input size, 112² under quick)", oneOf("--lung-probe", [...LUNG_PROBES]))
   .option("--init <init>", "backbone initialisation: imagenet (default) | random | checkpoint:<dir of a `covid-ct pretrain` run> (CSSL)")
   .option("--study <name>", "study1 | study2 | cssl: names the run directory (default: study1; study2 with a variant or combination; cssl with --init)", oneOf("--study", ["study1", "study2", "cssl"]))
   .addOption(runOptions.profile())
@@ -346,7 +347,7 @@ program
     bar.stop();
     if (r.interrupted) return;
     const t = r.metrics.test;
-    print(!!o.json, r.metrics, () => `${r.reused ? "reused " : ""}${r.runDir}\ntest (n=${t.n}): AUC ${t.auc.toFixed(3)} [${t.ci95.auc.map((x) => x.toFixed(3)).join(", ")}]  accuracy ${t.accuracy.toFixed(3)}  F1 ${t.f1.toFixed(3)}  (best epoch ${r.metrics.bestEpoch + 1} of ${r.history.length})\nMedSeg original CTs: recall ${r.metrics.medsegTest.recall.toFixed(3)} (n=${r.metrics.medsegTest.n})${r.metrics.lesion?.medsegTest ? `, lesion Dice ${r.metrics.lesion.medsegTest.pooled.dice.toFixed(3)} (pooled, radiologists' masks, ${r.metrics.lesion.size}²)` : ""}`);
+    print(!!o.json, r.metrics, () => `${r.reused ? "reused " : ""}${r.runDir}\ntest (n=${t.n}): AUC ${t.auc.toFixed(3)} [${t.ci95.auc.map((x) => x.toFixed(3)).join(", ")}]  accuracy ${t.accuracy.toFixed(3)}  F1 ${t.f1.toFixed(3)}  (best epoch ${r.metrics.bestEpoch + 1}; ${r.history.length} epochs run)\nMedSeg original CTs: recall ${r.metrics.medsegTest.recall.toFixed(3)} (n=${r.metrics.medsegTest.n})${r.metrics.lesion?.medsegTest ? `, lesion Dice ${r.metrics.lesion.medsegTest.pooled.dice.toFixed(3)} (pooled, radiologists' masks, ${r.metrics.lesion.size}²)` : ""}`);
   });
 
 program

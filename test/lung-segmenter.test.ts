@@ -85,6 +85,9 @@ describe("lung probes", () => {
     }
     assert.ok(inLung > 500 && inLung < n - 500, "the mask covers part of the image");
     assert.throws(() => applyLungProbe(gray, mask.subarray(1), "lungs-only"), /mask of 4095/);
+    const whole = applyLungProbe(gray, mask, "whole-image");
+    assert.deepEqual(whole, gray, "the reference keeps every pixel");
+    assert.notEqual(whole, gray, "as a copy");
   });
 });
 

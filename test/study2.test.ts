@@ -12,9 +12,11 @@ import { listCovidSeg, listLuna } from "../lib/data/sources";
 import { examplePreprocess, Example } from "../lib/data/examples";
 import { alignToExample, lesionMaskFile, lesionMasks, lesionTargetOf } from "../lib/diagnosis/masks";
 import { diagnosisData, DiagnosisConfig, evaluateRun, finished, readLesionPredictions, readPredictions, runDiagnosis } from "../lib/diagnosis";
-import { parseVariant, table6Cells, TABLE6_ROWS } from "../lib/studies/study2";
+import { lungProbeCells, parseVariant, table6Cells, TABLE6_ROWS } from "../lib/studies/study2";
+import { runProfile } from "../lib/diagnosis/config";
+import { LUNG_PROBE_INPUT_SIZE, lungProbeFilter } from "../lib/diagnosis/lung-probe";
 import { augmentBatch, augmentPair } from "../lib/training/augment";
-import { PAPER_AUGMENT } from "../lib/training/profiles";
+import { getProfile, PAPER_AUGMENT } from "../lib/training/profiles";
 import { cleanupTempDirs } from "./data-fixtures";
 import { checkRunDirPath } from "../lib/runs/dir";
 
@@ -152,6 +154,26 @@ describe("Study II: runs", function () {
     assert.equal(m.config.lungMask, true);
     assert.ok(Object.keys(m.checksums).some((k) => k.startsWith("lungs/")), "the lung masks' identity is a checksum of the run");
     assert.ok(a.history.every((h) => h.numTensors === a.history[0].numTensors), "no tensor leak across epochs");
+  });
+
+  it("lung probes: whole image, lungs only and lungs removed share the probes' input size; only the blanking probes read lung masks", async function () {
+    const quick = lungProbeCells({ profile: "quick", seeds: [1] });
+    assert.deepEqual(quick.map((c) => c.lungProbe), ["whole-image", "lungs-only", "lungs-removed"]);
+    assert.deepEqual(quick.map((c) => runProfile(c).inputSize), quick.map(() => LUNG_PROBE_INPUT_SIZE.quick));
+    assert.notEqual(LUNG_PROBE_INPUT_SIZE.quick, getProfile("quick").inputSize, "quick probes run at their own size");
+    assert.equal(runProfile(table6Cells({ profile: "quick", seeds: [1] })[0]).inputSize, getProfile("quick").inputSize, "Table 6 keeps the profile's size");
+    assert.equal(lungProbeFilter("whole-image", null, 32), undefined, "the reference is the unfiltered image");
+    assert.throws(() => lungProbeFilter("lungs-only", null, 32), /needs lung masks/);
+    const runs: Record<string, { checksums: Record<string, string>; config: { lungProbe: string; profile: { inputSize: number } } }> = {};
+    for (const lungProbe of ["whole-image", "lungs-removed"] as const) {
+      const out = path.join(tmp, `probe-${lungProbe}`);
+      finished(await runDiagnosis(base({ lungProbe, epochs: 1, out })));
+      runs[lungProbe] = JSON.parse(fs.readFileSync(path.join(out, "manifest.json"), "utf8"));
+    }
+    assert.equal(runs["whole-image"].config.lungProbe, "whole-image");
+    assert.equal(runs["lungs-removed"].config.profile.inputSize, runs["whole-image"].config.profile.inputSize);
+    assert.ok(!Object.keys(runs["whole-image"].checksums).some((k) => k.startsWith("lungs/")), "the whole-image reference does not depend on the lung U-Net");
+    assert.ok(Object.keys(runs["lungs-removed"].checksums).some((k) => k.startsWith("lungs/")), "a blanking probe records the lung masks it used");
   });
 
   it("CLI: train --variant lung writes runs/study2/…; a bad variant or a contradictory flag pair is refused with a clear message", function () {

@@ -8,14 +8,14 @@ import { ExampleSource, permutation, trainClassifier, TrainOptions } from "../li
 import { cosineLr } from "../lib/training/schedule";
 
 /** Two Gaussian blobs in 8-D: a toy problem a linear head can learn. */
-function blobs(n: number, seed: string): ExampleSource {
+function blobs(n: number, seed: string, separation = 0.6): ExampleSource {
   const rng = seedrandom(seed);
   const x: number[][] = [];
   const labels: number[] = [];
   for (let i = 0; i < n; i++) {
     const y = i % 2;
     labels.push(y);
-    x.push(Array.from({ length: 8 }, (_, k) => (y ? 0.6 : -0.6) * (k < 4 ? 1 : 0) + (rng() - 0.5) * 2));
+    x.push(Array.from({ length: 8 }, (_, k) => (y ? separation : -separation) * (k < 4 ? 1 : 0) + (rng() - 0.5) * 2));
   }
   return {
     size: n,
@@ -108,6 +108,26 @@ describe("training loop", () => {
     b2.dispose();
     fs.rmSync(dirA, { recursive: true });
     fs.rmSync(dirB, { recursive: true });
+  });
+
+  it("stops at the selection ceiling (val AUC 1) with the weights and selected epoch of the full run", async () => {
+    const easyTrain = blobs(64, "train", 3), easyVal = blobs(32, "val", 3);
+    const full = head(5), stopped = head(5);
+    const a = await trainClassifier(full, tf.train.adam(0.01), easyTrain, easyVal, opts());
+    const b = await trainClassifier(stopped, tf.train.adam(0.01), easyTrain, easyVal, { ...opts(), stopAtCeiling: 1 });
+    assert.equal(a.history.length, 6);
+    assert.equal(a.bestValue, 1, "the toy problem reaches the ceiling");
+    assert.equal(b.bestEpoch, a.bestEpoch);
+    assert.equal(b.history.length, a.bestEpoch + 1, "no epoch after the one that reached 1");
+    assert.ok(b.history.length < a.history.length);
+    b.history.forEach((e, i) => assert.equal(e.valAuc, a.history[i].valAuc, `epoch ${i}`));
+    const wa = full.getWeights().map((w) => w.dataSync()), wb = stopped.getWeights().map((w) => w.dataSync());
+    wa.forEach((w, i) => assert.deepEqual(Array.from(wb[i]), Array.from(w), `weights ${i}: the selected ones`));
+    // Below the ceiling nothing changes: every epoch runs.
+    const c = await trainClassifier(head(5), tf.train.adam(0.01), train, val, { ...opts(), stopAtCeiling: 1 });
+    assert.ok(c.bestValue < 1 && c.history.length === 6, `val AUC ${c.bestValue}, ${c.history.length} epochs`);
+    full.dispose();
+    stopped.dispose();
   });
 
   it("gives the same update with micro-batches as with the full batch (no batch statistics)", async () => {

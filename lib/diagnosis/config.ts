@@ -14,7 +14,7 @@ import { isProtocolName, PROTOCOL_NAMES, ProtocolName } from "../protocols";
 import { getProfile, MULTITASK_HEADS, MultiTaskHeads, ProfileName, StudyProfile } from "../training/profiles";
 import { EpochLog, StepLog } from "../training/loop";
 import { requireInteger } from "../util/checks";
-import { isLungProbe, LUNG_PROBES, LungProbe } from "./lung-probe";
+import { isLungProbe, LUNG_PROBE_INPUT_SIZE, LUNG_PROBES, LungProbe } from "./lung-probe";
 import { armsOf, COMBINATION_ARM, PositiveArm, StudyName, STUDY_NAMES } from "./arms";
 
 /**
@@ -129,13 +129,20 @@ export function recordedConfig(c: DiagnosisConfig, p: StudyProfile) {
   };
 }
 
+/**
+ * The profile a run trains with: the named one, at its study's input size where that differs
+ * (CSSL fine-tunes at the pretraining's size, STUDY_INPUT_SIZE; the lung probes at theirs,
+ * LUNG_PROBE_INPUT_SIZE), with the config's overrides.
+ */
+export function runProfile(c: Pick<DiagnosisConfig, "profile" | "study" | "lungProbe" | "profileOverrides">): StudyProfile {
+  const studySize = (c.lungProbe !== undefined ? LUNG_PROBE_INPUT_SIZE[c.profile] : STUDY_INPUT_SIZE[c.study ?? "study1"]?.[c.profile]) || undefined;
+  return { ...getProfile(c.profile), ...(studySize ? { inputSize: studySize } : {}), ...(c.profileOverrides ?? {}) };
+}
+
 /** Refuse a config that could only give a meaningless run (before anything is written). */
 export function checkDiagnosisConfig(c: DiagnosisConfig): StudyProfile {
   if (!isModelName(c.model) && c.model !== SHORTCUT_MODEL) throw new Error(`Unknown model '${c.model}'. Use one of: ${[...MODEL_NAMES, SHORTCUT_MODEL].join(", ")}.`);
-
-  // CSSL fine-tunes at the pretraining's input size where the profile's differs (STUDY_INPUT_SIZE).
-  const studySize = STUDY_INPUT_SIZE[c.study ?? "study1"]?.[c.profile] || undefined;
-  const profile: StudyProfile = { ...getProfile(c.profile), ...(studySize ? { inputSize: studySize } : {}), ...(c.profileOverrides ?? {}) };
+  const profile = runProfile(c);
   const protocol = c.protocol ?? "official";
   if (!isProtocolName(protocol)) throw new Error(`Unknown protocol '${protocol}'. Use one of: ${PROTOCOL_NAMES.join(", ")}.`);
   const study = c.study ?? "study1";

@@ -67,8 +67,9 @@ export async function prepareShortcut(c: DiagnosisConfig, profile: StudyProfile,
 export async function prepareBackbone(c: DiagnosisConfig, profile: StudyProfile, data: DiagnosisData, modelName: ModelName, checksums: Record<string, string>, runDir: string, hooks: DiagnosisHooks, harmonise: Harmoniser | null = null, lungs: LungMaskProvider | null = null): Promise<Prepared> {
   const log = hooks.log ?? (() => undefined);
   // A lung probe blanks part of every image, in training and at test time (lib/diagnosis/lung-probe).
-  const filter = c.lungProbe ? lungProbeFilter(c.lungProbe, lungs!, profile.inputSize) : undefined;
+  const filter = c.lungProbe ? lungProbeFilter(c.lungProbe, lungs, profile.inputSize) : undefined;
   if (filter) log(`lung probe '${c.lungProbe}': images blanked with the lung masks of ${lungs!.id}`);
+  else if (c.lungProbe) log(`lung probe '${c.lungProbe}': the probes' reference, nothing blanked, at ${profile.inputSize}²`);
   const built = buildModel(modelName, { inputSize: profile.inputSize, seed: c.seed });
   const pre = preprocessFor(profile.imagenet ? (c.model as ModelName) : modelName);
   if (profile.imagenet) {
@@ -76,10 +77,11 @@ export async function prepareBackbone(c: DiagnosisConfig, profile: StudyProfile,
     log(`ImageNet weights: ${w.loaded} tensors from ${w.dir}${w.verified ? " (checksum verified)" : " (checksum differs from the tested copy)"}`);
   }
   if (profile.strategy === "frozen-features") {
-    // One pass gives the pooled vector (this run) and the feature map (cached for Study II's heads).
-    const extractor = featureExtractors(built, ["pooled", "map"]);
+    // One pass gives the pooled vector (this run) and the feature map (cached for Study II's heads;
+    // blanked images have no later use for it: a probe keeps the pooled vector only).
+    const extractor = featureExtractors(built, filter ? ["pooled"] : ["pooled", "map"]);
     const key = { model: modelName, weightsSha256: checksums[`weights/${modelName}`] ?? "random", size: profile.inputSize };
-    const keys = [key, { ...key, which: "map" as const }];
+    const keys = filter ? [key] : [key, { ...key, which: "map" as const }];
     const rest = [...data.val, ...data.test, ...data.medsegTest];
     log(`frozen features: ${data.train.length + rest.length} images at ${profile.inputSize}² (cached after the first run)`);
     const trainF = await computeFeatures(extractor, data.train, keys, pre, { views: profile.trainViews, onProgress: hooks.onFeatures, harmonise, filter });

@@ -20,6 +20,7 @@ import { writeJsonAtomic } from "../util/fs";
 import { checkDiagnosisConfig, defaultRunDir, DiagnosisConfig, DiagnosisHooks, inputChecksums, recordedConfig, SHORTCUT_MODEL } from "./config";
 import { DiagnosisData, diagnosisData } from "./data";
 import { LungMaskProvider } from "./masks";
+import { probeUsesLungs } from "./lung-probe";
 import { backboneInit, Prepared, prepareBackbone, prepareMaskRun, prepareShortcut, SetName } from "./prepare";
 import { DiagnosisInterrupted, DiagnosisMetrics, DiagnosisResult, finished, metricsFromPredictions, PREDICTION_SETS, PredictionSet, readHistory, readPredictions, readRunMetrics, writeLesionPredictions } from "./results";
 
@@ -55,7 +56,7 @@ export async function runDiagnosis(c: DiagnosisConfig, hooks: DiagnosisHooks = {
   // The protocol's membership hash: a changed protocol never reuses or resumes an old run.
   const checksums: Record<string, string> = { ...inputChecksums(c, profile), [`protocol/${data.protocol.name}`]: data.protocol.hash };
   // Study II: the lung masks are the U-Net's; its weights are an input of the run like the data.
-  const lungs = c.lungMask || c.lungProbe ? await lungMaskProvider(profile, log) : null;
+  const lungs = c.lungMask || (c.lungProbe && probeUsesLungs(c.lungProbe)) ? await lungMaskProvider(profile, log) : null;
   if (lungs) checksums[`lungs/${profile.name}`] = lungs.id;
   // Harmonisation's reference is an input too (a function of the training images): recorded when on.
   const harmoniser = await protocolHarmoniser(data.protocol, c.harmonise ?? "none", profile.inputSize);
@@ -152,6 +153,15 @@ function externalRecord(data: DiagnosisData): { source: string; hash: string; n:
   return data.external.length ? { source: data.protocol.external.source, hash: data.protocol.external.hash, n: data.external.length } : undefined;
 }
 
+/**
+ * Frozen-feature heads stop once validation AUC reaches 1.0: the earliest best epoch is selected,
+ * so no later epoch could replace it, and the run's predictions and metrics are those of all the
+ * profile's epochs (measured on notebook 03's quick grid: most of its Study II heads reach 1.0 in
+ * their first three epochs, and the remaining epochs were ~7 of its 12 minutes of head training).
+ * Their history.json ends at that epoch. Fine-tuned runs keep every epoch and their curves.
+ */
+export const STOP_AT_VALIDATION_AUC = 1;
+
 async function trainAndEvaluate(ctx: RunContext, runDir: string, hooks: DiagnosisHooks): Promise<DiagnosisMetrics | "interrupted"> {
   const { c, profile, data, rec, checksums } = ctx;
   const log = hooks.log ?? (() => undefined);
@@ -175,6 +185,7 @@ async function trainAndEvaluate(ctx: RunContext, runDir: string, hooks: Diagnosi
       runDir,
       resume: c.resume,
       stopAfterEpochs: c.stopAfterEpochs,
+      ...(profile.strategy === "frozen-features" ? { stopAtCeiling: STOP_AT_VALIDATION_AUC } : {}),
       onStep: hooks.onStep,
       onEpoch: hooks.onEpoch,
     });

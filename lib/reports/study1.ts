@@ -117,8 +117,8 @@ export function trainingCurves(results: readonly DiagnosisResult[], model: strin
   for (const r of results.filter((x) => x.config.model === model)) {
     const name = `${r.config.positives} s${r.config.seed}`;
     const x = r.history.map((h) => h.epoch + 1);
-    data.push({ type: "scatter", mode: "lines", name: `val AUC ${name}`, x, y: r.history.map((h) => h.valAuc) });
-    data.push({ type: "scatter", mode: "lines", name: `train loss ${name}`, x, y: r.history.map((h) => h.trainLoss), yaxis: "y2", line: { dash: "dot" } });
+    data.push({ type: "scatter", mode: "lines+markers", name: `val AUC ${name}`, x, y: r.history.map((h) => h.valAuc) });
+    data.push({ type: "scatter", mode: "lines+markers", name: `train loss ${name}`, x, y: r.history.map((h) => h.trainLoss), yaxis: "y2", line: { dash: "dot" } });
   }
   return {
     data,

@@ -8,7 +8,8 @@ import { meanSd } from "../evaluation";
 import { PAPER_ARM_NAMES } from "../paper";
 import { Figure, tableBundle } from "../plots";
 import { Example, loadGrayImages } from "../data/examples";
-import { variantName } from "../diagnosis/config";
+import { runProfile, variantName } from "../diagnosis/config";
+import { LUNG_PROBES, LungProbe } from "../diagnosis/lung-probe";
 import { expertLungMasks, LungMaskProvider, lesionMasks, lungMasks } from "../diagnosis/masks";
 import { DiagnosisResult, PredictionRow, readLesionPredictions } from "../diagnosis/results";
 import { paperRowSix, rowKey, TABLE6_ROWS, TableSixRow } from "../studies/study2";
@@ -68,28 +69,38 @@ export function table6(results: readonly DiagnosisResult[], opts: { notRun?: Rec
   });
 }
 
-const PROBE_LABEL: Record<string, string> = { "lungs-only": "lungs only (outside the lung mask blanked)", "lungs-removed": "lungs removed (the lung mask blanked)" };
+const PROBE_LABEL: Record<string, string> = {
+  "whole-image": "whole image (the probes' reference)",
+  "lungs-only": "lungs only (outside the lung mask blanked)",
+  "lungs-removed": "lungs removed (the lung mask blanked)",
+};
+
+const sizeOf = (runs: readonly DiagnosisResult[]) => (runs.length ? runProfile(runs[0].config).inputSize : undefined);
 
 /**
- * The lung probes beside the Combination image-only row: protocol test and external AUC of the same
- * classifier on whole images, on the lungs alone and on everything but the lungs.
+ * The lung probes: protocol test and external AUC of the same classifier on whole images, on the
+ * lungs alone and on everything but the lungs, all at the probes' input size; Table 6's image-only
+ * row (the profile's size) below them for context, when given.
  */
-export function lungProbeTable(probes: readonly DiagnosisResult[], imageOnly: readonly DiagnosisResult[]) {
-  const groups: [string, DiagnosisResult[]][] = [["whole image (Table 6's image-only row)", [...imageOnly]]];
-  for (const p of ["lungs-only", "lungs-removed"]) groups.push([PROBE_LABEL[p], probes.filter((r) => r.config.lungProbe === p)]);
-  const rows = groups.map(([name, runs]) => (runs.length ? [name, cell(runs, "auc"), externalAucCell(runs), externalAtValCell(runs), runs.length] : [name, "not run", "", "", 0]));
-  const arm = PAPER_ARM_NAMES[imageOnly[0]?.config.positives ?? probes[0]?.config.positives ?? "combination"] ?? "Combination";
-  return tableBundle(["input", "protocol test AUC", "external AUC", "external Acc / F1 @ val. threshold", "seeds"], rows, {
+export function lungProbeTable(probes: readonly DiagnosisResult[], imageOnly: readonly DiagnosisResult[] = []) {
+  const groups: [string, DiagnosisResult[]][] = LUNG_PROBES.map((p) => [PROBE_LABEL[p], probes.filter((r) => r.config.lungProbe === p)]);
+  if (imageOnly.length) groups.push([`whole image at ${sizeOf(imageOnly)}² (Table 6's image-only row)`, [...imageOnly]]);
+  const rows = groups.map(([name, runs]) => (runs.length ? [name, `${sizeOf(runs)}²`, cell(runs, "auc"), externalAucCell(runs), externalAtValCell(runs), runs.length] : [name, "", "not run", "", "", 0]));
+  const arm = PAPER_ARM_NAMES[probes[0]?.config.positives ?? imageOnly[0]?.config.positives ?? "combination"] ?? "Combination";
+  return tableBundle(["input", "size", "protocol test AUC", "external AUC", "external Acc / F1 @ val. threshold", "seeds"], rows, {
     caption: `Lung probes (beyond the paper) — DenseNet-169 image-only classifier, training set ${arm}, paper protocol; mean ± sd over seeds [95 % bootstrap CI of that mean]`,
-    note: "Each probe is trained and tested on blanked images (blanked pixels set to 0, the black of air), with the lung masks of the U-Net above. Lungs only and lungs removed are exact complements. " + EXTERNAL_NOTE,
+    note:
+      "Each probe is trained and tested on blanked images (blanked pixels set to 0, the black of air), with the lung masks of the U-Net above. Lungs only and lungs removed are exact complements. " +
+      "The three probe rows share one input size, so they compare with each other; Table 6's row, at the profile's size, is there for context. " +
+      EXTERNAL_NOTE,
   });
 }
 
 /** What the lung probes say, in words, with the numbers (leads with "lungs removed" on the protocol test). */
-export function lungProbeFindings(probes: readonly DiagnosisResult[], imageOnly: readonly DiagnosisResult[]) {
+export function lungProbeFindings(probes: readonly DiagnosisResult[]) {
   const auc = (runs: readonly DiagnosisResult[], set: "test" | "external") => meanSd(runs.map((r) => (set === "test" ? r.metrics.test.auc : r.metrics.external?.atHalf.auc ?? NaN))).mean;
-  const removed = probes.filter((r) => r.config.lungProbe === "lungs-removed");
-  const only = probes.filter((r) => r.config.lungProbe === "lungs-only");
+  const of = (p: LungProbe) => probes.filter((r) => r.config.lungProbe === p);
+  const removed = of("lungs-removed"), only = of("lungs-only"), whole = of("whole-image");
   const lines: string[] = [];
   if (removed.length) {
     const t = auc(removed, "test");
@@ -101,10 +112,12 @@ export function lungProbeFindings(probes: readonly DiagnosisResult[], imageOnly:
     const e = auc(removed, "external");
     if (Number.isFinite(e)) lines.push(`On the external set (both classes from one hospital), lungs removed reaches AUC ${pct(e)}.`);
   }
-  if (only.length) {
-    const t = auc(only, "test"), e = auc(only, "external");
-    lines.push(`The lungs alone give protocol test AUC ${pct(t)}${Number.isFinite(e) ? ` and external AUC ${pct(e)}` : ""}; the whole image: ${pct(auc(imageOnly, "test"))}${Number.isFinite(auc(imageOnly, "external")) ? ` and ${pct(auc(imageOnly, "external"))}` : ""}.`);
-  }
+  const both = (runs: readonly DiagnosisResult[]) => {
+    const t = auc(runs, "test"), e = auc(runs, "external");
+    return `protocol test AUC ${pct(t)}${Number.isFinite(e) ? ` and external AUC ${pct(e)}` : ""}`;
+  };
+  if (only.length) lines.push(`The lungs alone give ${both(only)}${whole.length ? `; the whole image at the same size: ${both(whole)}` : ""}.`);
+  else if (whole.length) lines.push(`The whole image at the probes' size gives ${both(whole)}.`);
   const text = lines.join(" ");
   return { "text/markdown": text, "text/plain": text };
 }
@@ -155,8 +168,8 @@ export function trainingCurvesSix(results: readonly DiagnosisResult[], arm: stri
   for (const r of results.filter((x) => x.config.positives === arm)) {
     const name = `${VARIANT_LABEL[variantName(r.config)]} s${r.config.seed}`;
     const x = r.history.map((h) => h.epoch + 1);
-    data.push({ type: "scatter", mode: "lines", name: `val AUC ${name}`, x, y: r.history.map((h) => h.valAuc) });
-    if (r.history.some((h) => Number.isFinite(h.valLesionDice))) data.push({ type: "scatter", mode: "lines", name: `val lesion Dice (pseudo) ${name}`, x, y: r.history.map((h) => h.valLesionDice), line: { dash: "dot" } });
+    data.push({ type: "scatter", mode: "lines+markers", name: `val AUC ${name}`, x, y: r.history.map((h) => h.valAuc) });
+    if (r.history.some((h) => Number.isFinite(h.valLesionDice))) data.push({ type: "scatter", mode: "lines+markers", name: `val lesion Dice (pseudo) ${name}`, x, y: r.history.map((h) => h.valLesionDice), line: { dash: "dot" } });
   }
   return { data, layout: { title: { text: `Training curves — ${PAPER_ARM_NAMES[arm] ?? arm}` }, xaxis: { title: { text: "epoch" } }, yaxis: { title: { text: "validation AUC / lesion Dice" } }, height: 420 } };
 }

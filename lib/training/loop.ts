@@ -54,6 +54,13 @@ export interface TrainOptions {
   resume?: boolean;
   /** Stop after this many epochs in this call (tests simulate an interruption with it). */
   stopAfterEpochs?: number;
+  /**
+   * The selection metric's ceiling (1 for AUC): once the selected epoch reaches it, training stops.
+   * With the earliest epoch winning ties no later epoch could be selected, so the selected
+   * weights, and everything predicted from them, are those of the full run. Default: none (every
+   * epoch runs; history.json then holds the whole curve).
+   */
+  stopAtCeiling?: number;
   onStep?: (s: StepLog) => void;
   onEpoch?: (e: EpochLog) => void;
 }
@@ -218,6 +225,7 @@ export async function trainModel<S extends ExampleSource>(model: tf.LayersModel,
   const steps = Math.ceil(train.size / o.batchSize);
   let ranThisCall = 0;
   for (let epoch = state.epoch + 1; epoch < o.epochs; epoch++) {
+    if (o.stopAtCeiling !== undefined && state.bestValue >= o.stopAtCeiling) break;
     if (o.stopAfterEpochs !== undefined && ranThisCall >= o.stopAfterEpochs) {
       return { history: state.history, bestEpoch: state.bestEpoch, bestValue: state.bestValue, interrupted: true };
     }
