@@ -4,18 +4,19 @@
  * coverage, chest-wall share, and the seconds each took. Every variant is a full lung run under
  * runs/bench/lungs/<name>/ (reused when finished), so the numbers are the ones a run writes.
  *
- *   node dist/bench/lung-unet.js [name=size:width:epochs:pseudo:copies:kind ...]   (kind: none | lesions | blobs)
+ *   node dist/bench/lung-unet.js [name=size:width:epochs:pseudo:copies:kind:minScale:chestCrops:slack ...]   (kind: none | lesions | blobs; minScale: the crop's smallest area share, default LUNG_AUGMENT's; chestCrops: chest-crop copies, slack: their smallest reach towards the body)
  */
 import * as path from "path";
 import { PROJECT_ROOT } from "../lib/config";
+import { LUNG_AUGMENT } from "../lib/lungs/profiles";
 import { trainLungSegmenter } from "../lib/lungs/segmenter";
 
 const args = process.argv.slice(2);
 const variants = (args.length ? args : ["s96w8=96:8:40:0:0", "s96w8c=96:8:40:0:1:blobs", "s96w8L=96:8:40:0:1:lesions", "s96w8p=96:8:40:150:0"]).map((a) => {
   const [name, spec] = a.split("=");
-  const [size, w, e, p, copies, kind] = spec.split(":");
+  const [size, w, e, p, copies, kind, minScale, chest, slack] = spec.split(":");
   const [inputSize, width, epochs, pseudoLabels, consolidationCopies] = [size, w, e, p, copies].map((x) => Number(x ?? 0) || 0);
-  return { name, inputSize, width, epochs, pseudoLabels, consolidationCopies, consolidation: (kind ?? (consolidationCopies ? "blobs" : "none")) as "none" | "lesions" | "blobs" };
+  return { name, inputSize, width, epochs, pseudoLabels, consolidationCopies, consolidation: (kind ?? (consolidationCopies ? "blobs" : "none")) as "none" | "lesions" | "blobs", minScale: minScale ? Number(minScale) : LUNG_AUGMENT.minScale, chestCropCopies: Number(chest ?? 0) || 0, chestCropSlack: Number(slack ?? 0) || 0 };
 });
 
 (async () => {
@@ -25,11 +26,11 @@ const variants = (args.length ? args : ["s96w8=96:8:40:0:0", "s96w8c=96:8:40:0:1
     const r = await trainLungSegmenter({
       profile: "quick",
       out: path.join(PROJECT_ROOT, "runs", "bench", "lungs", v.name),
-      profileOverrides: { inputSize: v.inputSize, width: v.width, epochs: v.epochs, schedule: { lr: 3e-3, periodEpochs: v.epochs }, pseudoLabels: v.pseudoLabels, consolidationCopies: v.consolidationCopies, consolidation: v.consolidation },
+      profileOverrides: { inputSize: v.inputSize, width: v.width, epochs: v.epochs, schedule: { lr: 3e-3, periodEpochs: v.epochs }, pseudoLabels: v.pseudoLabels, consolidationCopies: v.consolidationCopies, consolidation: v.consolidation, augment: { ...LUNG_AUGMENT, minScale: v.minScale }, ...(v.chestCropCopies ? { chestCropCopies: v.chestCropCopies, chestCropSlack: v.chestCropSlack } : {}) },
       log: (m) => process.stderr.write(`[${v.name}] ${m}\n`),
     });
     const m = r.metrics;
-    const row = [v.name, `${v.inputSize}²`, v.width, v.epochs, v.pseudoLabels, `${v.consolidationCopies} ${v.consolidation}`, m.threshold, m.expertTest.unet.pooled.dice.toFixed(4), m.expertTest.unet.perImage.dice.toFixed(4), m.expertTest.classical.pooled.dice.toFixed(4), m.medsegCoverage.unet.pooled.coverage.toFixed(4), m.chestWall.medseg.unet.share.toFixed(3), m.chestWall.expertTest.experts.share.toFixed(3), m.seconds.train.toFixed(0), r.reused ? "reused" : ((Date.now() - t) / 1000).toFixed(0)].join(" | ");
+    const row = [v.name, `${v.inputSize}² crop ≥ ${v.minScale}${v.chestCropCopies ? `, ${v.chestCropCopies} chest crop(s) ≥ ${v.chestCropSlack}` : ""}`, v.width, v.epochs, v.pseudoLabels, `${v.consolidationCopies} ${v.consolidation}`, m.threshold, m.expertTest.unet.pooled.dice.toFixed(4), m.expertTest.unet.perImage.dice.toFixed(4), m.expertTest.classical.pooled.dice.toFixed(4), m.medsegCoverage.unet.pooled.coverage.toFixed(4), m.chestWall.medseg.unet.share.toFixed(3), m.chestWall.expertTest.experts.share.toFixed(3), m.seconds.train.toFixed(0), r.reused ? "reused" : ((Date.now() - t) / 1000).toFixed(0)].join(" | ");
     rows.push(`| ${row} |`);
     process.stdout.write(`| ${row} |\n`);
   }

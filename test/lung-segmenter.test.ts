@@ -8,7 +8,7 @@ import { PROJECT_ROOT, resolveMedsegRoot, resolveSegLungsRoot } from "../lib/con
 import { DiskCache } from "../lib/data/cache";
 import { listMedsegSlices, listSegLungs } from "../lib/data/sources";
 import { applyLungProbe } from "../lib/diagnosis/lung-probe";
-import { blockOf, chestWallCounts, expertSplit, LUNG_SPLIT, loadLayersModel, loadLungSegmenter, MASK_CACHE_NAMESPACE, MODEL_DIR, segmentationSource, trainLungSegmenter, LungRunResult } from "../lib/lungs/segmenter";
+import { blockOf, chestWallCounts, expertSplit, LUNG_SPLIT, loadLayersModel, loadLungSegmenter, MASK_CACHE_NAMESPACE, MODEL_DIR, segmentationSource, trainLungSegmenter, LungRunResult, withChestCrops } from "../lib/lungs/segmenter";
 import { inverseOrientation, LUNG_INPUT_NORMALISATION, segmenterInput, unetMask, uprightSlice } from "../lib/lungs/slices";
 import { predictMasks } from "../lib/training/segmentation";
 import { orientPixels, ORIENTATIONS } from "../lib/data/orientation";
@@ -151,6 +151,32 @@ describe("lung segmenter: the radiologists' block split", function () {
       byBlock.set(b, [...(byBlock.get(b) ?? []), m.boneCentroidY > 0.5 ? 1 : 0]);
     }
     for (const [b, ups] of byBlock) assert.ok(ups.reduce((a, x) => a + x, 0) / ups.length >= 0.6, `block ${b}: ${ups.join("")}`);
+  });
+
+  it("chest crops: the whole lung in a tighter frame, seeded, the body's box at slack 1", async () => {
+    const items = expertSplit(listSegLungs()).train.filter((_, i) => i % 20 === 5).slice(0, 3).map((m) => ({ id: m.id, path: m.path, source: m.source }));
+    const cache = new DiskCache(tempDir("chest-crop-cache"));
+    const side = 64;
+    const base = await segmentationSource(items, side, cache);
+    const crops = await withChestCrops(base, items, items.length, 1, 0.25, 1, cache);
+    assert.equal(crops.size, 2 * items.length);
+    const lungShare = (m: Uint8Array) => m.reduce((a, v) => a + v, 0) / m.length;
+    for (let i = 0; i < items.length; i++) {
+      const k = items.length + i;
+      assert.equal(crops.ids[k], `${items[i].id}#chest-crop1`);
+      assert.deepEqual(crops.images[i], base.images[i], "the originals stay as they were");
+      // The crop holds the lungs' whole box and lies inside the body: the lungs fill more of it.
+      assert.ok(lungShare(crops.masks[k]) > lungShare(base.masks[i]) + 0.02, `${items[i].id}: ${lungShare(crops.masks[k]).toFixed(3)} vs ${lungShare(base.masks[i]).toFixed(3)}`);
+      assert.ok(crops.images[k].some((v, j) => v !== crops.images[i][j]), "a crop is not the original slice");
+    }
+    const again = await withChestCrops(base, items, items.length, 1, 0.25, 1, cache);
+    assert.deepEqual(again.images, crops.images, "same seed, same crops");
+    const other = await withChestCrops(base, items, items.length, 1, 0.25, 2, cache);
+    assert.ok(other.images.slice(items.length).some((img, i) => img.some((v, j) => v !== crops.images[items.length + i][j])), "another seed, other crops");
+    const body = await withChestCrops(base, items, items.length, 1, 1, 1, cache);
+    const bodyAgain = await withChestCrops(base, items, items.length, 1, 1, 7, cache);
+    assert.deepEqual(body.images, bodyAgain.images, "slack 1: every crop is the body's box, whatever the seed");
+    assert.equal(await withChestCrops(base, items, items.length, 0, 0.25, 1, cache), base, "no copies: the source itself");
   });
 
   it("the chest-wall count: dense non-lesion mask pixels, against Otsu of the body", () => {

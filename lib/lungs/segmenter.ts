@@ -37,6 +37,7 @@ import { EpochLog, trainModel } from "../training/loop";
 import { ProfileName } from "../training/profiles";
 import { predictMasks, SegmentationSource, segmentationTask } from "../training/segmentation";
 import { sha256File, writeFileAtomic, writeJsonAtomic } from "../util/fs";
+import { rngFor } from "../util/random";
 import { bodyHull, LUNG_DEFAULTS } from "./classical";
 import { consolidationRng, densifyLesions, synthConsolidation } from "./consolidation";
 import { ConsolidationKind, getLungProfile, LungProfile } from "./profiles";
@@ -216,7 +217,7 @@ function chestWall(c: { dense: number; mask: number }[]): ChestWall {
   return { share: m ? d / m : NaN, densePixels: d, maskPixels: m };
 }
 
-interface LungSets {
+export interface LungSets {
   train: Item[];
   /** Expert training slices among `train` (the rest carry classical pseudo masks). */
   trainExpert: number;
@@ -228,7 +229,7 @@ interface LungSets {
 }
 
 /** The images of each set: expert blocks (+ pseudo-labelled protocol training slices) and MedSeg. */
-async function lungSets(profile: LungProfile): Promise<LungSets> {
+export async function lungSets(profile: LungProfile): Promise<LungSets> {
   const expert = expertSplit(listSegLungs());
   const asItem = (m: { id: string; path: string; source: SourceName }): Item => ({ id: m.id, path: m.path, source: m.source });
   const train = pick(expert.train.map(asItem), profile.limit);
@@ -285,10 +286,59 @@ export async function withConsolidation(src: SegmentationSource, items: readonly
   return new SegmentationSource(ids, images, masks, src.side);
 }
 
+/** Bounding box (inclusive) of a 0/1 mask, or null when it is empty. */
+function maskBox(m: ArrayLike<number>, height: number, width: number): { x0: number; y0: number; x1: number; y1: number } | null {
+  let x0 = width, y0 = height, x1 = -1, y1 = -1;
+  for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) if (m[y * width + x]) { x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y); }
+  return x1 < 0 ? null : { x0, y0, x1, y1 };
+}
+
+/**
+ * The training source with `copies` chest crops of each of its first `n` slices appended. Each
+ * side of a crop lies between the lungs' bounding box and the body's, at a share drawn from
+ * [slack, 1] of the gap (0: on the lungs, 1: on the skin); the crop then goes through
+ * segmenterInput like any slice, so its aspect ratio is stretched to the square input. MedSeg's
+ * slices and many COVID-CT figures are cut to the chest like this, often through the ribs; the
+ * radiologists' slices show the whole field of view, and a U-Net that only saw those cut
+ * consolidation out of MedSeg's lungs (bench/RESULTS.md).
+ */
+export async function withChestCrops(src: SegmentationSource, items: readonly Item[], n: number, copies: number, slack: number, seed: number, cache: DiskCache, norm: LungInputNormalisation = LUNG_INPUT_NORMALISATION): Promise<SegmentationSource> {
+  if (copies <= 0) return src;
+  const ids = [...src.ids], images = [...src.images], masks = [...src.masks];
+  const rows = await mapLimit(items.slice(0, n), 2, async (it) => {
+    const s = await uprightSlice(it.path, it.source);
+    const m = (await expertLungMask(it, s)) ?? (await classicalMask(it.path, s, {}, cache));
+    const lungs = maskBox(m, s.height, s.width);
+    if (!lungs) return [];
+    const body = maskBox(bodyHull(s.gray, s.height, s.width) ?? new Uint8Array(s.gray.length).fill(1), s.height, s.width)!;
+    const out: { image: Uint8Array; mask: Uint8Array }[] = [];
+    for (let c = 1; c <= copies; c++) {
+      const rng = rngFor("chest-crop", seed, it.id, c);
+      const reach = () => slack + (1 - slack) * rng();
+      const l = Math.round(lungs.x0 - reach() * Math.max(0, lungs.x0 - body.x0)), r = Math.round(lungs.x1 + reach() * Math.max(0, body.x1 - lungs.x1));
+      const t = Math.round(lungs.y0 - reach() * Math.max(0, lungs.y0 - body.y0)), b = Math.round(lungs.y1 + reach() * Math.max(0, body.y1 - lungs.y1));
+      const w = r - l + 1, h = b - t + 1;
+      const gray = new Uint8Array(w * h), mask = new Uint8Array(w * h);
+      for (let y = 0; y < h; y++) {
+        gray.set(s.gray.subarray((t + y) * s.width + l, (t + y) * s.width + l + w), y * w);
+        mask.set(m.subarray((t + y) * s.width + l, (t + y) * s.width + l + w), y * w);
+      }
+      out.push({ image: await segmenterInput({ ...s, gray, height: h, width: w }, src.side, norm), mask: await resizeMask(mask, h, w, src.side, src.side) });
+    }
+    return out;
+  });
+  rows.forEach((r, i) => r.forEach((x, c) => {
+    ids.push(`${src.ids[i]}#chest-crop${c + 1}`);
+    images.push(x.image);
+    masks.push(x.mask);
+  }));
+  return new SegmentationSource(ids, images, masks, src.side);
+}
+
 const share = (m: Uint8Array) => m.reduce((a, b) => a + b, 0) / Math.max(1, m.length);
 
 /** Per image of a set: upright slice, U-Net probabilities, and the masks it is compared with. */
-interface Evaluated {
+export interface Evaluated {
   item: Item;
   s: UprightSlice;
   prob: Float32Array;
@@ -299,7 +349,7 @@ interface Evaluated {
 }
 
 /** Predict every item (batched) and collect what the metrics compare. */
-async function evaluatedSet(model: tf.LayersModel, items: readonly Item[], side: number, cache: DiskCache, norm: LungInputNormalisation, batch = 16): Promise<Evaluated[]> {
+export async function evaluatedSet(model: tf.LayersModel, items: readonly Item[], side: number, cache: DiskCache, norm: LungInputNormalisation, batch = 16): Promise<Evaluated[]> {
   const out: Evaluated[] = [];
   for (let i = 0; i < items.length; i += batch) {
     const chunk = items.slice(i, i + batch);
@@ -395,7 +445,8 @@ export async function trainLungSegmenter(cfg: LungSegmenterConfig): Promise<Lung
     writeManifest(run.workDir, makeManifest("lungs", rec, checksums, seed, { counts, sets: { train: ids(sets.train), val: ids(sets.val), test: ids(sets.test) } }));
     log(`radiologists' lung masks: ${counts.trainExpert} training slices (blocks other than ${[...LUNG_SPLIT.val, ...LUNG_SPLIT.test].join(", ")})${counts.trainPseudo ? ` + ${counts.trainPseudo} pseudo-labelled protocol slices` : ""}, ${counts.val} validation slices (blocks ${LUNG_SPLIT.val.join(", ")})`);
     const S = profile.inputSize;
-    const train = await withConsolidation(await segmentationSource(sets.train, S, cache), sets.train, sets.trainExpert, profile.consolidationCopies, profile.consolidation, seed);
+    const base = await segmentationSource(sets.train, S, cache);
+    const train = await withChestCrops(await withConsolidation(base, sets.train, sets.trainExpert, profile.consolidationCopies, profile.consolidation, seed), sets.train, sets.trainExpert, profile.chestCropCopies ?? 0, profile.chestCropSlack ?? 0, seed, cache);
     const val = await segmentationSource(sets.val, S, cache);
     const t1 = Date.now();
     const model = buildResUNet({ inputSize: S, width: profile.width, seed, bnMomentum: profile.bnMomentum });
@@ -426,7 +477,7 @@ export async function trainLungSegmenter(cfg: LungSegmenterConfig): Promise<Lung
       labels: rec.labels as LungMetrics["labels"],
       split: LUNG_SPLIT,
       counts,
-      ...(await evaluateLungModel(model, sets, S, cache, log)),
+      ...(await evaluateLungModel(model, sets, S, cache, LUNG_INPUT_NORMALISATION, log)),
       seconds: { prepare: (t1 - t0) / 1000, train: (t2 - t1) / 1000, evaluate: 0 },
     };
     model.dispose();
@@ -445,8 +496,7 @@ export async function trainLungSegmenter(cfg: LungSegmenterConfig): Promise<Lung
 }
 
 /** The evaluation part of metrics.json (see LungMetrics): threshold on validation, then test and MedSeg. */
-async function evaluateLungModel(model: tf.LayersModel, sets: LungSets, side: number, cache: DiskCache, log: (m: string) => void) {
-  const norm = LUNG_INPUT_NORMALISATION;
+async function evaluateLungModel(model: tf.LayersModel, sets: LungSets, side: number, cache: DiskCache, norm: LungInputNormalisation, log: (m: string) => void) {
   log(`evaluating: ${sets.val.length} validation, ${sets.test.length} test and ${sets.medseg.length} MedSeg slices`);
   const val = await evaluatedSet(model, sets.val, side, cache, norm);
   const thresholds: { threshold: number; valDice: number }[] = [];
@@ -496,6 +546,11 @@ async function evaluateLungModel(model: tf.LayersModel, sets: LungSets, side: nu
   };
 }
 
+/** The input normalisation a run was trained with (its manifest; runs before CLAHE: the plain resize). */
+function runNormalisation(manifest: { config: { input?: LungInputNormalisation } }): LungInputNormalisation {
+  return manifest.config.input ?? { kind: "none" };
+}
+
 /**
  * Recompute the evaluation of a finished lung run (after a change of the mask post-processing or
  * the metrics), keeping its training fields; writes metrics.json when `write`.
@@ -508,7 +563,7 @@ export async function evaluateLungRun(runDir: string, o: { write?: boolean; log?
   const sets = await lungSets(profile);
   const model = await loadLayersModel(path.join(runDir, MODEL_DIR));
   const t = Date.now();
-  const metrics: LungMetrics = { ...old, ...(await evaluateLungModel(model, sets, profile.inputSize, new DiskCache(), o.log ?? (() => undefined))) };
+  const metrics: LungMetrics = { ...old, ...(await evaluateLungModel(model, sets, profile.inputSize, new DiskCache(), runNormalisation(manifest), o.log ?? (() => undefined))) };
   metrics.seconds = { ...old.seconds, evaluate: (Date.now() - t) / 1000 };
   model.dispose();
   if (o.write) writeJsonAtomic(path.join(runDir, "metrics.json"), metrics);
@@ -556,7 +611,7 @@ export async function loadLungSegmenter(runDir: string, o: { cacheDir?: string; 
   await initBackend();
   const manifest = JSON.parse(fs.readFileSync(path.join(runDir, "manifest.json"), "utf8"));
   const profile = manifest.config.profile as LungProfile;
-  const norm = (manifest.config.input as LungInputNormalisation | undefined) ?? { kind: "none" };
+  const norm = runNormalisation(manifest);
   const metricsFile = path.join(runDir, "metrics.json");
   const threshold: number = fs.existsSync(metricsFile) ? JSON.parse(fs.readFileSync(metricsFile, "utf8")).threshold ?? MASK_THRESHOLD : MASK_THRESHOLD;
   const dir = path.join(runDir, MODEL_DIR);
