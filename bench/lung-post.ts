@@ -2,9 +2,10 @@
  * Post-processing of a finished lung run's U-Net probabilities (issue 16, MedSeg lesion coverage):
  * threshold × closing radius (whole mask or each lung apart), scored on the validation blocks
  * (Dice and lesion coverage against the radiologists), the test blocks and MedSeg. The model is
- * run once per set; only the masks are rebuilt per variant.
+ * run once per set; only the masks are rebuilt per variant. With several runs (same input size),
+ * their probabilities are averaged first: an ensemble.
  *
- *   node dist/bench/lung-post.js RUN_DIR
+ *   node dist/bench/lung-post.js RUN_DIR [RUN_DIR ...]
  */
 import * as fs from "fs";
 import * as path from "path";
@@ -43,16 +44,30 @@ async function post(e: Evaluated, side: number, t: number, rFrac: number, mode: 
 
 (async () => {
   await initBackend();
-  const runDir = process.argv[2];
-  const manifest = JSON.parse(fs.readFileSync(path.join(runDir, "manifest.json"), "utf8"));
-  const profile = manifest.config.profile as LungProfile;
-  const norm: LungInputNormalisation = manifest.config.input ?? { kind: "none" };
-  const sets = await lungSets(profile);
-  const model = await loadLayersModel(path.join(runDir, MODEL_DIR));
+  const runDirs = process.argv.slice(2);
+  if (!runDirs.length) throw new Error("usage: node dist/bench/lung-post.js RUN_DIR [RUN_DIR ...]");
   const cache = new DiskCache();
-  const side = profile.inputSize;
   const ev: Record<string, Evaluated[]> = {};
-  for (const k of ["val", "test", "medseg"] as const) ev[k] = await evaluatedSet(model, sets[k], side, cache, norm);
+  let side = 0;
+  for (const runDir of runDirs) {
+    const manifest = JSON.parse(fs.readFileSync(path.join(runDir, "manifest.json"), "utf8"));
+    const profile = manifest.config.profile as LungProfile;
+    const norm: LungInputNormalisation = manifest.config.input ?? { kind: "none" };
+    if (side && profile.inputSize !== side) throw new Error(`${runDir}: input ${profile.inputSize}², the first run's is ${side}²; an ensemble needs one size`);
+    side = profile.inputSize;
+    const sets = await lungSets(profile);
+    const model = await loadLayersModel(path.join(runDir, MODEL_DIR));
+    for (const k of ["val", "test", "medseg"] as const) {
+      const e = await evaluatedSet(model, sets[k], side, cache, norm);
+      if (!ev[k]) ev[k] = e;
+      else e.forEach((x, i) => {
+        if (x.item.id !== ev[k][i].item.id) throw new Error(`${runDir}: ${k} sets differ`);
+        for (let j = 0; j < x.prob.length; j++) ev[k][i].prob[j] += x.prob[j];
+      });
+    }
+    model.dispose();
+  }
+  for (const k of Object.keys(ev)) for (const e of ev[k]) for (let j = 0; j < e.prob.length; j++) e.prob[j] /= runDirs.length;
   const rows: string[] = [];
   for (const t of [0.3, 0.4, 0.5]) {
     for (const [mode, rs] of [["none", [0]], ["whole", [0.01, 0.02, 0.03]], ["perLung", [0.01, 0.02, 0.03, 0.045, 0.06, 0.08]]] as [Mode, number[]][]) {
@@ -79,7 +94,7 @@ async function post(e: Evaluated, side: number, t: number, rFrac: number, mode: 
       }
     }
   }
-  process.stdout.write(["", runDir, "| threshold | closing | radius (× side) | val Dice | val lesion cov. | test Dice | test lesion cov. | MedSeg cov. | MedSeg chest wall |", "|---|---|---|---|---|---|---|---|---|", ...rows].join("\n") + "\n");
+  process.stdout.write(["", runDirs.join(" + "), "| threshold | closing | radius (× side) | val Dice | val lesion cov. | test Dice | test lesion cov. | MedSeg cov. | MedSeg chest wall |", "|---|---|---|---|---|---|---|---|---|", ...rows].join("\n") + "\n");
 })().catch((e) => {
   process.stderr.write(`${e instanceof Error ? e.stack : e}\n`);
   process.exit(1);
