@@ -50,7 +50,11 @@ async function post(e: Evaluated, side: number, t: number, rFrac: number, mode: 
   const ev: Record<string, Evaluated[]> = {};
   let side = 0;
   for (const runDir of runDirs) {
-    const manifest = JSON.parse(fs.readFileSync(path.join(runDir, "manifest.json"), "utf8"));
+    const manifestFile = path.join(runDir, "manifest.json");
+    if (!fs.existsSync(manifestFile) || !fs.existsSync(path.join(runDir, MODEL_DIR, "model.json"))) {
+      throw new Error(`${runDir} is not a finished lung run (no manifest.json or ${MODEL_DIR}/model.json): pass a directory that trainLungSegmenter or bench/lung-unet.ts wrote, e.g. runs/bench/lungs/<name>`);
+    }
+    const manifest = JSON.parse(fs.readFileSync(manifestFile, "utf8"));
     const profile = manifest.config.profile as LungProfile;
     const norm: LungInputNormalisation = manifest.config.input ?? { kind: "none" };
     if (side && profile.inputSize !== side) throw new Error(`${runDir}: input ${profile.inputSize}², the first run's is ${side}²; an ensemble needs one size`);
@@ -96,6 +100,6 @@ async function post(e: Evaluated, side: number, t: number, rFrac: number, mode: 
   }
   process.stdout.write(["", runDirs.join(" + "), "| threshold | closing | radius (× side) | val Dice | val lesion cov. | test Dice | test lesion cov. | MedSeg cov. | MedSeg chest wall |", "|---|---|---|---|---|---|---|---|---|", ...rows].join("\n") + "\n");
 })().catch((e) => {
-  process.stderr.write(`${e instanceof Error ? e.stack : e}\n`);
+  process.stderr.write(`${e instanceof Error ? e.message : e}\n`);
   process.exit(1);
 });

@@ -12,12 +12,25 @@ import { LUNG_AUGMENT } from "../lib/lungs/profiles";
 import { trainLungSegmenter } from "../lib/lungs/segmenter";
 
 const args = process.argv.slice(2);
-const variants = (args.length ? args : ["s96w8=96:8:40:0:0", "s96w8c=96:8:40:0:1:blobs", "s96w8L=96:8:40:0:1:lesions", "s96w8p=96:8:40:150:0"]).map((a) => {
-  const [name, spec] = a.split("=");
-  const [size, w, e, p, copies, kind, minScale, chest, slack] = spec.split(":");
-  const [inputSize, width, epochs, pseudoLabels, consolidationCopies] = [size, w, e, p, copies].map((x) => Number(x ?? 0) || 0);
-  return { name, inputSize, width, epochs, pseudoLabels, consolidationCopies, consolidation: (kind ?? (consolidationCopies ? "blobs" : "none")) as "none" | "lesions" | "blobs", minScale: minScale ? Number(minScale) : LUNG_AUGMENT.minScale, chestCropCopies: Number(chest ?? 0) || 0, chestCropSlack: Number(slack ?? 0) || 0 };
-});
+function parseVariants() {
+  return (args.length ? args : ["s96w8=96:8:40:0:0", "s96w8c=96:8:40:0:1:blobs", "s96w8L=96:8:40:0:1:lesions", "s96w8p=96:8:40:150:0"]).map((a) => {
+    const [name, spec] = a.split("=");
+    if (!name || !spec || !/^[\w.-]+$/.test(name)) throw new Error(`'${a}': write a variant as name=size:width:epochs[:pseudo:copies:kind:minScale:chestCrops:slack], name of letters, digits, . _ -`);
+    const bad = spec.split(":").find((x, i) => i !== 5 && x !== "" && !Number.isFinite(Number(x)));
+    if (bad !== undefined) throw new Error(`'${a}': '${bad}' is not a number`);
+    const [size, w, e, p, copies, kind, minScale, chest, slack] = spec.split(":");
+    const [inputSize, width, epochs, pseudoLabels, consolidationCopies] = [size, w, e, p, copies].map((x) => Number(x ?? 0) || 0);
+    return { name, inputSize, width, epochs, pseudoLabels, consolidationCopies, consolidation: (kind ?? (consolidationCopies ? "blobs" : "none")) as "none" | "lesions" | "blobs", minScale: minScale ? Number(minScale) : LUNG_AUGMENT.minScale, chestCropCopies: Number(chest ?? 0) || 0, chestCropSlack: Number(slack ?? 0) || 0 };
+  });
+}
+
+let variants: ReturnType<typeof parseVariants>;
+try {
+  variants = parseVariants();
+} catch (e) {
+  process.stderr.write(`${e instanceof Error ? e.message : e}\n`);
+  process.exit(2);
+}
 
 (async () => {
   const rows: string[] = [];
@@ -36,6 +49,6 @@ const variants = (args.length ? args : ["s96w8=96:8:40:0:0", "s96w8c=96:8:40:0:1
   }
   process.stdout.write(["", "| variant | input | width | epochs | pseudo | consolidation | threshold | Dice pooled | Dice per slice | classical Dice | MedSeg coverage | chest-wall MedSeg | chest-wall experts | train s | total s |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", ...rows].join("\n") + "\n");
 })().catch((e) => {
-  process.stderr.write(`${e instanceof Error ? e.stack : e}\n`);
+  process.stderr.write(`${e instanceof Error ? e.message : e}\n`);
   process.exit(1);
 });
