@@ -3,10 +3,15 @@
  * threshold × closing radius (whole mask or each lung apart), scored on the validation blocks
  * (Dice and lesion coverage against the radiologists), the test blocks and MedSeg. The model is
  * run once per set; only the masks are rebuilt per variant. With several runs (same input size),
- * their probabilities are averaged first: an ensemble.
+ * their probabilities are averaged first: an ensemble. TTA=flip also averages each model's
+ * prediction of the mirrored slice (mirrored back): test-time augmentation. RUN_DIR@last takes that
+ * run's last-epoch model (model-last/, else checkpoints/last) instead of its selected one. Members
+ * and flip come from the command line only, not from the runs' profiles: a quick run with
+ * ensembleLastEpoch and testTimeFlip is reproduced by TTA=flip … RUN RUN@last.
  *
- *   node dist/bench/lung-post.js RUN_DIR [RUN_DIR ...]
+ *   [TTA=flip] node dist/bench/lung-post.js RUN_DIR[@last] [RUN_DIR[@last] ...]
  */
+import * as tf from "@tensorflow/tfjs";
 import * as fs from "fs";
 import * as path from "path";
 import { initBackend } from "../lib/backend";
@@ -15,7 +20,8 @@ import { connectedComponents } from "../lib/data/preprocess";
 import { maskOverlap, MaskOverlap, summariseSegmentation } from "../lib/evaluation";
 import { closeMask, fillHoles } from "../lib/lungs/classical";
 import { LungProfile } from "../lib/lungs/profiles";
-import { chestWallCounts, Evaluated, evaluatedSet, loadLayersModel, lungSets, MODEL_DIR } from "../lib/lungs/segmenter";
+import { chestWallCounts, Evaluated, evaluatedSet, loadLayersModel, LungSets, lungSets, MODEL_DIR, MODEL_LAST_DIR } from "../lib/lungs/segmenter";
+import { loadModel } from "../lib/training/checkpoint";
 import { LungInputNormalisation, probabilitiesToMask } from "../lib/lungs/slices";
 
 type Mode = "none" | "whole" | "perLung";
@@ -45,33 +51,34 @@ async function post(e: Evaluated, side: number, t: number, rFrac: number, mode: 
 (async () => {
   await initBackend();
   const runDirs = process.argv.slice(2);
+  const tta = process.env.TTA ?? "none";
+  if (tta !== "none" && tta !== "flip") throw new Error(`TTA=${tta}: use TTA=flip or leave it unset`);
   if (!runDirs.length) throw new Error("usage: node dist/bench/lung-post.js RUN_DIR [RUN_DIR ...]");
   const cache = new DiskCache();
-  const ev: Record<string, Evaluated[]> = {};
-  let side = 0;
-  for (const runDir of runDirs) {
+  const models: tf.LayersModel[] = [];
+  let side = 0, norm: LungInputNormalisation = { kind: "none" }, sets: LungSets | undefined;
+  for (const member of runDirs) {
+    // RUN_DIR@last: that run's last-epoch model instead of its selected one (a snapshot ensemble).
+    const [runDir, which] = member.split("@");
+    if (which !== undefined && which !== "last") throw new Error(`${member}: write RUN_DIR or RUN_DIR@last`);
     const manifestFile = path.join(runDir, "manifest.json");
     if (!fs.existsSync(manifestFile) || !fs.existsSync(path.join(runDir, MODEL_DIR, "model.json"))) {
       throw new Error(`${runDir} is not a finished lung run (no manifest.json or ${MODEL_DIR}/model.json): pass a directory that trainLungSegmenter or bench/lung-unet.ts wrote, e.g. runs/bench/lungs/<name>`);
     }
     const manifest = JSON.parse(fs.readFileSync(manifestFile, "utf8"));
     const profile = manifest.config.profile as LungProfile;
-    const norm: LungInputNormalisation = manifest.config.input ?? { kind: "none" };
     if (side && profile.inputSize !== side) throw new Error(`${runDir}: input ${profile.inputSize}², the first run's is ${side}²; an ensemble needs one size`);
-    side = profile.inputSize;
-    const sets = await lungSets(profile);
-    const model = await loadLayersModel(path.join(runDir, MODEL_DIR));
-    for (const k of ["val", "test", "medseg"] as const) {
-      const e = await evaluatedSet(model, sets[k], side, cache, norm);
-      if (!ev[k]) ev[k] = e;
-      else e.forEach((x, i) => {
-        if (x.item.id !== ev[k][i].item.id) throw new Error(`${runDir}: ${k} sets differ`);
-        for (let j = 0; j < x.prob.length; j++) ev[k][i].prob[j] += x.prob[j];
-      });
+    if (!sets) {
+      side = profile.inputSize;
+      norm = manifest.config.input ?? { kind: "none" };
+      sets = await lungSets(profile);
     }
-    model.dispose();
+    const lastDir = path.join(runDir, MODEL_LAST_DIR);
+    models.push(which !== "last" ? await loadLayersModel(path.join(runDir, MODEL_DIR)) : fs.existsSync(path.join(lastDir, "model.json")) ? await loadLayersModel(lastDir) : await loadModel(path.join(runDir, "checkpoints", "last")));
   }
-  for (const k of Object.keys(ev)) for (const e of ev[k]) for (let j = 0; j < e.prob.length; j++) e.prob[j] /= runDirs.length;
+  const ev: Record<string, Evaluated[]> = {};
+  for (const k of ["val", "test", "medseg"] as const) ev[k] = await evaluatedSet({ models, flip: tta === "flip" }, sets![k], side, cache, norm);
+  models.forEach((m) => m.dispose());
   const rows: string[] = [];
   for (const t of [0.3, 0.4, 0.5]) {
     for (const [mode, rs] of [["none", [0]], ["whole", [0.01, 0.02, 0.03]], ["perLung", [0.01, 0.02, 0.03, 0.045, 0.06, 0.08]]] as [Mode, number[]][]) {
@@ -98,7 +105,7 @@ async function post(e: Evaluated, side: number, t: number, rFrac: number, mode: 
       }
     }
   }
-  process.stdout.write(["", runDirs.join(" + "), "| threshold | closing | radius (× side) | val Dice | val lesion cov. | test Dice | test lesion cov. | MedSeg cov. | MedSeg chest wall |", "|---|---|---|---|---|---|---|---|---|", ...rows].join("\n") + "\n");
+  process.stdout.write(["", runDirs.join(" + ") + (tta === "flip" ? " (TTA: flip)" : ""), "| threshold | closing | radius (× side) | val Dice | val lesion cov. | test Dice | test lesion cov. | MedSeg cov. | MedSeg chest wall |", "|---|---|---|---|---|---|---|---|---|", ...rows].join("\n") + "\n");
 })().catch((e) => {
   process.stderr.write(`${e instanceof Error ? e.message : e}\n`);
   process.exit(1);

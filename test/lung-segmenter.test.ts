@@ -8,9 +8,10 @@ import { PROJECT_ROOT, resolveMedsegRoot, resolveSegLungsRoot } from "../lib/con
 import { DiskCache } from "../lib/data/cache";
 import { listMedsegSlices, listSegLungs } from "../lib/data/sources";
 import { applyLungProbe } from "../lib/diagnosis/lung-probe";
-import { blockOf, chestWallCounts, expertSplit, LUNG_SPLIT, loadLayersModel, loadLungSegmenter, MASK_CACHE_NAMESPACE, MODEL_DIR, segmentationSource, trainLungSegmenter, LungRunResult, withChestCrops } from "../lib/lungs/segmenter";
+import { blockOf, chestWallCounts, expertSplit, LUNG_SPLIT, loadLayersModel, loadLungPredictor, loadLungSegmenter, MASK_CACHE_NAMESPACE, MODEL_DIR, MODEL_LAST_DIR, modelSha256, segmentationSource, trainLungSegmenter, LungRunResult, withChestCrops } from "../lib/lungs/segmenter";
+import { loadModel } from "../lib/training/checkpoint";
 import { inverseOrientation, LUNG_INPUT_NORMALISATION, segmenterInput, unetMask, uprightSlice } from "../lib/lungs/slices";
-import { predictMasks } from "../lib/training/segmentation";
+import { predictMasks, SegmentationSource } from "../lib/training/segmentation";
 import { orientPixels, ORIENTATIONS } from "../lib/data/orientation";
 import { augmentBatch, augmentPair } from "../lib/training/augment";
 import { cleanupTempDirs, tempDir } from "./data-fixtures";
@@ -65,6 +66,39 @@ describe("lung segmenter: paired augmentation", () => {
       const t = orientPixels(px, 2, 3, 1, o);
       assert.deepEqual(Array.from(orientPixels(t.data, t.height, t.width, 1, inverseOrientation(o)).data), Array.from(px), o);
     }
+  });
+});
+
+describe("segmentation: predictMasks", () => {
+  useChosenBackend();
+  it("averages the models and, with flip, each model's mirrored view mirrored back", async () => {
+    const side = 8;
+    const conv = (seed: number) => {
+      const m = tf.sequential({ layers: [tf.layers.conv2d({ inputShape: [side, side, 1], filters: 1, kernelSize: 3, padding: "same", activation: "sigmoid", kernelInitializer: tf.initializers.randomNormal({ seed }) })] });
+      return m;
+    };
+    const models = [conv(1), conv(2)];
+    const imgs = [0, 1].map((k) => Uint8Array.from({ length: side * side }, (_, i) => (i * 37 + k * 91) % 256));
+    const src = new SegmentationSource(["a", "b"], imgs, imgs.map(() => new Uint8Array(side * side)), side);
+    const got = async (ms: tf.LayersModel[], flip: boolean) => {
+      const out: number[][] = [];
+      await predictMasks(ms, src, 1, (k, p) => (out[k] = Array.from(p)), { flip });
+      return out;
+    };
+    const x = src.inputs([0, 1]);
+    const views = models.flatMap((m) => [m.predict(x) as tf.Tensor, tf.reverse(m.predict(tf.reverse(x, 2)) as tf.Tensor, 2)]);
+    const expected = tf.div(tf.addN(views), 4);
+    const e = (await expected.array()) as number[][][][];
+    const plain = (await (views[0] as tf.Tensor).array()) as number[][][][];
+    const flat = (a: number[][][][], k: number) => a[k].flat(2);
+    const both = await got(models, true);
+    for (let k = 0; k < 2; k++) flat(e, k).forEach((v, i) => assert.ok(Math.abs(v - both[k][i]) < 1e-6, `image ${k} pixel ${i}: ${both[k][i]} vs ${v}`));
+    const one = await got([models[0]], false);
+    for (let k = 0; k < 2; k++) flat(plain, k).forEach((v, i) => assert.ok(Math.abs(v - one[k][i]) < 1e-6));
+    // The kernels are not mirror-symmetric, so the flip changes the probabilities (the test can fail).
+    assert.ok(one[0].some((v, i) => Math.abs(v - both[0][i]) > 1e-4));
+    tf.dispose([x, expected, ...views]);
+    models.forEach((m) => m.dispose());
   });
 });
 
@@ -207,7 +241,7 @@ describe("lung segmenter: smoke run on real slices", function () {
     const history = JSON.parse(fs.readFileSync(path.join(runDir, "history.json"), "utf8"));
     assert.equal(history.length, 2);
     assert.ok(history[1].trainLoss < history[0].trainLoss, `train loss ${history[0].trainLoss} → ${history[1].trainLoss}`);
-    for (const f of ["manifest.json", "metrics.json", "model/model.json", "model/weights.bin", "checkpoints/best/model.json"]) assert.ok(fs.existsSync(path.join(runDir, f)), f);
+    for (const f of ["manifest.json", "metrics.json", "model/model.json", "model/weights.bin", "model-last/model.json", "checkpoints/best/model.json"]) assert.ok(fs.existsSync(path.join(runDir, f)), f);
     const m = run.metrics;
     assert.equal(m.counts.medseg, 12);
     for (const v of [m.expertTest.unet.pooled.dice, m.expertTest.classical.pooled.dice, m.chestWall.medseg.unet.share, m.medsegCoverage.classical.pooled.coverage, m.medsegCoverage.unet.pooled.coverage, m.lungShare.medseg.unet]) assert.ok(v >= 0 && v <= 1, String(v));
@@ -236,12 +270,12 @@ describe("lung segmenter: smoke run on real slices", function () {
       const plain = await segmenterInput(await uprightSlice(items[i].path, items[i].source), side, { kind: "none" });
       assert.notDeepEqual(Array.from(direct), Array.from(plain), "the normalisation changes the input");
     }
-    // …and the served mask is the model's prediction on exactly that input.
-    const model = await loadLayersModel(path.join(runDir, MODEL_DIR));
+    // …and the served mask is the run's prediction (both members, flipped too) on exactly that input.
+    const models = [await loadLayersModel(path.join(runDir, MODEL_DIR)), await loadLayersModel(path.join(runDir, MODEL_LAST_DIR))];
     const seg = await loadLungSegmenter(runDir, { cacheDir: tempDir("lung-norm-serve") });
     try {
       const probs: Float32Array[] = [];
-      await predictMasks(model, train, 8, (k, p) => (probs[k] = p.slice()));
+      await predictMasks(models, train, 8, (k, p) => (probs[k] = p.slice()), { flip: true });
       for (let i = 0; i < items.length; i++) {
         const s = await uprightSlice(items[i].path, items[i].source);
         const expected = await unetMask(probs[i], side, s, true, run.metrics.threshold);
@@ -251,7 +285,26 @@ describe("lung segmenter: smoke run on real slices", function () {
       }
     } finally {
       seg.dispose();
-      model.dispose();
+      models.forEach((m) => m.dispose());
+    }
+  });
+
+  it("predicts with the selected and the last epoch (model/, model-last/ = the engine's best and last checkpoints), each also mirrored", async () => {
+    assert.deepEqual(run.metrics.prediction, { members: [MODEL_DIR, MODEL_LAST_DIR], flip: true, lastEpoch: 1 });
+    const p = await loadLungPredictor(runDir);
+    try {
+      assert.deepEqual(p.members, [MODEL_DIR, MODEL_LAST_DIR]);
+      assert.equal(p.flip, true);
+      assert.notEqual(p.sha256, modelSha256(path.join(runDir, MODEL_DIR)), "the masks' identity covers every member and the flip");
+      for (const [k, ckpt] of [[0, "best"], [1, "last"]] as const) {
+        const ref = await loadModel(path.join(runDir, "checkpoints", ckpt));
+        const a = p.models[k].getWeights(), b = ref.getWeights();
+        assert.equal(a.length, b.length);
+        for (let i = 0; i < a.length; i++) assert.deepEqual(Array.from(await a[i].data()), Array.from(await b[i].data()), `${p.members[k]} weight ${i} vs checkpoints/${ckpt}`);
+        ref.dispose();
+      }
+    } finally {
+      p.dispose();
     }
   });
 

@@ -12,8 +12,10 @@ import { listCovidSeg, listLuna } from "../lib/data/sources";
 import { examplePreprocess, Example } from "../lib/data/examples";
 import { alignToExample, lesionMaskFile, lesionMasks, lesionTargetOf } from "../lib/diagnosis/masks";
 import { diagnosisData, DiagnosisConfig, evaluateRun, finished, readLesionPredictions, readPredictions, runDiagnosis } from "../lib/diagnosis";
-import { lungProbeCells, parseVariant, table6Cells, TABLE6_ROWS } from "../lib/studies/study2";
-import { runProfile } from "../lib/diagnosis/config";
+import { lungProbeCells, parseVariant, shortcutCells, table6Cells, TABLE6_ROWS } from "../lib/studies/study2";
+import { table5Cells } from "../lib/studies/study1";
+import { table7 } from "../lib/reports/cssl";
+import { checkDiagnosisConfig, defaultRunDir, runProfile } from "../lib/diagnosis/config";
 import { LUNG_PROBE_INPUT_SIZE, lungProbeFilter } from "../lib/diagnosis/lung-probe";
 import { augmentBatch, augmentPair } from "../lib/training/augment";
 import { getProfile, PAPER_AUGMENT } from "../lib/training/profiles";
@@ -174,6 +176,26 @@ describe("Study II: runs", function () {
     assert.equal(runs["lungs-removed"].config.profile.inputSize, runs["whole-image"].config.profile.inputSize);
     assert.ok(!Object.keys(runs["whole-image"].checksums).some((k) => k.startsWith("lungs/")), "the whole-image reference does not depend on the lung U-Net");
     assert.ok(Object.keys(runs["lungs-removed"].checksums).some((k) => k.startsWith("lungs/")), "a blanking probe records the lung masks it used");
+  });
+
+  it("shortcut baselines: Study I's arms are Study I's cue runs (notebook 02's directories), Combination a Study II cell; Table 7 shows it as its last row", async function () {
+    const cells = shortcutCells({ profile: "quick", seeds: [1] });
+    assert.deepEqual(cells.map((c) => c.positives), [...new Set(TABLE6_ROWS.map((r) => r.arm))]);
+    const studyOne = table5Cells({ profile: "quick", protocol: "paper", models: ["shortcut"], seeds: [1] });
+    for (const c of cells) {
+      assert.equal(c.model, "shortcut");
+      checkDiagnosisConfig(c);
+      const s1 = studyOne.find((x) => x.positives === c.positives);
+      if (s1) assert.equal(defaultRunDir(c), defaultRunDir(s1), `${c.positives}: notebook 02's run is reused`);
+      else assert.equal(c.study, "study2", `${c.positives} is not a Study I arm`);
+    }
+    const cell = shortcutCells({ profile: "smoke", seeds: [3], arms: ["combination"] })[0];
+    const r = finished(await runDiagnosis({ ...cell, out: path.join(tmp, "shortcut-combination") }));
+    const t = table7({ pretraining: {}, runs: [] }, { shortcut: [r] })["text/plain"];
+    const row = t.split("\n").find((l) => l.includes("Shortcut baseline"));
+    assert.ok(row, t);
+    assert.ok(row!.includes((100 * r.metrics.test.auc).toFixed(1)), `the row shows the run's test AUC ${r.metrics.test.auc}: ${row}`);
+    assert.ok(!table7({ pretraining: {}, runs: [] })["text/plain"].includes("Shortcut baseline (file cues"), "no row without runs");
   });
 
   it("CLI: train --variant lung writes runs/study2/…; a bad variant or a contradictory flag pair is refused with a clear message", function () {

@@ -19,6 +19,14 @@ function qualityOf(m: LungMetrics): Record<string, LungMaskQuality> {
   };
 }
 
+/** How the run's masks are predicted, in words (runs before ensembleLastEpoch/testTimeFlip: the selected epoch alone). */
+function predictionNote(m: LungMetrics): string {
+  const p = m.prediction;
+  if (!p || (p.members.length === 1 && !p.flip)) return ` (epoch ${m.bestEpoch + 1}, selected on validation Dice)`;
+  const epochs = p.members.length > 1 ? `mean of epoch ${m.bestEpoch + 1} (selected on validation Dice) and the last, epoch ${p.lastEpoch + 1}` : `epoch ${m.bestEpoch + 1}`;
+  return ` (${epochs}${p.flip ? ", each also predicting the mirrored slice" : ""}; threshold ${m.threshold})`;
+}
+
 const providers = new Map<string, Promise<LungMaskProvider>>();
 
 /** The lung-mask provider of a profile's Study II runs: its U-Net (trained on first use), memoised per process. */
@@ -29,7 +37,7 @@ export function studyLungMasks(profile: ProfileName, log: (m: string) => void = 
       const metrics = JSON.parse(fs.readFileSync(path.join(seg.runDir, "metrics.json"), "utf8")) as LungMetrics;
       return {
         id: `resunet:${seg.modelSha256.slice(0, 16)}`,
-        description: `residual U-Net, ${path.relative(process.cwd(), seg.runDir) || seg.runDir}`,
+        description: `residual U-Net, ${path.relative(process.cwd(), seg.runDir) || seg.runDir}${predictionNote(metrics)}`,
         quality: qualityOf(metrics),
         perSlice: metrics.expertTest.perSlice,
         maskFor: (file, source) => seg.maskFor(file, source),

@@ -33,6 +33,7 @@ import { makeManifest, writeManifest } from "../manifest";
 import { buildResUNet } from "../models/unet";
 import { buildProtocol, protocolExamples, spreadIndices } from "../protocols";
 import { openRun } from "../runs";
+import { loadModel } from "../training/checkpoint";
 import { EpochLog, trainModel } from "../training/loop";
 import { ProfileName } from "../training/profiles";
 import { predictMasks, SegmentationSource, segmentationTask } from "../training/segmentation";
@@ -58,6 +59,8 @@ export const THRESHOLD_GRID = [0.3, 0.4, 0.5, 0.6, 0.7] as const;
 export const MASK_CACHE_NAMESPACE = "lung-masks";
 /** Folder of the selected model (tfjs layers format: model.json + weights.bin) inside a run. */
 export const MODEL_DIR = "model";
+/** Folder of the last epoch's model inside a run whose profile averages it in (ensembleLastEpoch). */
+export const MODEL_LAST_DIR = "model-last";
 
 /**
  * The block split of covid19-ct-seg-lungs (issue 16): blocks hold whole volumes, so no volume is
@@ -110,6 +113,8 @@ export interface LungMetrics {
   valDice: number;
   /** What the U-Net learned from. */
   labels: "expert" | "expert+pseudo";
+  /** The model folders whose probabilities are averaged (model = the selected epoch, model-last = the last) and the test-time flip; absent in runs before the knobs (model alone). */
+  prediction?: { members: string[]; flip: boolean; lastEpoch: number };
   split: typeof LUNG_SPLIT;
   counts: { trainExpert: number; trainPseudo: number; val: number; test: number; medseg: number };
   /** U-Net masks cut to the body hull (CUT_TO_BODY), probabilities thresholded at `threshold`. */
@@ -349,7 +354,7 @@ export interface Evaluated {
 }
 
 /** Predict every item (batched) and collect what the metrics compare. */
-export async function evaluatedSet(model: tf.LayersModel, items: readonly Item[], side: number, cache: DiskCache, norm: LungInputNormalisation, batch = 16): Promise<Evaluated[]> {
+export async function evaluatedSet(predictor: LungPrediction, items: readonly Item[], side: number, cache: DiskCache, norm: LungInputNormalisation, batch = 16): Promise<Evaluated[]> {
   const out: Evaluated[] = [];
   for (let i = 0; i < items.length; i += batch) {
     const chunk = items.slice(i, i + batch);
@@ -357,7 +362,7 @@ export async function evaluatedSet(model: tf.LayersModel, items: readonly Item[]
     const inputs = await Promise.all(slices.map((s) => segmenterInput(s, side, norm)));
     const src = new SegmentationSource(chunk.map((c) => c.id), inputs, inputs.map(() => new Uint8Array(side * side)), side);
     const probs: Float32Array[] = [];
-    await predictMasks(model, src, batch, (k, p) => (probs[k] = p.slice()));
+    await predictMasks(predictor.models, src, batch, (k, p) => (probs[k] = p.slice()), { flip: predictor.flip });
     for (let k = 0; k < chunk.length; k++) {
       const s = slices[k];
       out.push({ item: chunk[k], s, prob: probs[k], body: bodyHull(s.gray, s.height, s.width), classical: await classicalMask(chunk[k].path, s, {}, cache), expert: await expertLungMask(chunk[k], s), lesion: await lesionMask(chunk[k], s) });
@@ -367,6 +372,39 @@ export async function evaluatedSet(model: tf.LayersModel, items: readonly Item[]
 }
 
 const unetOf = (e: Evaluated, side: number, cutToBody: boolean, threshold: number) => unetMask(e.prob, side, e.s, cutToBody, threshold);
+
+/** The models a lung run predicts with, and whether each also sees the mirrored slice (predictMasks). */
+export interface LungPrediction {
+  models: tf.LayersModel[];
+  flip: boolean;
+}
+
+/** A finished lung run's prediction, loaded, with the identity of the masks it produces. */
+export interface LungPredictor extends LungPrediction {
+  /** Model folders inside the run, in the order of `models`. */
+  members: string[];
+  /** modelSha256 of the selected model alone; with more members or the flip, a hash over them all. */
+  sha256: string;
+  dispose(): void;
+}
+
+/** The model folders and flip a run's profile asks for (runs made before the knobs: the selected model alone). */
+export function predictionOf(profile: Pick<LungProfile, "ensembleLastEpoch" | "testTimeFlip">): { members: string[]; flip: boolean } {
+  return { members: profile.ensembleLastEpoch ? [MODEL_DIR, MODEL_LAST_DIR] : [MODEL_DIR], flip: profile.testTimeFlip ?? false };
+}
+
+/** Load what a finished lung run predicts with (its manifest's profile says which members and whether to flip). */
+export async function loadLungPredictor(runDir: string): Promise<LungPredictor> {
+  const manifest = JSON.parse(fs.readFileSync(path.join(runDir, "manifest.json"), "utf8"));
+  const { members, flip } = predictionOf(manifest.config.profile as LungProfile);
+  for (const m of members) {
+    if (!fs.existsSync(path.join(runDir, m, "model.json"))) throw new Error(`${runDir}: ${m}/model.json is missing; the run is incomplete: train it again (--force)`);
+  }
+  const hashes = members.map((m) => modelSha256(path.join(runDir, m)));
+  const sha256 = members.length === 1 && !flip ? hashes[0] : crypto.createHash("sha256").update(JSON.stringify({ members: hashes, flip })).digest("hex");
+  const models = await Promise.all(members.map((m) => loadLayersModel(path.join(runDir, m))));
+  return { models, flip, members, sha256, dispose: () => models.forEach((m) => m.dispose()) };
+}
 
 /** Save a layers model in the tfjs layers format (model.json with weightsManifest + weights.bin). */
 export async function saveLayersModel(model: tf.LayersModel, dir: string): Promise<void> {
@@ -468,6 +506,14 @@ export async function trainLungSegmenter(cfg: LungSegmenterConfig): Promise<Lung
     opt.dispose();
     const t2 = Date.now();
     await saveLayersModel(model, path.join(run.workDir, MODEL_DIR));
+    const prediction = predictionOf(profile);
+    const models = [model];
+    if (profile.ensembleLastEpoch) {
+      // The last epoch's weights are in the engine's last checkpoint (model holds the selected epoch's).
+      const last = await loadModel(path.join(run.workDir, "checkpoints", "last"));
+      await saveLayersModel(last, path.join(run.workDir, MODEL_LAST_DIR));
+      models.push(last);
+    }
     const metrics: LungMetrics = {
       profile: profile.name,
       seed,
@@ -477,10 +523,11 @@ export async function trainLungSegmenter(cfg: LungSegmenterConfig): Promise<Lung
       labels: rec.labels as LungMetrics["labels"],
       split: LUNG_SPLIT,
       counts,
-      ...(await evaluateLungModel(model, sets, S, cache, LUNG_INPUT_NORMALISATION, log)),
+      prediction: { ...prediction, lastEpoch: r.history.length - 1 },
+      ...(await evaluateLungModel({ models, flip: prediction.flip }, sets, S, cache, LUNG_INPUT_NORMALISATION, log)),
       seconds: { prepare: (t1 - t0) / 1000, train: (t2 - t1) / 1000, evaluate: 0 },
     };
-    model.dispose();
+    models.forEach((m) => m.dispose());
     metrics.seconds.evaluate = (Date.now() - t2) / 1000;
     writeJsonAtomic(path.join(run.workDir, "metrics.json"), metrics);
     run.finish();
@@ -496,7 +543,7 @@ export async function trainLungSegmenter(cfg: LungSegmenterConfig): Promise<Lung
 }
 
 /** The evaluation part of metrics.json (see LungMetrics): threshold on validation, then test and MedSeg. */
-async function evaluateLungModel(model: tf.LayersModel, sets: LungSets, side: number, cache: DiskCache, norm: LungInputNormalisation, log: (m: string) => void) {
+async function evaluateLungModel(model: LungPrediction, sets: LungSets, side: number, cache: DiskCache, norm: LungInputNormalisation, log: (m: string) => void) {
   log(`evaluating: ${sets.val.length} validation, ${sets.test.length} test and ${sets.medseg.length} MedSeg slices`);
   const val = await evaluatedSet(model, sets.val, side, cache, norm);
   const thresholds: { threshold: number; valDice: number }[] = [];
@@ -561,7 +608,7 @@ export async function evaluateLungRun(runDir: string, o: { write?: boolean; log?
   const manifest = JSON.parse(fs.readFileSync(path.join(runDir, "manifest.json"), "utf8"));
   const profile = manifest.config.profile as LungProfile;
   const sets = await lungSets(profile);
-  const model = await loadLayersModel(path.join(runDir, MODEL_DIR));
+  const model = await loadLungPredictor(runDir);
   const t = Date.now();
   const metrics: LungMetrics = { ...old, ...(await evaluateLungModel(model, sets, profile.inputSize, new DiskCache(), runNormalisation(manifest), o.log ?? (() => undefined))) };
   metrics.seconds = { ...old.seconds, evaluate: (Date.now() - t) / 1000 };
@@ -579,6 +626,7 @@ export interface LungMaskResult {
 export interface LungSegmenter {
   runDir: string;
   profile: ProfileName;
+  /** Identity of the masks: the selected model's SHA-256, or one over every member and the flip (LungPredictor.sha256). */
   modelSha256: string;
   /** Binary 0/1 mask of the file at the image's own height×width and orientation, cached on disk by (image content hash, model hash). */
   maskFor(file: string, source: SourceName): Promise<LungMaskResult>;
@@ -614,9 +662,8 @@ export async function loadLungSegmenter(runDir: string, o: { cacheDir?: string; 
   const norm = runNormalisation(manifest);
   const metricsFile = path.join(runDir, "metrics.json");
   const threshold: number = fs.existsSync(metricsFile) ? JSON.parse(fs.readFileSync(metricsFile, "utf8")).threshold ?? MASK_THRESHOLD : MASK_THRESHOLD;
-  const dir = path.join(runDir, MODEL_DIR);
-  const sha = modelSha256(dir);
-  const model = await loadLayersModel(dir);
+  const predictor = await loadLungPredictor(runDir);
+  const sha = predictor.sha256;
   const cache = new DiskCache(o.cacheDir ?? cacheDir());
   const batch = o.batch ?? 16;
   const key = (file: string, source: SourceName) => cacheKey("lung-mask", MASK_CACHE_VERSION, contentHash(file), sha, sourceOrientation(source, file), CUT_TO_BODY, threshold, norm);
@@ -639,7 +686,7 @@ export async function loadLungSegmenter(runDir: string, o: { cacheDir?: string; 
       const inputs = await Promise.all(slices.map((s) => segmenterInput(s, side, norm)));
       const src = new SegmentationSource(idx.map((i) => items[i].file), inputs, inputs.map(() => new Uint8Array(side * side)), side);
       const probs: Float32Array[] = [];
-      await predictMasks(model, src, batch, (k, p) => (probs[k] = p.slice()));
+      await predictMasks(predictor.models, src, batch, (k, p) => (probs[k] = p.slice()), { flip: predictor.flip });
       for (let k = 0; k < idx.length; k++) {
         const s = slices[k];
         const data = toFileOrientation(await unetMask(probs[k], side, s, CUT_TO_BODY, threshold), s);
@@ -656,6 +703,6 @@ export async function loadLungSegmenter(runDir: string, o: { cacheDir?: string; 
     modelSha256: sha,
     maskFor: async (file, source) => (await masksFor([{ file, source }]))[0],
     masksFor,
-    dispose: () => model.dispose(),
+    dispose: () => predictor.dispose(),
   };
 }

@@ -16,7 +16,7 @@ import { Example } from "../data/examples";
 import { protocolExamples, protocolExternalExamples, selectProtocol } from "../protocols";
 import { getProfile, ProfileName } from "../training/profiles";
 import { armsOf, PositiveArm } from "../diagnosis/arms";
-import { DiagnosisConfig, DiagnosisHooks, variantName } from "../diagnosis/config";
+import { DiagnosisConfig, DiagnosisHooks, SHORTCUT_MODEL, variantName } from "../diagnosis/config";
 import { LUNG_PROBES, LungProbe } from "../diagnosis/lung-probe";
 import { DiagnosisResult } from "../diagnosis/results";
 import { CellHooks, runCells } from "../diagnosis/run";
@@ -134,6 +134,24 @@ export function lungProbeCells(g: Omit<Table6Grid, "rows" | "includeStudyOne"> &
 /** Both lung probes on Combination (finished runs reused). */
 export async function runLungProbes(g: Omit<Table6Grid, "rows" | "includeStudyOne"> & { probes?: readonly LungProbe[] }, hooks: CellHooks = {}): Promise<DiagnosisResult[]> {
   return runCells(lungProbeCells(g), hooks);
+}
+
+/**
+ * The shortcut baseline (file cues, no anatomy) on each arm of Table 6, or of `arms`: what the
+ * protocol's test and the external set give to a model that cannot see a lung. Study I's arms are
+ * Study I's own cue runs (notebook 02's, reused); Combination is a Study II cell of the same model.
+ */
+export function shortcutCells(g: Omit<Table6Grid, "rows" | "includeStudyOne"> & { arms?: readonly PositiveArm[] }): DiagnosisConfig[] {
+  const seeds = g.seeds ?? getProfile(g.profile).seeds;
+  const arms = g.arms ?? [...new Set(TABLE6_ROWS.map((r) => r.arm))];
+  return arms.flatMap((arm) =>
+    seeds.map((seed) => ({ ...table6Cell({ arm, lungMask: false, lesionMask: false }, seed, g), model: SHORTCUT_MODEL })),
+  );
+}
+
+/** The shortcut baseline beside Table 6 (or Table 7: arms ["combination"]), finished runs reused. */
+export async function runShortcutBaselines(g: Omit<Table6Grid, "rows" | "includeStudyOne"> & { arms?: readonly PositiveArm[] }, hooks: CellHooks = {}): Promise<DiagnosisResult[]> {
+  return runCells(shortcutCells(g), hooks);
 }
 
 /** The 48 MedSeg test slices (original CTs, radiologists' lesion masks) as examples. */

@@ -66,11 +66,34 @@ export interface PooledOverlap {
   refArea: number;
 }
 
-/** Probabilities [n, side, side] of the model for every example of src, in order (batched). */
-export async function predictMasks(model: tf.LayersModel, src: SegmentationSource, batch = 16, each?: (i: number, prob: Float32Array) => void): Promise<void> {
+/** How predictMasks turns one or more models into probabilities. */
+export interface PredictOptions {
+  /**
+   * Test-time flip: also predict each image mirrored left–right, mirror that prediction back and
+   * average it with the plain one. The models were trained with flips, so both views are equally
+   * valid; their average is smoother at the edges where one view hesitates.
+   */
+  flip?: boolean;
+}
+
+/**
+ * Probabilities [n, side, side] for every example of src, in order (batched): the mean over the
+ * models (an ensemble; one model is the usual case) and, with o.flip, over both mirror views.
+ */
+export async function predictMasks(models: tf.LayersModel | readonly tf.LayersModel[], src: SegmentationSource, batch = 16, each?: (i: number, prob: Float32Array) => void, o: PredictOptions = {}): Promise<void> {
+  const members = Array.isArray(models) ? models : [models as tf.LayersModel];
+  if (members.length === 0) throw new Error("predictMasks: no model given");
   for (let i = 0; i < src.size; i += batch) {
     const idx = Array.from({ length: Math.min(batch, src.size - i) }, (_, k) => i + k);
-    const p = tf.tidy(() => model.predict(src.inputs(idx)) as tf.Tensor);
+    const p = tf.tidy(() => {
+      const x = src.inputs(idx);
+      const views: tf.Tensor[] = [];
+      for (const m of members) {
+        views.push(m.predict(x) as tf.Tensor);
+        if (o.flip) views.push(tf.reverse(m.predict(tf.reverse(x, 2)) as tf.Tensor, 2));
+      }
+      return views.length === 1 ? views[0] : tf.div(tf.addN(views), views.length);
+    });
     const data = (await p.data()) as Float32Array;
     p.dispose();
     const n = src.side * src.side;
