@@ -59,8 +59,8 @@ async function post(e: Evaluated, side: number, t: number, rFrac: number, mode: 
   let side = 0, norm: LungInputNormalisation = { kind: "none" }, sets: LungSets | undefined;
   for (const member of runDirs) {
     // RUN_DIR@last: that run's last-epoch model instead of its selected one (a snapshot ensemble).
-    const [runDir, which] = member.split("@");
-    if (which !== undefined && which !== "last") throw new Error(`${member}: write RUN_DIR or RUN_DIR@last`);
+    const last = member.endsWith("@last");
+    const runDir = last ? member.slice(0, -"@last".length) : member;
     const manifestFile = path.join(runDir, "manifest.json");
     if (!fs.existsSync(manifestFile) || !fs.existsSync(path.join(runDir, MODEL_DIR, "model.json"))) {
       throw new Error(`${runDir} is not a finished lung run (no manifest.json or ${MODEL_DIR}/model.json): pass a directory that trainLungSegmenter or bench/lung-unet.ts wrote, e.g. runs/bench/lungs/<name>`);
@@ -68,13 +68,14 @@ async function post(e: Evaluated, side: number, t: number, rFrac: number, mode: 
     const manifest = JSON.parse(fs.readFileSync(manifestFile, "utf8"));
     const profile = manifest.config.profile as LungProfile;
     if (side && profile.inputSize !== side) throw new Error(`${runDir}: input ${profile.inputSize}², the first run's is ${side}²; an ensemble needs one size`);
+    const input: LungInputNormalisation = manifest.config.input ?? { kind: "none" };
     if (!sets) {
       side = profile.inputSize;
-      norm = manifest.config.input ?? { kind: "none" };
+      norm = input;
       sets = await lungSets(profile);
-    }
+    } else if (JSON.stringify(input) !== JSON.stringify(norm)) throw new Error(`${runDir}: input normalisation ${JSON.stringify(input)}, the first run's is ${JSON.stringify(norm)}; an ensemble needs one`);
     const lastDir = path.join(runDir, MODEL_LAST_DIR);
-    models.push(which !== "last" ? await loadLayersModel(path.join(runDir, MODEL_DIR)) : fs.existsSync(path.join(lastDir, "model.json")) ? await loadLayersModel(lastDir) : await loadModel(path.join(runDir, "checkpoints", "last")));
+    models.push(!last ? await loadLayersModel(path.join(runDir, MODEL_DIR)) : fs.existsSync(path.join(lastDir, "model.json")) ? await loadLayersModel(lastDir) : await loadModel(path.join(runDir, "checkpoints", "last")));
   }
   const ev: Record<string, Evaluated[]> = {};
   for (const k of ["val", "test", "medseg"] as const) ev[k] = await evaluatedSet({ models, flip: tta === "flip" }, sets![k], side, cache, norm);

@@ -471,11 +471,12 @@ program
   .addOption(runOptions.seed("segmenter seed"))
   .option("--limit <n>", "only the first n images of the source (integer ≥ 1)", intArg("--limit", 1))
   .option("--segmenter <dir>", "segmenter run directory (default runs/lungs/expert/<profile>/resunet-seed<n>)", nonEmpty("--segmenter"))
+  .option("--retrain-segmenter", "train the segmenter again, replacing its run directory (e.g. a run made before the profile changed)")
   .option("--json", "print the summary as JSON")
-  .action(async (o: { source: string; out: string; profile: string; seed: number; limit?: number; segmenter?: string; json?: boolean }) => {
+  .action(async (o: { source: string; out: string; profile: string; seed: number; limit?: number; segmenter?: string; retrainSegmenter?: boolean; json?: boolean }) => {
     const { writeLungMasks } = await import("./lungs/write");
     const log = (m: string) => process.stderr.write(`${m}\n`);
-    const r = await writeLungMasks({ source: o.source as never, out: o.out, profile: o.profile as never, seed: o.seed, limit: o.limit, segmenterRun: o.segmenter, log });
+    const r = await writeLungMasks({ source: o.source as never, out: o.out, profile: o.profile as never, seed: o.seed, limit: o.limit, segmenterRun: o.segmenter, retrainSegmenter: o.retrainSegmenter, log });
     const m = r.metrics;
     print(!!o.json, r, () => [
       `${r.count} lung masks of ${o.source} → ${r.out} (${r.seconds.toFixed(0)} s)`,

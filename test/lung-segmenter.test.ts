@@ -85,19 +85,28 @@ describe("segmentation: predictMasks", () => {
       await predictMasks(ms, src, 1, (k, p) => (out[k] = Array.from(p)), { flip });
       return out;
     };
-    const x = src.inputs([0, 1]);
-    const views = models.flatMap((m) => [m.predict(x) as tf.Tensor, tf.reverse(m.predict(tf.reverse(x, 2)) as tf.Tensor, 2)]);
-    const expected = tf.div(tf.addN(views), 4);
-    const e = (await expected.array()) as number[][][][];
-    const plain = (await (views[0] as tf.Tensor).array()) as number[][][][];
-    const flat = (a: number[][][][], k: number) => a[k].flat(2);
-    const both = await got(models, true);
-    for (let k = 0; k < 2; k++) flat(e, k).forEach((v, i) => assert.ok(Math.abs(v - both[k][i]) < 1e-6, `image ${k} pixel ${i}: ${both[k][i]} vs ${v}`));
+    // The mirror image built in plain JS (column c ↔ side − 1 − c), so the expectation does not share predictMasks' tf.reverse.
+    const mirror = (a: ArrayLike<number>) => Array.from({ length: side * side }, (_, i) => a[Math.floor(i / side) * side + (side - 1 - (i % side))]);
+    const mirrored = new SegmentationSource(["a", "b"], imgs.map((a) => Uint8Array.from(mirror(a))), imgs.map(() => new Uint8Array(side * side)), side);
+    const plainOf = async (m: tf.LayersModel, from: SegmentationSource) => {
+      const out: number[][] = [];
+      await predictMasks(m, from, 2, (k, p) => (out[k] = Array.from(p)));
+      return out;
+    };
+    // One model, no flip: exactly model.predict.
+    const direct = (await (tf.tidy(() => models[0].predict(src.inputs([0, 1])) as tf.Tensor)).data()) as Float32Array;
     const one = await got([models[0]], false);
-    for (let k = 0; k < 2; k++) flat(plain, k).forEach((v, i) => assert.ok(Math.abs(v - one[k][i]) < 1e-6));
-    // The kernels are not mirror-symmetric, so the flip changes the probabilities (the test can fail).
-    assert.ok(one[0].some((v, i) => Math.abs(v - both[0][i]) > 1e-4));
-    tf.dispose([x, expected, ...views]);
+    for (let k = 0; k < 2; k++) one[k].forEach((v, i) => assert.ok(Math.abs(v - direct[k * side * side + i]) < 1e-6));
+    // One model with flip: the mean of the plain view and the mirrored view mirrored back.
+    const p0 = await plainOf(models[0], src), q0 = (await plainOf(models[0], mirrored)).map(mirror);
+    const oneFlip = await got([models[0]], true);
+    for (let k = 0; k < 2; k++) oneFlip[k].forEach((v, i) => assert.ok(Math.abs(v - (p0[k][i] + q0[k][i]) / 2) < 1e-6, `flip, image ${k} pixel ${i}`));
+    // The kernel is not mirror-symmetric, so the flip changes the probabilities (the test can fail).
+    assert.ok(one[0].some((v, i) => Math.abs(v - oneFlip[0][i]) > 1e-4));
+    // Two models with flip: the mean of all four views.
+    const p1 = await plainOf(models[1], src), q1 = (await plainOf(models[1], mirrored)).map(mirror);
+    const both = await got(models, true);
+    for (let k = 0; k < 2; k++) both[k].forEach((v, i) => assert.ok(Math.abs(v - (p0[k][i] + q0[k][i] + p1[k][i] + q1[k][i]) / 4) < 1e-6, `ensemble, image ${k} pixel ${i}`));
     models.forEach((m) => m.dispose());
   });
 });
@@ -308,9 +317,39 @@ describe("lung segmenter: smoke run on real slices", function () {
     }
   });
 
+  it("a run made before the knobs (no prediction in metrics.json) predicts with model/ alone, unflipped, under its old identity", async () => {
+    const old = path.join(tempDir("lung-old-run"), "resunet-seed1");
+    fs.cpSync(runDir, old, { recursive: true });
+    fs.rmSync(path.join(old, MODEL_LAST_DIR), { recursive: true, force: true });
+    const m = JSON.parse(fs.readFileSync(path.join(old, "metrics.json"), "utf8"));
+    delete m.prediction;
+    fs.writeFileSync(path.join(old, "metrics.json"), JSON.stringify(m));
+    const p = await loadLungPredictor(old);
+    try {
+      assert.deepEqual(p.members, [MODEL_DIR]);
+      assert.equal(p.flip, false);
+      assert.equal(p.models.length, 1);
+      assert.equal(p.sha256, modelSha256(path.join(old, MODEL_DIR)), "old runs keep their mask cache keys and Study II checksums");
+    } finally {
+      p.dispose();
+    }
+  });
+
   it("a second call reuses the finished run", async () => {
     const again = await trainLungSegmenter({ profile: "smoke", out: runDir });
     assert.equal(again.reused, true);
+  });
+
+  it("a finished run of an older profile is refused with the way out (--retrain-segmenter), and nothing in it changes", async () => {
+    const stale = path.join(tempDir("lung-stale-run"), "resunet-seed1");
+    fs.cpSync(runDir, stale, { recursive: true });
+    const mf = path.join(stale, "manifest.json");
+    const m = JSON.parse(fs.readFileSync(mf, "utf8"));
+    delete m.config.profile.testTimeFlip; // as recorded before the knob
+    fs.writeFileSync(mf, JSON.stringify(m));
+    const before = fs.readFileSync(path.join(stale, "metrics.json"), "utf8");
+    await assert.rejects(trainLungSegmenter({ profile: "smoke", out: stale }), /another configuration[\s\S]*--retrain-segmenter/);
+    assert.equal(fs.readFileSync(path.join(stale, "metrics.json"), "utf8"), before);
   });
 
   it("mask cache: a hit returns the same mask, at the image's size", async () => {

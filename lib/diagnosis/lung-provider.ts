@@ -23,8 +23,9 @@ function qualityOf(m: LungMetrics): Record<string, LungMaskQuality> {
 function predictionNote(m: LungMetrics): string {
   const p = m.prediction;
   if (!p || (p.members.length === 1 && !p.flip)) return ` (epoch ${m.bestEpoch + 1}, selected on validation Dice)`;
-  const epochs = p.members.length > 1 ? `mean of epoch ${m.bestEpoch + 1} (selected on validation Dice) and the last, epoch ${p.lastEpoch + 1}` : `epoch ${m.bestEpoch + 1}`;
-  return ` (${epochs}${p.flip ? ", each also predicting the mirrored slice" : ""}; threshold ${m.threshold})`;
+  const epochs = p.members.length > 1 ? `mean of epoch ${m.bestEpoch + 1} (selected on validation Dice) and the last, epoch ${p.lastEpoch + 1}` : `epoch ${m.bestEpoch + 1} (selected on validation Dice)`;
+  const flip = p.flip ? (p.members.length > 1 ? ", each also predicting the mirrored slice" : ", also predicting the mirrored slice") : "";
+  return ` (${epochs}${flip}; threshold ${m.threshold})`;
 }
 
 const providers = new Map<string, Promise<LungMaskProvider>>();

@@ -33,6 +33,7 @@ import { makeManifest, writeManifest } from "../manifest";
 import { buildResUNet } from "../models/unet";
 import { buildProtocol, protocolExamples, spreadIndices } from "../protocols";
 import { openRun } from "../runs";
+import { RunDirError } from "../runs/dir";
 import { loadModel } from "../training/checkpoint";
 import { EpochLog, trainModel } from "../training/loop";
 import { ProfileName } from "../training/profiles";
@@ -113,7 +114,7 @@ export interface LungMetrics {
   valDice: number;
   /** What the U-Net learned from. */
   labels: "expert" | "expert+pseudo";
-  /** The model folders whose probabilities are averaged (model = the selected epoch, model-last = the last) and the test-time flip; absent in runs before the knobs (model alone). */
+  /** The model folders whose probabilities are averaged (model = the selected epoch, model-last = the last, when it is another epoch) and the test-time flip; absent in runs before the knobs (model alone). loadLungPredictor follows it. */
   prediction?: { members: string[]; flip: boolean; lastEpoch: number };
   split: typeof LUNG_SPLIT;
   counts: { trainExpert: number; trainPseudo: number; val: number; test: number; medseg: number };
@@ -388,15 +389,20 @@ export interface LungPredictor extends LungPrediction {
   dispose(): void;
 }
 
-/** The model folders and flip a run's profile asks for (runs made before the knobs: the selected model alone). */
-export function predictionOf(profile: Pick<LungProfile, "ensembleLastEpoch" | "testTimeFlip">): { members: string[]; flip: boolean } {
-  return { members: profile.ensembleLastEpoch ? [MODEL_DIR, MODEL_LAST_DIR] : [MODEL_DIR], flip: profile.testTimeFlip ?? false };
+/**
+ * The model folders and flip a profile asks for, given the selected and the last epoch: the last
+ * epoch is a second member only when it is another epoch (runs made before the knobs: the selected
+ * model alone, no flip).
+ */
+export function predictionOf(profile: Pick<LungProfile, "ensembleLastEpoch" | "testTimeFlip">, epochs: { best: number; last: number }): { members: string[]; flip: boolean } {
+  return { members: profile.ensembleLastEpoch && epochs.last !== epochs.best ? [MODEL_DIR, MODEL_LAST_DIR] : [MODEL_DIR], flip: profile.testTimeFlip ?? false };
 }
 
-/** Load what a finished lung run predicts with (its manifest's profile says which members and whether to flip). */
+/** Load what a finished lung run predicts with: the members and flip its metrics.json records (runs before the knobs: model/ alone). */
 export async function loadLungPredictor(runDir: string): Promise<LungPredictor> {
-  const manifest = JSON.parse(fs.readFileSync(path.join(runDir, "manifest.json"), "utf8"));
-  const { members, flip } = predictionOf(manifest.config.profile as LungProfile);
+  const metricsFile = path.join(runDir, "metrics.json");
+  const recorded = fs.existsSync(metricsFile) ? (JSON.parse(fs.readFileSync(metricsFile, "utf8")) as LungMetrics).prediction : undefined;
+  const { members, flip } = recorded ?? { members: [MODEL_DIR], flip: false };
   for (const m of members) {
     if (!fs.existsSync(path.join(runDir, m, "model.json"))) throw new Error(`${runDir}: ${m}/model.json is missing; the run is incomplete: train it again (--force)`);
   }
@@ -449,6 +455,21 @@ function recordedLungConfig(profile: LungProfile, seed: number) {
 }
 
 /**
+ * openRun's refusal of a run directory made with another configuration, with the lung-specific way
+ * out: the notebooks and `covid-ct lungs` reach this run without a --force of their own.
+ */
+function lungRunHint<T>(cfg: LungSegmenterConfig, open: () => T): T {
+  try {
+    return open();
+  } catch (e) {
+    if (e instanceof RunDirError && /another configuration/.test(e.message)) {
+      throw new RunDirError(`${e.message}\nA lung segmenter run from before the '${cfg.profile}' profile changed: retrain it with \`npx covid-ct lungs --profile ${cfg.profile} --seed ${cfg.seed ?? 1} --retrain-segmenter --source medseg --out <new folder>\`, or delete that directory (the notebooks then train it).`);
+    }
+    throw e;
+  }
+}
+
+/**
  * Train the lung U-Net of a profile (or reuse the finished identical run) and write its run
  * directory: manifest.json, history.json, checkpoints/, model/ and metrics.json.
  */
@@ -460,7 +481,7 @@ export async function trainLungSegmenter(cfg: LungSegmenterConfig): Promise<Lung
   const sets = await lungSets(profile);
   const rec = recordedLungConfig(profile, seed);
   const checksums = inputChecksums(sets.protocolHash);
-  const run = openRun({
+  const run = lungRunHint(cfg, () => openRun({
     out: cfg.out,
     defaultDir: defaultLungRunDir(profile.name, seed),
     kind: "lungs",
@@ -469,7 +490,7 @@ export async function trainLungSegmenter(cfg: LungSegmenterConfig): Promise<Lung
     resume: cfg.resume,
     force: cfg.force,
     protect: [resolveSegLungsRoot().dir, resolveDataRoot().dir, resolveCovidSegRoot().dir, resolveLunaRoot().dir, resolveMedsegRoot().dir],
-  });
+  }));
   if (run.state === "reused") {
     log(`reusing finished lung segmenter run ${run.dir}`);
     return { runDir: run.dir, metrics: JSON.parse(fs.readFileSync(path.join(run.dir, "metrics.json"), "utf8")), reused: true };
@@ -506,13 +527,19 @@ export async function trainLungSegmenter(cfg: LungSegmenterConfig): Promise<Lung
     opt.dispose();
     const t2 = Date.now();
     await saveLayersModel(model, path.join(run.workDir, MODEL_DIR));
-    const prediction = predictionOf(profile);
+    const prediction = predictionOf(profile, { best: r.bestEpoch, last: r.history.length - 1 });
     const models = [model];
-    if (profile.ensembleLastEpoch) {
+    if (prediction.members.includes(MODEL_LAST_DIR)) {
       // The last epoch's weights are in the engine's last checkpoint (model holds the selected epoch's).
       const last = await loadModel(path.join(run.workDir, "checkpoints", "last"));
       await saveLayersModel(last, path.join(run.workDir, MODEL_LAST_DIR));
       models.push(last);
+    }
+    let evaluation: Awaited<ReturnType<typeof evaluateLungModel>>;
+    try {
+      evaluation = await evaluateLungModel({ models, flip: prediction.flip }, sets, S, cache, LUNG_INPUT_NORMALISATION, log);
+    } finally {
+      models.forEach((m) => m.dispose());
     }
     const metrics: LungMetrics = {
       profile: profile.name,
@@ -524,10 +551,9 @@ export async function trainLungSegmenter(cfg: LungSegmenterConfig): Promise<Lung
       split: LUNG_SPLIT,
       counts,
       prediction: { ...prediction, lastEpoch: r.history.length - 1 },
-      ...(await evaluateLungModel({ models, flip: prediction.flip }, sets, S, cache, LUNG_INPUT_NORMALISATION, log)),
+      ...evaluation,
       seconds: { prepare: (t1 - t0) / 1000, train: (t2 - t1) / 1000, evaluate: 0 },
     };
-    models.forEach((m) => m.dispose());
     metrics.seconds.evaluate = (Date.now() - t2) / 1000;
     writeJsonAtomic(path.join(run.workDir, "metrics.json"), metrics);
     run.finish();
@@ -610,9 +636,14 @@ export async function evaluateLungRun(runDir: string, o: { write?: boolean; log?
   const sets = await lungSets(profile);
   const model = await loadLungPredictor(runDir);
   const t = Date.now();
-  const metrics: LungMetrics = { ...old, ...(await evaluateLungModel(model, sets, profile.inputSize, new DiskCache(), runNormalisation(manifest), o.log ?? (() => undefined))) };
+  let evaluation: Awaited<ReturnType<typeof evaluateLungModel>>;
+  try {
+    evaluation = await evaluateLungModel(model, sets, profile.inputSize, new DiskCache(), runNormalisation(manifest), o.log ?? (() => undefined));
+  } finally {
+    model.dispose();
+  }
+  const metrics: LungMetrics = { ...old, ...evaluation };
   metrics.seconds = { ...old.seconds, evaluate: (Date.now() - t) / 1000 };
-  model.dispose();
   if (o.write) writeJsonAtomic(path.join(runDir, "metrics.json"), metrics);
   return metrics;
 }

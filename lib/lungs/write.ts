@@ -22,6 +22,8 @@ export interface WriteLungMasksOptions {
   limit?: number;
   /** Segmenter run directory (default runs/lungs/expert/<profile>/resunet-seed<seed>). */
   segmenterRun?: string;
+  /** Train the segmenter again even when a finished run is there (e.g. one made before the profile changed). */
+  retrainSegmenter?: boolean;
   /** The source's data root (default: as lib/config.ts resolves it). */
   root?: string;
   log?: (m: string) => void;
@@ -65,9 +67,9 @@ export async function writeLungMasks(o: WriteLungMasksOptions): Promise<WriteLun
   checkRunDirPath(o.out, { flag: "--out", protect: [root] });
   const out = checkOutputDir(o.out, "--out", (n) => tops.has(n) || n.startsWith("."));
   const runDir = path.resolve(o.segmenterRun ?? defaultLungRunDir(o.profile, o.seed ?? 1));
-  const finished = fs.existsSync(path.join(runDir, "metrics.json"));
+  const finished = fs.existsSync(path.join(runDir, "metrics.json")) && !o.retrainSegmenter;
   if (!finished) log(`no finished lung segmenter at ${runDir}: training it first (profile ${o.profile})`);
-  const seg = await ensureLungSegmenter({ profile: o.profile, seed: o.seed, out: runDir, log });
+  const seg = await ensureLungSegmenter({ profile: o.profile, seed: o.seed, out: runDir, log, force: o.retrainSegmenter });
   try {
     let done = 0;
     const batch = 64;

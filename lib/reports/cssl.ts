@@ -105,7 +105,7 @@ export function table7(res: CsslResults, opts: { shortcut?: readonly DiagnosisRe
     const p = PAPER_TABLE7[row.key];
     return [row.label, p ? `${p.accuracy} / ${p.f1} / ${p.auc}` : "– (not in the paper)", ...(runs.length ? cells(runs) : [notRunReason(row, prof) ?? "not run", "", "", "", "", ""]), runs.length];
   });
-  const shortcut = (opts.shortcut ?? []).filter((r) => r.config.positives === CSSL_FINETUNE.positives);
+  const shortcut = (opts.shortcut ?? []).filter((r) => r.config.model === "shortcut" && r.config.positives === CSSL_FINETUNE.positives && (r.config.protocol ?? "official") === CSSL_FINETUNE.protocol && r.config.profile === prof);
   if (shortcut.length) rows.push(["Shortcut baseline (file cues, no anatomy)", "– (not in the paper)", ...cells(shortcut), shortcut.length]);
   return tableBundle(["initialisation", "paper Acc / F1 / AUC", "ours Acc", "ours F1", "ours AUC", "external AUC", "external Acc / F1 @ val. threshold", "external called COVID", "seeds"], rows, {
     caption: `Table 7 — CSSL ablation: DenseNet-169, lung mask + lesion branch, Combination, paper protocol, profile '${prof}' (test set, threshold 0.5); external set beside it`,
