@@ -91,7 +91,7 @@ function byRow(runs: CsslResults["runs"]): Map<string, DiagnosisResult[]> {
  */
 export function table7(res: CsslResults, opts: { shortcut?: readonly DiagnosisResult[] } = {}) {
   const g = byRow(res.runs);
-  const prof = res.runs[0]?.result.config.profile ?? "quick";
+  const prof = res.runs[0]?.result.config.profile ?? opts.shortcut?.[0]?.config.profile ?? "quick";
   const cells = (runs: readonly DiagnosisResult[]) => {
     const cell = (metric: "accuracy" | "f1" | "auc") => {
       const ms = meanSd(runs.map((r) => r.metrics.test[metric]));
