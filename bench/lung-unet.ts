@@ -3,8 +3,10 @@
  * size, width and pseudo labels → held-out Dice against the experts (test blocks), MedSeg lesion
  * coverage, chest-wall share, and the seconds each took. Every variant is a full lung run under
  * runs/bench/lungs/<name>/ (reused when finished), so the numbers are the ones a run writes.
+ * Every knob a variant does not name is quick's (since 2026-12-07 that includes the test-time flip
+ * and the last epoch averaged in). SEED (default 1) seeds every variant.
  *
- *   node dist/bench/lung-unet.js [name=size:width:epochs:pseudo:copies:kind:minScale:chestCrops:slack ...]   (kind: none | lesions | blobs; minScale: the crop's smallest area share, default LUNG_AUGMENT's; chestCrops: chest-crop copies, slack: their smallest reach towards the body)
+ *   [SEED=n] node dist/bench/lung-unet.js [name=size:width:epochs:pseudo:copies:kind:minScale:chestCrops:slack ...]   (kind: none | lesions | blobs; minScale: the crop's smallest area share, default LUNG_AUGMENT's; chestCrops: chest-crop copies, slack: their smallest reach towards the body)
  */
 import * as path from "path";
 import { PROJECT_ROOT } from "../lib/config";
@@ -25,8 +27,13 @@ function parseVariants() {
 }
 
 let variants: ReturnType<typeof parseVariants>;
+let seed = 1;
 try {
   variants = parseVariants();
+  if (process.env.SEED !== undefined) {
+    seed = Number(process.env.SEED);
+    if (!Number.isInteger(seed) || seed < 0) throw new Error(`SEED=${process.env.SEED}: use an integer ≥ 0`);
+  }
 } catch (e) {
   process.stderr.write(`${e instanceof Error ? e.message : e}\n`);
   process.exit(2);
@@ -38,6 +45,7 @@ try {
     const t = Date.now();
     const r = await trainLungSegmenter({
       profile: "quick",
+      seed,
       out: path.join(PROJECT_ROOT, "runs", "bench", "lungs", v.name),
       profileOverrides: { inputSize: v.inputSize, width: v.width, epochs: v.epochs, schedule: { lr: 3e-3, periodEpochs: v.epochs }, pseudoLabels: v.pseudoLabels, consolidationCopies: v.consolidationCopies, consolidation: v.consolidation, augment: { ...LUNG_AUGMENT, minScale: v.minScale }, ...(v.chestCropCopies ? { chestCropCopies: v.chestCropCopies, chestCropSlack: v.chestCropSlack } : {}) },
       log: (m) => process.stderr.write(`[${v.name}] ${m}\n`),
