@@ -63,7 +63,7 @@ async function post(e: Evaluated, side: number, t: number, rFrac: number, mode: 
     const runDir = last ? member.slice(0, -"@last".length) : member;
     const manifestFile = path.join(runDir, "manifest.json");
     if (!fs.existsSync(manifestFile) || !fs.existsSync(path.join(runDir, MODEL_DIR, "model.json"))) {
-      throw new Error(`${runDir} is not a finished lung run (no manifest.json or ${MODEL_DIR}/model.json): pass a directory that trainLungSegmenter or bench/lung-unet.ts wrote, e.g. runs/bench/lungs/<name>`);
+      throw new Error(`'${runDir || member}' is not a finished lung run (no manifest.json or ${MODEL_DIR}/model.json): pass a directory that trainLungSegmenter or bench/lung-unet.ts wrote, e.g. runs/bench/lungs/<name>`);
     }
     const manifest = JSON.parse(fs.readFileSync(manifestFile, "utf8"));
     const profile = manifest.config.profile as LungProfile;

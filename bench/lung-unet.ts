@@ -31,7 +31,7 @@ let seed = 1;
 try {
   variants = parseVariants();
   if (process.env.SEED !== undefined) {
-    seed = Number(process.env.SEED);
+    seed = process.env.SEED.trim() === "" ? NaN : Number(process.env.SEED);
     if (!Number.isInteger(seed) || seed < 0) throw new Error(`SEED=${process.env.SEED}: use an integer ≥ 0`);
   }
 } catch (e) {

@@ -14,6 +14,7 @@ import { PROJECT_ROOT } from "../lib/config";
 import { decodeGray } from "../lib/data/decode";
 import { splitListRel } from "../lib/data/dataset";
 import { acquireRunLock, checkRunDirPath, configDiff, openRun, RunDirError } from "../lib/runs";
+import { makeManifest, writeManifest } from "../lib/manifest";
 import { cleanupTempDirs, linkedCopyOfRealData, requireRealData, tempDir } from "./data-fixtures";
 
 const CLI = path.join(PROJECT_ROOT, "dist", "lib", "cli.js");
@@ -196,6 +197,24 @@ describe("safe runs", function () {
       assert.throws(() => checkRunDirPath(""), RunDirError);
       assert.throws(() => checkRunDirPath(path.dirname(PROJECT_ROOT)), /contains the project/);
       assert.deepEqual(configDiff({ a: 1, b: { c: [1, 2] } }, { a: 1, b: { c: [1, 3] }, d: "x" }), ["b.c: [1,2] → [1,3]", 'd: absent → "x"']);
+    });
+  });
+
+  describe("1b. --force replaces a run of its own kind only", () => {
+    it("a finished run of another kind (a diagnosis run named as a lung segmenter's directory) is refused, byte for byte kept", () => {
+      const dir = path.join(tempDir("force-kind"), "run");
+      const run = openRun({ out: dir, defaultDir: dir, kind: "study1", config: { a: 1 }, checksums: {} });
+      if (run.state === "reused") throw new Error("a new directory cannot be reused");
+      writeManifest(run.workDir, makeManifest("study1", { a: 1 }, {}, 1));
+      fs.writeFileSync(path.join(run.workDir, "metrics.json"), "{}");
+      run.finish();
+      const before = fs.readdirSync(dir).sort().map((f) => [f, fs.readFileSync(path.join(dir, f), "utf8")]);
+      assert.throws(() => openRun({ out: dir, defaultDir: dir, kind: "lungs", config: { a: 1 }, checksums: {}, force: true }), /holds a 'study1' run, not a 'lungs' run: not this command's[\s\S]*Nothing was changed/);
+      assert.deepEqual(fs.readdirSync(dir).sort().map((f) => [f, fs.readFileSync(path.join(dir, f), "utf8")]), before);
+      // The same kind is still replaced on --force.
+      const again = openRun({ out: dir, defaultDir: dir, kind: "study1", config: { a: 2 }, checksums: {}, force: true });
+      assert.equal(again.state, "replacing");
+      if (again.state === "replacing") again.abandon();
     });
   });
 

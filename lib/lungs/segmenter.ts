@@ -33,7 +33,6 @@ import { makeManifest, writeManifest } from "../manifest";
 import { buildResUNet } from "../models/unet";
 import { buildProtocol, protocolExamples, spreadIndices } from "../protocols";
 import { openRun } from "../runs";
-import { RunDirError } from "../runs/dir";
 import { loadModel } from "../training/checkpoint";
 import { EpochLog, trainModel } from "../training/loop";
 import { ProfileName } from "../training/profiles";
@@ -354,16 +353,22 @@ export interface Evaluated {
   lesion: Uint8Array | null;
 }
 
+/** The run's probabilities [side²] for upright slices, through the one input road (segmenterInput), in one batch. */
+async function probabilitiesOf(predictor: LungPrediction, slices: readonly UprightSlice[], side: number, norm: LungInputNormalisation): Promise<Float32Array[]> {
+  const inputs = await Promise.all(slices.map((s) => segmenterInput(s, side, norm)));
+  const src = new SegmentationSource(slices.map((_, k) => String(k)), inputs, inputs.map(() => new Uint8Array(side * side)), side);
+  const probs: Float32Array[] = [];
+  await predictMasks(predictor.models, src, Math.max(1, slices.length), (k, p) => (probs[k] = p.slice()), { flip: predictor.flip });
+  return probs;
+}
+
 /** Predict every item (batched) and collect what the metrics compare. */
 export async function evaluatedSet(predictor: LungPrediction, items: readonly Item[], side: number, cache: DiskCache, norm: LungInputNormalisation, batch = 16): Promise<Evaluated[]> {
   const out: Evaluated[] = [];
   for (let i = 0; i < items.length; i += batch) {
     const chunk = items.slice(i, i + batch);
     const slices = await Promise.all(chunk.map((it) => uprightSlice(it.path, it.source)));
-    const inputs = await Promise.all(slices.map((s) => segmenterInput(s, side, norm)));
-    const src = new SegmentationSource(chunk.map((c) => c.id), inputs, inputs.map(() => new Uint8Array(side * side)), side);
-    const probs: Float32Array[] = [];
-    await predictMasks(predictor.models, src, batch, (k, p) => (probs[k] = p.slice()), { flip: predictor.flip });
+    const probs = await probabilitiesOf(predictor, slices, side, norm);
     for (let k = 0; k < chunk.length; k++) {
       const s = slices[k];
       out.push({ item: chunk[k], s, prob: probs[k], body: bodyHull(s.gray, s.height, s.width), classical: await classicalMask(chunk[k].path, s, {}, cache), expert: await expertLungMask(chunk[k], s), lesion: await lesionMask(chunk[k], s) });
@@ -455,21 +460,6 @@ function recordedLungConfig(profile: LungProfile, seed: number) {
 }
 
 /**
- * openRun's refusal of a run directory made with another configuration, with the lung-specific way
- * out: the notebooks and `covid-ct lungs` reach this run without a --force of their own.
- */
-function lungRunHint<T>(cfg: LungSegmenterConfig, open: () => T): T {
-  try {
-    return open();
-  } catch (e) {
-    if (e instanceof RunDirError && /another configuration/.test(e.message)) {
-      throw new RunDirError(`${e.message}\nA lung segmenter run from before the '${cfg.profile}' profile changed: retrain it with \`npx covid-ct lungs --profile ${cfg.profile} --seed ${cfg.seed ?? 1} --retrain-segmenter --source medseg --out <new folder>\`, or delete that directory (the notebooks then train it).`);
-    }
-    throw e;
-  }
-}
-
-/**
  * Train the lung U-Net of a profile (or reuse the finished identical run) and write its run
  * directory: manifest.json, history.json, checkpoints/, model/ and metrics.json.
  */
@@ -481,7 +471,7 @@ export async function trainLungSegmenter(cfg: LungSegmenterConfig): Promise<Lung
   const sets = await lungSets(profile);
   const rec = recordedLungConfig(profile, seed);
   const checksums = inputChecksums(sets.protocolHash);
-  const run = lungRunHint(cfg, () => openRun({
+  const run = openRun({
     out: cfg.out,
     defaultDir: defaultLungRunDir(profile.name, seed),
     kind: "lungs",
@@ -490,7 +480,9 @@ export async function trainLungSegmenter(cfg: LungSegmenterConfig): Promise<Lung
     resume: cfg.resume,
     force: cfg.force,
     protect: [resolveSegLungsRoot().dir, resolveDataRoot().dir, resolveCovidSegRoot().dir, resolveLunaRoot().dir, resolveMedsegRoot().dir],
-  }));
+    // The notebooks and `covid-ct lungs` reach this run without flags of their own: name the command that replaces it.
+    flags: { out: "--segmenter", force: `--retrain-segmenter (npx covid-ct lungs --profile ${profile.name} --seed ${seed} --retrain-segmenter --source medseg --out <new folder>; or delete the directory and the notebooks train it again)` },
+  });
   if (run.state === "reused") {
     log(`reusing finished lung segmenter run ${run.dir}`);
     return { runDir: run.dir, metrics: JSON.parse(fs.readFileSync(path.join(run.dir, "metrics.json"), "utf8")), reused: true };
@@ -714,10 +706,7 @@ export async function loadLungSegmenter(runDir: string, o: { cacheDir?: string; 
     for (let b = 0; b < misses.length; b += batch) {
       const idx = misses.slice(b, b + batch);
       const slices = await Promise.all(idx.map((i) => uprightSlice(items[i].file, items[i].source)));
-      const inputs = await Promise.all(slices.map((s) => segmenterInput(s, side, norm)));
-      const src = new SegmentationSource(idx.map((i) => items[i].file), inputs, inputs.map(() => new Uint8Array(side * side)), side);
-      const probs: Float32Array[] = [];
-      await predictMasks(predictor.models, src, batch, (k, p) => (probs[k] = p.slice()), { flip: predictor.flip });
+      const probs = await probabilitiesOf(predictor, slices, side, norm);
       for (let k = 0; k < idx.length; k++) {
         const s = slices[k];
         const data = toFileOrientation(await unetMask(probs[k], side, s, CUT_TO_BODY, threshold), s);

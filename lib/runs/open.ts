@@ -30,6 +30,11 @@ export interface RunRequest {
   force?: boolean;
   /** Folders the run must not be written over, into or above (data roots). */
   protect?: readonly string[];
+  /**
+   * How the caller's user names the directory and the replacement in refusals (default --out and
+   * --force): `covid-ct lungs` reaches a segmenter run through --segmenter and --retrain-segmenter.
+   */
+  flags?: { out?: string; force?: string };
 }
 
 interface Writable {
@@ -75,29 +80,35 @@ export function abandonActiveRuns(): { dir: string; outcome: "kept" | "removed" 
 
 export function openRun(req: RunRequest): OpenedRun {
   const raw = req.out ?? req.defaultDir;
-  const dir = checkRunDirPath(raw, { protect: req.protect });
+  const out = req.flags?.out ?? "--out", force = req.flags?.force ?? "--force";
+  const dir = checkRunDirPath(raw, { flag: out, protect: req.protect });
   const stored = { config: req.config, checksums: req.checksums };
   const exists = fs.existsSync(dir);
   if (exists) {
     const owner = liveLockOwner(dir);
-    if (owner) throw new RunDirError(`Run directory ${dir} is in use by pid ${owner.pid} on ${owner.host} since ${owner.startedAt}. Wait for it to finish, or choose another --out.`);
+    if (owner) throw new RunDirError(`Run directory ${dir} is in use by pid ${owner.pid} on ${owner.host} since ${owner.startedAt}. Wait for it to finish, or choose another ${out}.`);
   }
   const m = exists ? readRunManifest(dir) : null;
   if (exists && !m && !isEmptyDir(dir)) {
     throw new RunDirError(
       `${dir} is not a run directory of covid-ct (no run manifest; it holds ${describeContents(dir)}). Nothing was changed. ` +
-        "Choose a new or empty directory with --out.",
+        `Choose a new or empty directory with ${out}.`,
     );
   }
   if (!m) {
     if (req.resume) throw new RunDirError(`Nothing to resume in ${dir}: no run was started there. Run the same command without --resume.`);
     return startNew(dir, !exists);
   }
-  const diffs = m.kind !== req.kind ? [`kind: ${m.kind} → ${req.kind}`] : configDiff({ config: m.config, checksums: m.checksums ?? {} }, stored);
+  // A run of another command (a diagnosis run named as a lung segmenter's directory, say) is the
+  // user's result: never resumed, reused or replaced here, not even with --force.
+  if (m.kind !== req.kind) {
+    throw new RunDirError(`${dir} holds a '${m.kind}' run, not a '${req.kind}' run: not this command's to reuse or replace, even when forced. Nothing was changed. Choose another ${out}.`);
+  }
+  const diffs = configDiff({ config: m.config, checksums: m.checksums ?? {} }, stored);
   const finished = fs.existsSync(path.join(dir, METRICS_FILE));
   if (req.resume) {
     if (diffs.length) {
-      throw new RunDirError(`Cannot resume ${dir}: the request differs from the run stored there:\n  ${diffs.join("\n  ")}\nRepeat the original flags to resume it, or use --force to replace it with this configuration.`);
+      throw new RunDirError(`Cannot resume ${dir}: the request differs from the run stored there:\n  ${diffs.join("\n  ")}\nRepeat the original flags to resume it, or use ${force} to replace it with this configuration.`);
     }
     if (finished) return { state: "reused", dir, manifest: m };
     return writable("resumed", dir, dir, acquireRunLock(dir), false);
@@ -105,12 +116,12 @@ export function openRun(req: RunRequest): OpenedRun {
   if (req.force) return startReplacement(dir);
   if (finished && diffs.length === 0) return { state: "reused", dir, manifest: m };
   if (finished) {
-    throw new RunDirError(`${dir} holds a finished run with another configuration:\n  ${diffs.join("\n  ")}\nNothing was changed. Use --force to replace it, or choose another --out.`);
+    throw new RunDirError(`${dir} holds a finished run with another configuration:\n  ${diffs.join("\n  ")}\nNothing was changed. Use ${force} to replace it, or choose another ${out}.`);
   }
   if (diffs.length) {
-    throw new RunDirError(`${dir} holds an interrupted run with another configuration:\n  ${diffs.join("\n  ")}\nNothing was changed. Use --force to replace it, or choose another --out.`);
+    throw new RunDirError(`${dir} holds an interrupted run with another configuration:\n  ${diffs.join("\n  ")}\nNothing was changed. Use ${force} to replace it, or choose another ${out}.`);
   }
-  throw new RunDirError(`${dir} holds an interrupted run of this configuration. Continue it with --resume, or start it again with --force.`);
+  throw new RunDirError(`${dir} holds an interrupted run of this configuration. Continue it with --resume, or start it again with ${force}.`);
 }
 
 function startNew(dir: string, create: boolean): OpenedRun {
