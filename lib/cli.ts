@@ -462,30 +462,41 @@ program
     ].join("\n"));
   });
 
-program
-  .command("lungs")
-  .description("Study II: write the U-Net's binary lung mask (PNG 0/255, the image's size) of every image of a source; trains the segmenter first if needed")
-  .requiredOption("--source <name>", SOURCES.join(" | "), oneOf("--source", SOURCES))
-  .addOption(runOptions.out("folder for the masks, laid out as the source's data root (new, empty, or written by this command)").makeOptionMandatory())
-  .addOption(runOptions.profile("segmenter profile: paper | quick | smoke"))
-  .addOption(runOptions.seed("segmenter seed"))
-  .option("--limit <n>", "only the first n images of the source (integer ≥ 1)", intArg("--limit", 1))
-  .option("--segmenter <dir>", "segmenter run directory (default runs/lungs/expert/<profile>/resunet-seed<n>)", nonEmpty("--segmenter"))
-  .option("--retrain-segmenter", "train the segmenter again, replacing its run directory (e.g. a run made before the profile changed)")
-  .option("--json", "print the summary as JSON")
-  .action(async (o: { source: string; out: string; profile: string; seed: number; limit?: number; segmenter?: string; retrainSegmenter?: boolean; json?: boolean }) => {
-    const { writeLungMasks } = await import("./lungs/write");
-    const log = (m: string) => process.stderr.write(`${m}\n`);
-    const r = await writeLungMasks({ source: o.source as never, out: o.out, profile: o.profile as never, seed: o.seed, limit: o.limit, segmenterRun: o.segmenter, retrainSegmenter: o.retrainSegmenter, log });
-    const m = r.metrics;
-    print(!!o.json, r, () => [
-      `${r.count} lung masks of ${o.source} → ${r.out} (${r.seconds.toFixed(0)} s)`,
-      `segmenter: ${r.segmenterRun}${r.trained ? " (trained now)" : ""}`,
-      m ? `  Dice against the radiologists (test blocks ${m.split.test.join(", ")}): U-Net ${fmt(m.expertTest.unet.pooled.dice, 4)} pooled, ${fmt(m.expertTest.unet.perImage.dice, 4)} per slice; classical ${fmt(m.expertTest.classical.pooled.dice, 4)}` : "",
-      m ? `  MedSeg lesion coverage (pooled): classical ${fmt(m.medsegCoverage.classical.pooled.coverage, 4)}, U-Net ${fmt(m.medsegCoverage.unet.pooled.coverage, 4)}` : "",
-      m ? `  chest-wall share (dense non-lesion mask pixels): MedSeg U-Net ${fmt(m.chestWall.medseg.unet.share, 3)}, classical ${fmt(m.chestWall.medseg.classical.share, 3)}; the radiologists' masks on their test slices ${fmt(m.chestWall.expertTest.experts.share, 3)}` : "",
-    ].filter(Boolean).join("\n"));
-  });
+/** `covid-ct lungs` and `covid-ct lesions`: one command shape, one writer (lib/segmenter/write.ts), per segmenter target. */
+function maskCommand(target: "lungs" | "lesions", description: string, report: (m: any) => string[]) {
+  program
+    .command(target)
+    .description(description)
+    .requiredOption("--source <name>", SOURCES.join(" | "), oneOf("--source", SOURCES))
+    .addOption(runOptions.out("folder for the masks, laid out as the source's data root (new, empty, or written by this command)").makeOptionMandatory())
+    .addOption(runOptions.profile("segmenter profile: paper | quick | smoke"))
+    .addOption(runOptions.seed("segmenter seed"))
+    .option("--limit <n>", "only the first n images of the source (integer ≥ 1)", intArg("--limit", 1))
+    .option("--segmenter <dir>", `segmenter run directory (default runs/${target}/expert/<profile>/resunet-seed<n>)`, nonEmpty("--segmenter"))
+    .option("--retrain-segmenter", "train the segmenter again, replacing its run directory (e.g. a run made before the profile changed)")
+    .option("--json", "print the summary as JSON")
+    .action(async (o: { source: string; out: string; profile: string; seed: number; limit?: number; segmenter?: string; retrainSegmenter?: boolean; json?: boolean }) => {
+      const { writeMasks } = await import("./segmenter/write");
+      const log = (m: string) => process.stderr.write(`${m}\n`);
+      const r = await writeMasks({ target, source: o.source as never, out: o.out, profile: o.profile as never, seed: o.seed, limit: o.limit, segmenterRun: o.segmenter, retrainSegmenter: o.retrainSegmenter, log });
+      print(!!o.json, r, () => [
+        `${r.count} ${target === "lungs" ? "lung" : "lesion"} masks of ${o.source} → ${r.out} (${r.seconds.toFixed(0)} s)`,
+        `segmenter: ${r.segmenterRun}${r.trained ? " (trained now)" : ""}`,
+        ...(r.metrics ? report(r.metrics) : []),
+      ].join("\n"));
+    });
+}
+
+maskCommand("lungs", "Study II: write the U-Net's binary lung mask (PNG 0/255, the image's size) of every image of a source; trains the segmenter first if needed", (m: import("./lungs/segmenter").LungMetrics) => [
+  `  Dice against the radiologists (test blocks ${m.split.test.join(", ")}): U-Net ${fmt(m.expertTest.unet.pooled.dice, 4)} pooled, ${fmt(m.expertTest.unet.perImage.dice, 4)} per slice; classical ${fmt(m.expertTest.classical.pooled.dice, 4)}`,
+  `  MedSeg lesion coverage (pooled): classical ${fmt(m.medsegCoverage.classical.pooled.coverage, 4)}, U-Net ${fmt(m.medsegCoverage.unet.pooled.coverage, 4)}`,
+  `  chest-wall share (dense non-lesion mask pixels): MedSeg U-Net ${fmt(m.chestWall.medseg.unet.share, 3)}, classical ${fmt(m.chestWall.medseg.classical.share, 3)}; the radiologists' masks on their test slices ${fmt(m.chestWall.expertTest.experts.share, 3)}`,
+]);
+
+maskCommand("lesions", "Beyond the paper: write the lesion U-Net's binary lesion mask (PNG 0/255, the image's size) of every image of a source; trains the segmenter on the radiologists' infection masks first if needed", (m: import("./lesions/segmenter").LesionMetrics) => [
+  `  lesion Dice against the radiologists (pooled / per slice): MedSeg test ${fmt(m.medsegTest.pooled.dice, 4)} / ${fmt(m.medsegTest.perImage.dice, 4)} (Inf-Net 0.739), test blocks ${m.split.test.join(", ")} ${fmt(m.expertTest.pooled.dice, 4)} / ${fmt(m.expertTest.perImage.dice, 4)}`,
+  `  slice level: sensitivity ${fmt(m.medsegTest.detection.sensitivity, 3)} (MedSeg test), lesion-free LUNA16 slices ${fmt(m.lesionFree.specificity, 3)}; threshold ${m.threshold} (validation blocks ${m.split.val.join(", ")})`,
+]);
 
 program
   .command("evaluate")

@@ -32,3 +32,6 @@ export * as cssl from "./studies/cssl";
 export * as csslReport from "./reports/cssl";
 export * as segmentation from "./training/segmentation";
 export * as tables from "./reports/runs";
+export * as lesions from "./lesions";
+export * as lesionReport from "./reports/lesions";
+export * as segmenter from "./segmenter";

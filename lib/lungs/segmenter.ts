@@ -16,33 +16,28 @@
  * ensureLungSegmenter trains (or reuses the finished run) and serves masks at each file's own size
  * and orientation, cached on disk by (image content, model weights, normalisation, threshold).
  */
-import * as tf from "@tensorflow/tfjs";
-import * as crypto from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import { initBackend } from "../backend";
 import { PROJECT_ROOT, resolveCovidSegRoot, resolveDataRoot, resolveLunaRoot, resolveMedsegRoot, resolveSegLungsRoot } from "../config";
-import { cacheDir } from "../config";
-import { cacheKey, contentHash, DiskCache, mapLimit } from "../data/cache";
-import { decodeRaw } from "../data/decode";
-import { orientPixels } from "../data/orientation";
+import { DiskCache, mapLimit } from "../data/cache";
 import { otsuThreshold } from "../data/preprocess";
-import { lesionMaskFolder, listMedsegSlices, listSegLungs, maskFileBeside, SourceImage, SourceName, sourceManifestFile, sourceOrientation } from "../data/sources";
+import { listMedsegSlices, listSegLungs, SourceImage, SourceName } from "../data/sources";
 import { maskOverlap, MaskOverlap, overlapMetrics, summariseSegmentation } from "../evaluation";
-import { makeManifest, writeManifest } from "../manifest";
-import { buildResUNet } from "../models/unet";
-import { buildProtocol, protocolExamples, spreadIndices } from "../protocols";
-import { openRun } from "../runs";
-import { loadModel } from "../training/checkpoint";
-import { EpochLog, trainModel } from "../training/loop";
+import { buildProtocol, protocolExamples } from "../protocols";
 import { ProfileName } from "../training/profiles";
-import { predictMasks, SegmentationSource, segmentationTask } from "../training/segmentation";
-import { sha256File, writeFileAtomic, writeJsonAtomic } from "../util/fs";
+import { SegmentationSource } from "../training/segmentation";
+import { writeJsonAtomic } from "../util/fs";
 import { rngFor } from "../util/random";
+import { expertLungMask, lesionMask } from "../segmenter/reference";
+import { dataChecksums, Item, OverlapSummary, overlapSummary, loadPredictor, loadSegmenter, MaskResult, pick, predictItems, referenceSource, runNormalisation, Segmenter, SegmenterPrediction, SegmenterPredictor, SegmenterRunConfig, SegmenterTarget, THRESHOLD_GRID, trainSegmenter } from "../segmenter/engine";
 import { bodyHull, LUNG_DEFAULTS } from "./classical";
 import { consolidationRng, densifyLesions, synthConsolidation } from "./consolidation";
 import { ConsolidationKind, getLungProfile, LungProfile } from "./profiles";
-import { classicalMask, LUNG_INPUT_NORMALISATION, LungInputNormalisation, maskToPng, readMaskPng, unetMask, resizeMask, segmenterInput, toFileOrientation, uprightSlice, UprightSlice } from "./slices";
+import { classicalMask, LUNG_INPUT_NORMALISATION, LungInputNormalisation, unetMask, resizeMask, segmenterInput, uprightSlice, UprightSlice } from "./slices";
+
+export type { OverlapSummary } from "../segmenter/engine";
+export { Item, loadLayersModel, MODEL_DIR, MODEL_LAST_DIR, modelSha256, predictionOf, saveLayersModel, THRESHOLD_GRID } from "../segmenter/engine";
 
 /** Bump when served masks change for the same model and image (old cache entries are then ignored). */
 export const MASK_CACHE_VERSION = 4;
@@ -53,14 +48,8 @@ export const MASK_CACHE_VERSION = 4;
 export const CUT_TO_BODY = true;
 /** The mask threshold of runs that did not choose one (pseudo-label runs before expert masks). */
 export const MASK_THRESHOLD = 0.5;
-/** Thresholds tried on the validation blocks; the best pooled Dice against the experts is used. */
-export const THRESHOLD_GRID = [0.3, 0.4, 0.5, 0.6, 0.7] as const;
 /** DiskCache namespace of the served masks. */
 export const MASK_CACHE_NAMESPACE = "lung-masks";
-/** Folder of the selected model (tfjs layers format: model.json + weights.bin) inside a run. */
-export const MODEL_DIR = "model";
-/** Folder of the last epoch's model inside a run whose profile averages it in (ensembleLastEpoch). */
-export const MODEL_LAST_DIR = "model-last";
 
 /**
  * The block split of covid19-ct-seg-lungs (issue 16): blocks hold whole volumes, so no volume is
@@ -68,34 +57,9 @@ export const MODEL_LAST_DIR = "model-last";
  */
 export const LUNG_SPLIT: { readonly test: readonly number[]; readonly val: readonly number[] } = { test: [3, 7, 12], val: [5, 10] };
 
-export interface LungSegmenterConfig {
-  profile: ProfileName;
-  /** Seed of initialisation, shuffling and augmentation (default 1). */
-  seed?: number;
-  /** Run directory (default runs/lungs/expert/<profile>/resunet-seed<seed>). */
-  out?: string;
-  /** Replace a finished or interrupted run. */
-  force?: boolean;
-  /** Continue an interrupted run from its last checkpoint. */
-  resume?: boolean;
-  /** Override profile knobs (ablations: input size, width, pseudo labels); recorded with the profile. */
-  profileOverrides?: Partial<Omit<LungProfile, "name">>;
-  log?: (m: string) => void;
-  onEpoch?: (e: EpochLog) => void;
-}
+/** Options of a lung run (the engine's; profile overrides are lung profile knobs). */
+export type LungSegmenterConfig = SegmenterRunConfig<LungProfile>;
 
-export interface Item {
-  id: string;
-  path: string;
-  source: SourceName;
-}
-
-/** One set's overlap summary: pooled and per-image mean. */
-export interface OverlapSummary {
-  n: number;
-  pooled: { dice: number; iou: number; coverage: number };
-  perImage: { dice: number; iou: number; coverage: number };
-}
 
 /** Pooled share of mask pixels on dense non-lesion tissue (chestWallShare), with the pixel counts. */
 export interface ChestWall {
@@ -143,19 +107,6 @@ export function defaultLungRunDir(profile: ProfileName, seed: number): string {
   return path.join(PROJECT_ROOT, "runs", "lungs", "expert", profile, `resunet-seed${seed}`);
 }
 
-function summary(o: readonly MaskOverlap[]): OverlapSummary {
-  const s = summariseSegmentation(o);
-  return {
-    n: s.n,
-    pooled: { dice: s.pooled.dice, iou: s.pooled.iou, coverage: s.pooled.coverage },
-    perImage: { dice: s.perImage.dice.mean, iou: s.perImage.iou.mean, coverage: s.perImage.coverage.mean },
-  };
-}
-
-/** Evenly spread subset (smoke limits), so every source of a mixed set is represented. */
-function pick<T>(items: readonly T[], limit?: number): T[] {
-  return limit === undefined || items.length <= limit ? [...items] : spreadIndices(items.length, limit).map((i) => items[i]);
-}
 
 /** The block of an expert slice (its patient is `block<k>`). */
 export function blockOf(img: Pick<SourceImage, "patient">): number {
@@ -177,26 +128,6 @@ export function expertSplit<T extends Pick<SourceImage, "patient">>(images: read
   return out;
 }
 
-
-/** A 0/255 mask file as 0/1, upright like its image. */
-async function uprightMaskFile(file: string, s: UprightSlice): Promise<Uint8Array> {
-  const raw = await decodeRaw(file, 1);
-  if (raw.height !== s.fileHeight || raw.width !== s.fileWidth) throw new Error(`${file}: ${raw.height}×${raw.width}, its image ${s.fileHeight}×${s.fileWidth}`);
-  const bin = new Uint8Array(raw.data.length);
-  for (let i = 0; i < bin.length; i++) bin[i] = raw.data[i] >= 128 ? 1 : 0; // pseudo lesions hold grey values: threshold 128
-  return orientPixels(bin, raw.height, raw.width, 1, s.orientation).data;
-}
-
-/** The radiologists' lung mask of an expert slice, upright (null for other sources). */
-function expertLungMask(it: Item, s: UprightSlice): Promise<Uint8Array> | null {
-  return it.source === "covid19-ct-seg-lungs" ? uprightMaskFile(maskFileBeside(it.path, "lungs", it.source, "lung mask"), s) : null;
-}
-
-/** The lesion mask of an expert, MedSeg or COVID-Seg slice, upright like its image (null for other sources). */
-function lesionMask(it: Item, s: UprightSlice): Promise<Uint8Array> | null {
-  const folder = lesionMaskFolder(it.source);
-  return folder ? uprightMaskFile(maskFileBeside(it.path, folder, it.source, "lesion mask"), s) : null;
-}
 
 /**
  * The chest-wall check: of the mask's pixels, those that are dense tissue (brighter than Otsu's
@@ -253,13 +184,8 @@ export async function lungSets(profile: LungProfile): Promise<LungSets> {
  * U-Net inputs and targets at the input size: the experts' lung mask where one exists, else the
  * classical pseudo mask. Inputs go through segmenterInput, the one road inference takes too.
  */
-export async function segmentationSource(items: readonly Item[], side: number, cache: DiskCache, norm: LungInputNormalisation = LUNG_INPUT_NORMALISATION): Promise<SegmentationSource> {
-  const rows = await mapLimit(items, 2, async (it) => {
-    const s = await uprightSlice(it.path, it.source);
-    const m = (await expertLungMask(it, s)) ?? (await classicalMask(it.path, s, {}, cache));
-    return { image: await segmenterInput(s, side, norm), mask: await resizeMask(m, s.height, s.width, side, side) };
-  });
-  return new SegmentationSource(items.map((i) => i.id), rows.map((r) => r.image), rows.map((r) => r.mask), side);
+export function segmentationSource(items: readonly Item[], side: number, cache: DiskCache, norm: LungInputNormalisation = LUNG_INPUT_NORMALISATION): Promise<SegmentationSource> {
+  return referenceSource(LUNG_TARGET, items, side, cache, norm);
 }
 
 /**
@@ -353,26 +279,11 @@ export interface Evaluated {
   lesion: Uint8Array | null;
 }
 
-/** The run's probabilities [side²] for upright slices, through the one input road (segmenterInput), in one batch. */
-async function probabilitiesOf(predictor: LungPrediction, slices: readonly UprightSlice[], side: number, norm: LungInputNormalisation): Promise<Float32Array[]> {
-  const inputs = await Promise.all(slices.map((s) => segmenterInput(s, side, norm)));
-  const src = new SegmentationSource(slices.map((_, k) => String(k)), inputs, inputs.map(() => new Uint8Array(side * side)), side);
-  const probs: Float32Array[] = [];
-  await predictMasks(predictor.models, src, Math.max(1, slices.length), (k, p) => (probs[k] = p.slice()), { flip: predictor.flip });
-  return probs;
-}
-
 /** Predict every item (batched) and collect what the metrics compare. */
 export async function evaluatedSet(predictor: LungPrediction, items: readonly Item[], side: number, cache: DiskCache, norm: LungInputNormalisation, batch = 16): Promise<Evaluated[]> {
   const out: Evaluated[] = [];
-  for (let i = 0; i < items.length; i += batch) {
-    const chunk = items.slice(i, i + batch);
-    const slices = await Promise.all(chunk.map((it) => uprightSlice(it.path, it.source)));
-    const probs = await probabilitiesOf(predictor, slices, side, norm);
-    for (let k = 0; k < chunk.length; k++) {
-      const s = slices[k];
-      out.push({ item: chunk[k], s, prob: probs[k], body: bodyHull(s.gray, s.height, s.width), classical: await classicalMask(chunk[k].path, s, {}, cache), expert: await expertLungMask(chunk[k], s), lesion: await lesionMask(chunk[k], s) });
-    }
+  for (const { item, s, prob } of await predictItems(predictor, items, side, norm, batch)) {
+    out.push({ item, s, prob, body: bodyHull(s.gray, s.height, s.width), classical: await classicalMask(item.path, s, {}, cache), expert: await expertLungMask(item, s), lesion: await lesionMask(item, s) });
   }
   return out;
 }
@@ -380,76 +291,15 @@ export async function evaluatedSet(predictor: LungPrediction, items: readonly It
 const unetOf = (e: Evaluated, side: number, cutToBody: boolean, threshold: number) => unetMask(e.prob, side, e.s, cutToBody, threshold);
 
 /** The models a lung run predicts with, and whether each also sees the mirrored slice (predictMasks). */
-export interface LungPrediction {
-  models: tf.LayersModel[];
-  flip: boolean;
-}
-
+export type LungPrediction = SegmenterPrediction;
 /** A finished lung run's prediction, loaded, with the identity of the masks it produces. */
-export interface LungPredictor extends LungPrediction {
-  /** Model folders inside the run, in the order of `models`. */
-  members: string[];
-  /** modelSha256 of the selected model alone; with more members or the flip, a hash over them all. */
-  sha256: string;
-  dispose(): void;
-}
-
-/**
- * The model folders and flip a profile asks for, given the selected and the last epoch: the last
- * epoch is a second member only when it is another epoch (runs made before the knobs: the selected
- * model alone, no flip).
- */
-export function predictionOf(profile: Pick<LungProfile, "ensembleLastEpoch" | "testTimeFlip">, epochs: { best: number; last: number }): { members: string[]; flip: boolean } {
-  return { members: profile.ensembleLastEpoch && epochs.last !== epochs.best ? [MODEL_DIR, MODEL_LAST_DIR] : [MODEL_DIR], flip: profile.testTimeFlip ?? false };
-}
-
+export type LungPredictor = SegmenterPredictor;
 /** Load what a finished lung run predicts with: the members and flip its metrics.json records (runs before the knobs: model/ alone). */
-export async function loadLungPredictor(runDir: string): Promise<LungPredictor> {
-  const metricsFile = path.join(runDir, "metrics.json");
-  const recorded = fs.existsSync(metricsFile) ? (JSON.parse(fs.readFileSync(metricsFile, "utf8")) as LungMetrics).prediction : undefined;
-  const { members, flip } = recorded ?? { members: [MODEL_DIR], flip: false };
-  for (const m of members) {
-    if (!fs.existsSync(path.join(runDir, m, "model.json"))) throw new Error(`${runDir}: ${m}/model.json is missing; the run is incomplete: train it again (--force)`);
-  }
-  const hashes = members.map((m) => modelSha256(path.join(runDir, m)));
-  const sha256 = members.length === 1 && !flip ? hashes[0] : crypto.createHash("sha256").update(JSON.stringify({ members: hashes, flip })).digest("hex");
-  const models = await Promise.all(members.map((m) => loadLayersModel(path.join(runDir, m))));
-  return { models, flip, members, sha256, dispose: () => models.forEach((m) => m.dispose()) };
-}
-
-/** Save a layers model in the tfjs layers format (model.json with weightsManifest + weights.bin). */
-export async function saveLayersModel(model: tf.LayersModel, dir: string): Promise<void> {
-  fs.mkdirSync(dir, { recursive: true });
-  await model.save(
-    tf.io.withSaveHandler(async (a) => {
-      const data = Array.isArray(a.weightData) ? Buffer.concat(a.weightData.map((d) => Buffer.from(d))) : Buffer.from(a.weightData ?? new ArrayBuffer(0));
-      writeFileAtomic(path.join(dir, "weights.bin"), data);
-      writeJsonAtomic(path.join(dir, "model.json"), { format: "layers-model", generatedBy: `TensorFlow.js tfjs-layers v${tf.version.tfjs}`, modelTopology: a.modelTopology, weightsManifest: [{ paths: ["weights.bin"], weights: a.weightSpecs ?? [] }] });
-      return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: "JSON" } };
-    }),
-  );
-}
-
-/** Load a model saved by saveLayersModel (no file:// handler needed: works on wasm and cpu). */
-export async function loadLayersModel(dir: string): Promise<tf.LayersModel> {
-  const j = JSON.parse(fs.readFileSync(path.join(dir, "model.json"), "utf8"));
-  const b = fs.readFileSync(path.join(dir, "weights.bin"));
-  const weightData = b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
-  return tf.loadLayersModel(tf.io.fromMemory({ modelTopology: j.modelTopology, weightSpecs: j.weightsManifest[0].weights, weightData }));
-}
-
-/** SHA-256 over the saved model's topology and weights: the identity of the masks it produces. */
-export function modelSha256(dir: string): string {
-  return crypto.createHash("sha256").update(sha256File(path.join(dir, "model.json"))).update(sha256File(path.join(dir, "weights.bin"))).digest("hex");
-}
+export const loadLungPredictor = loadPredictor;
 
 /** Checksums of every input: the data manifests of the sources read, and the protocol when pseudo labels are used. */
 function inputChecksums(protocolHash: string | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const s of ["covid19-ct-seg-lungs", "medseg", ...(protocolHash ? (["covid-ct", "covid19-ct-seg", "luna16"] as const) : [])] as const) {
-    const f = sourceManifestFile(s);
-    if (fs.existsSync(f)) out[`data/${s}.sha256`] = sha256File(f);
-  }
+  const out = dataChecksums(["covid19-ct-seg-lungs", "medseg", ...(protocolHash ? (["covid-ct", "covid19-ct-seg", "luna16"] as const) : [])]);
   if (protocolHash) out["protocol/paper"] = protocolHash;
   return out;
 }
@@ -459,105 +309,53 @@ function recordedLungConfig(profile: LungProfile, seed: number) {
   return { profile, seed, model: "resunet", labels: profile.pseudoLabels > 0 ? "expert+pseudo" : "expert", split: LUNG_SPLIT, input: LUNG_INPUT_NORMALISATION, lungOptions: LUNG_DEFAULTS, cutToBody: CUT_TO_BODY, fillHoles: true, thresholdGrid: THRESHOLD_GRID };
 }
 
+type LungEvaluation = Awaited<ReturnType<typeof evaluateLungModel>>;
+type LungFacts = { labels: "expert" | "expert+pseudo"; split: typeof LUNG_SPLIT; counts: LungMetrics["counts"] };
+
+/**
+ * The lung target of the segmenter engine (lib/segmenter/engine.ts): the radiologists' lung masks
+ * (+ classical pseudo masks of protocol slices when the profile asks), synthetic-consolidation and
+ * chest-crop copies of the expert slices, measured against the experts and on MedSeg.
+ */
+export const LUNG_TARGET: SegmenterTarget<LungProfile, LungSets, LungEvaluation, LungFacts> = {
+  kind: "lungs",
+  what: "lung",
+  profile: getLungProfile,
+  defaultRunDir: defaultLungRunDir,
+  recordedConfig: recordedLungConfig,
+  sets: lungSets,
+  checksums: (sets) => inputChecksums(sets.protocolHash),
+  protect: () => [resolveSegLungsRoot().dir, resolveDataRoot().dir, resolveCovidSegRoot().dir, resolveLunaRoot().dir, resolveMedsegRoot().dir],
+  retrainHint: (profile, seed) => `--retrain-segmenter (npx covid-ct lungs --profile ${profile.name} --seed ${seed} --retrain-segmenter --source medseg --out <new folder>; or delete the directory and the notebooks train it again)`,
+  facts: (sets, profile) => ({
+    labels: profile.pseudoLabels > 0 ? "expert+pseudo" : "expert",
+    split: LUNG_SPLIT,
+    counts: { trainExpert: sets.trainExpert, trainPseudo: sets.train.length - sets.trainExpert, val: sets.val.length, test: sets.test.length, medseg: sets.medseg.length },
+  }),
+  describeSets: (sets) =>
+    `radiologists' lung masks: ${sets.trainExpert} training slices (blocks other than ${[...LUNG_SPLIT.val, ...LUNG_SPLIT.test].join(", ")})${sets.train.length > sets.trainExpert ? ` + ${sets.train.length - sets.trainExpert} pseudo-labelled protocol slices` : ""}, ${sets.val.length} validation slices (blocks ${LUNG_SPLIT.val.join(", ")})`,
+  async trainingSource(sets, profile, seed, cache) {
+    const base = await referenceSource(LUNG_TARGET, sets.train, profile.inputSize, cache);
+    const dense = await withConsolidation(base, sets.train, sets.trainExpert, profile.consolidationCopies, profile.consolidation, seed);
+    return withChestCrops(dense, sets.train, sets.trainExpert, profile.chestCropCopies ?? 0, profile.chestCropSlack ?? 0, seed, cache);
+  },
+  // The experts' lung mask where one exists, else the classical pseudo mask.
+  referenceMask: async (it, s, cache) => (await expertLungMask(it, s)) ?? (await classicalMask(it.path, s, {}, cache)),
+  evaluate: (prediction, sets, profile, cache, norm, log) => evaluateLungModel(prediction, sets, profile.inputSize, cache, norm, log),
+  summary: (m) =>
+    `Dice against the radiologists (test blocks ${LUNG_SPLIT.test.join(", ")}): U-Net ${m.expertTest.unet.pooled.dice.toFixed(4)}, classical ${m.expertTest.classical.pooled.dice.toFixed(4)} (pooled); ` +
+    `MedSeg lesion coverage U-Net ${m.medsegCoverage.unet.pooled.coverage.toFixed(4)}; chest-wall share MedSeg U-Net ${m.chestWall.medseg.unet.share.toFixed(3)} (experts on their slices ${m.chestWall.expertTest.experts.share.toFixed(3)})`,
+  maskOf: (prob, side, s, threshold) => unetMask(prob, side, s, CUT_TO_BODY, threshold),
+  cache: { tag: "lung-mask", version: MASK_CACHE_VERSION, namespace: MASK_CACHE_NAMESPACE, keyParts: (threshold) => [CUT_TO_BODY, threshold] },
+  defaultThreshold: MASK_THRESHOLD,
+};
+
 /**
  * Train the lung U-Net of a profile (or reuse the finished identical run) and write its run
  * directory: manifest.json, history.json, checkpoints/, model/ and metrics.json.
  */
 export async function trainLungSegmenter(cfg: LungSegmenterConfig): Promise<LungRunResult> {
-  const log = cfg.log ?? (() => undefined);
-  const profile: LungProfile = { ...getLungProfile(cfg.profile), ...(cfg.profileOverrides ?? {}) };
-  const seed = cfg.seed ?? 1;
-  await initBackend();
-  const sets = await lungSets(profile);
-  const rec = recordedLungConfig(profile, seed);
-  const checksums = inputChecksums(sets.protocolHash);
-  const run = openRun({
-    out: cfg.out,
-    defaultDir: defaultLungRunDir(profile.name, seed),
-    kind: "lungs",
-    config: rec,
-    checksums,
-    resume: cfg.resume,
-    force: cfg.force,
-    protect: [resolveSegLungsRoot().dir, resolveDataRoot().dir, resolveCovidSegRoot().dir, resolveLunaRoot().dir, resolveMedsegRoot().dir],
-    // The notebooks and `covid-ct lungs` reach this run without flags of their own: name the command that replaces it.
-    flags: { out: "--segmenter", force: `--retrain-segmenter (npx covid-ct lungs --profile ${profile.name} --seed ${seed} --retrain-segmenter --source medseg --out <new folder>; or delete the directory and the notebooks train it again)` },
-  });
-  if (run.state === "reused") {
-    log(`reusing finished lung segmenter run ${run.dir}`);
-    return { runDir: run.dir, metrics: JSON.parse(fs.readFileSync(path.join(run.dir, "metrics.json"), "utf8")), reused: true };
-  }
-  try {
-    const cache = new DiskCache();
-    const t0 = Date.now();
-    const counts = { trainExpert: sets.trainExpert, trainPseudo: sets.train.length - sets.trainExpert, val: sets.val.length, test: sets.test.length, medseg: sets.medseg.length };
-    // Which slice was in which set, as this run saw them (the test blocks never reach training or selection).
-    const ids = (xs: Item[]) => xs.map((x) => x.id);
-    writeManifest(run.workDir, makeManifest("lungs", rec, checksums, seed, { counts, sets: { train: ids(sets.train), val: ids(sets.val), test: ids(sets.test) } }));
-    log(`radiologists' lung masks: ${counts.trainExpert} training slices (blocks other than ${[...LUNG_SPLIT.val, ...LUNG_SPLIT.test].join(", ")})${counts.trainPseudo ? ` + ${counts.trainPseudo} pseudo-labelled protocol slices` : ""}, ${counts.val} validation slices (blocks ${LUNG_SPLIT.val.join(", ")})`);
-    const S = profile.inputSize;
-    const base = await segmentationSource(sets.train, S, cache);
-    const train = await withChestCrops(await withConsolidation(base, sets.train, sets.trainExpert, profile.consolidationCopies, profile.consolidation, seed), sets.train, sets.trainExpert, profile.chestCropCopies ?? 0, profile.chestCropSlack ?? 0, seed, cache);
-    const val = await segmentationSource(sets.val, S, cache);
-    const t1 = Date.now();
-    const model = buildResUNet({ inputSize: S, width: profile.width, seed, bnMomentum: profile.bnMomentum });
-    const opt = tf.train.adam(profile.schedule.lr);
-    log(`training the residual U-Net (${S}², width ${profile.width}, ${profile.epochs} epochs) → ${run.dir}`);
-    const r = await trainModel(model, opt, segmentationTask({ augment: profile.augment }), train, val, {
-      epochs: profile.epochs,
-      batchSize: profile.batchSize,
-      microBatch: profile.microBatch,
-      schedule: profile.schedule,
-      seed,
-      runDir: run.workDir,
-      resume: run.state === "resumed",
-      onEpoch: (e) => {
-        log(`epoch ${e.epoch + 1}/${profile.epochs}: train loss ${e.trainLoss.toFixed(4)}, val Dice ${(e.valDice ?? NaN).toFixed(4)} (${e.seconds.toFixed(0)} s)`);
-        cfg.onEpoch?.(e);
-      },
-    });
-    opt.dispose();
-    const t2 = Date.now();
-    await saveLayersModel(model, path.join(run.workDir, MODEL_DIR));
-    const prediction = predictionOf(profile, { best: r.bestEpoch, last: r.history.length - 1 });
-    const models = [model];
-    if (prediction.members.includes(MODEL_LAST_DIR)) {
-      // The last epoch's weights are in the engine's last checkpoint (model holds the selected epoch's).
-      const last = await loadModel(path.join(run.workDir, "checkpoints", "last"));
-      await saveLayersModel(last, path.join(run.workDir, MODEL_LAST_DIR));
-      models.push(last);
-    }
-    let evaluation: Awaited<ReturnType<typeof evaluateLungModel>>;
-    try {
-      evaluation = await evaluateLungModel({ models, flip: prediction.flip }, sets, S, cache, LUNG_INPUT_NORMALISATION, log);
-    } finally {
-      models.forEach((m) => m.dispose());
-    }
-    const metrics: LungMetrics = {
-      profile: profile.name,
-      seed,
-      bestEpoch: r.bestEpoch,
-      epochs: r.history.length,
-      valDice: r.bestValue,
-      labels: rec.labels as LungMetrics["labels"],
-      split: LUNG_SPLIT,
-      counts,
-      prediction: { ...prediction, lastEpoch: r.history.length - 1 },
-      ...evaluation,
-      seconds: { prepare: (t1 - t0) / 1000, train: (t2 - t1) / 1000, evaluate: 0 },
-    };
-    metrics.seconds.evaluate = (Date.now() - t2) / 1000;
-    writeJsonAtomic(path.join(run.workDir, "metrics.json"), metrics);
-    run.finish();
-    log(
-      `Dice against the radiologists (test blocks ${LUNG_SPLIT.test.join(", ")}): U-Net ${metrics.expertTest.unet.pooled.dice.toFixed(4)}, classical ${metrics.expertTest.classical.pooled.dice.toFixed(4)} (pooled); ` +
-        `MedSeg lesion coverage U-Net ${metrics.medsegCoverage.unet.pooled.coverage.toFixed(4)}; chest-wall share MedSeg U-Net ${metrics.chestWall.medseg.unet.share.toFixed(3)} (experts on their slices ${metrics.chestWall.expertTest.experts.share.toFixed(3)}) → ${run.dir}`,
-    );
-    return { runDir: run.dir, metrics, reused: false };
-  } catch (e) {
-    run.abandon();
-    throw e;
-  }
+  return (await trainSegmenter(LUNG_TARGET, cfg)) as LungRunResult;
 }
 
 /** The evaluation part of metrics.json (see LungMetrics): threshold on validation, then test and MedSeg. */
@@ -604,16 +402,11 @@ async function evaluateLungModel(model: LungPrediction, sets: LungSets, side: nu
     cutToBody: CUT_TO_BODY,
     threshold,
     thresholds,
-    expertTest: { unet: summary(unetT), classical: summary(classicalT), perSlice },
-    medsegCoverage: { classical: summary(lesionC), unet: summary(lesionU) },
+    expertTest: { unet: overlapSummary(unetT), classical: overlapSummary(classicalT), perSlice },
+    medsegCoverage: { classical: overlapSummary(lesionC), unet: overlapSummary(lesionU) },
     chestWall: { expertTest: { experts: chestWall(cwExperts), unet: chestWall(cwUnetT) }, medseg: { classical: chestWall(cwC), unet: chestWall(cwU) } },
     lungShare: { expertTest: { experts: shareExperts, unet: shareUnetT }, medseg: { classical: shareC, unet: shareU } },
   };
-}
-
-/** The input normalisation a run was trained with (its manifest; runs before CLAHE: the plain resize). */
-function runNormalisation(manifest: { config: { input?: LungInputNormalisation } }): LungInputNormalisation {
-  return manifest.config.input ?? { kind: "none" };
 }
 
 /**
@@ -640,23 +433,9 @@ export async function evaluateLungRun(runDir: string, o: { write?: boolean; log?
   return metrics;
 }
 
-export interface LungMaskResult {
-  data: Uint8Array;
-  height: number;
-  width: number;
-}
-
-export interface LungSegmenter {
-  runDir: string;
-  profile: ProfileName;
-  /** Identity of the masks: the selected model's SHA-256, or one over every member and the flip (LungPredictor.sha256). */
-  modelSha256: string;
-  /** Binary 0/1 mask of the file at the image's own height×width and orientation, cached on disk by (image content hash, model hash). */
-  maskFor(file: string, source: SourceName): Promise<LungMaskResult>;
-  /** maskFor over many files, predicted in batches (cache hits are read, misses batched). */
-  masksFor(items: readonly { file: string; source: SourceName }[], onProgress?: (done: number, total: number) => void): Promise<LungMaskResult[]>;
-  dispose(): void;
-}
+export type LungMaskResult = MaskResult;
+/** A loaded lung segmenter run serving masks (lib/segmenter/engine.ts Segmenter). */
+export type LungSegmenter = Segmenter;
 
 export interface EnsureLungSegmenterOptions {
   profile: ProfileName;
@@ -678,51 +457,6 @@ export async function ensureLungSegmenter(o: EnsureLungSegmenterOptions): Promis
 }
 
 /** Load a finished lung segmenter run. */
-export async function loadLungSegmenter(runDir: string, o: { cacheDir?: string; batch?: number } = {}): Promise<LungSegmenter> {
-  await initBackend();
-  const manifest = JSON.parse(fs.readFileSync(path.join(runDir, "manifest.json"), "utf8"));
-  const profile = manifest.config.profile as LungProfile;
-  const norm = runNormalisation(manifest);
-  const metricsFile = path.join(runDir, "metrics.json");
-  const threshold: number = fs.existsSync(metricsFile) ? JSON.parse(fs.readFileSync(metricsFile, "utf8")).threshold ?? MASK_THRESHOLD : MASK_THRESHOLD;
-  const predictor = await loadLungPredictor(runDir);
-  const sha = predictor.sha256;
-  const cache = new DiskCache(o.cacheDir ?? cacheDir());
-  const batch = o.batch ?? 16;
-  const key = (file: string, source: SourceName) => cacheKey("lung-mask", MASK_CACHE_VERSION, contentHash(file), sha, sourceOrientation(source, file), CUT_TO_BODY, threshold, norm);
-  const masksFor: LungSegmenter["masksFor"] = async (items, onProgress) => {
-    const out: LungMaskResult[] = new Array(items.length);
-    const misses: number[] = [];
-    let done = 0;
-    for (let i = 0; i < items.length; i++) {
-      const hit = cache.get(MASK_CACHE_NAMESPACE, key(items[i].file, items[i].source));
-      const m = hit ? await readMaskPng(hit) : null;
-      if (m) {
-        out[i] = m;
-        onProgress?.(++done, items.length);
-      } else misses.push(i);
-    }
-    const side = profile.inputSize;
-    for (let b = 0; b < misses.length; b += batch) {
-      const idx = misses.slice(b, b + batch);
-      const slices = await Promise.all(idx.map((i) => uprightSlice(items[i].file, items[i].source)));
-      const probs = await probabilitiesOf(predictor, slices, side, norm);
-      for (let k = 0; k < idx.length; k++) {
-        const s = slices[k];
-        const data = toFileOrientation(await unetMask(probs[k], side, s, CUT_TO_BODY, threshold), s);
-        out[idx[k]] = { data, height: s.fileHeight, width: s.fileWidth };
-        cache.put(MASK_CACHE_NAMESPACE, key(items[idx[k]].file, items[idx[k]].source), await maskToPng(data, s.fileHeight, s.fileWidth));
-        onProgress?.(++done, items.length);
-      }
-    }
-    return out;
-  };
-  return {
-    runDir,
-    profile: profile.name,
-    modelSha256: sha,
-    maskFor: async (file, source) => (await masksFor([{ file, source }]))[0],
-    masksFor,
-    dispose: () => predictor.dispose(),
-  };
+export function loadLungSegmenter(runDir: string, o: { cacheDir?: string; batch?: number } = {}): Promise<LungSegmenter> {
+  return loadSegmenter(LUNG_TARGET, runDir, o);
 }

@@ -5,11 +5,13 @@
  *   study2.ts   notebook 03: Table 6, lung-mask quality, Figure 3 (masks), lesion predictions
  *   harmonise.ts Table 5 cells and source probes without / with harmonisation, and its gallery
  *   cssl.ts     notebook 04: Table 7, pretraining curves, probe, ROC, embedding
+ *   lesions.ts  notebook 05: lesion Dice, lesion galleries, "What transfers", external ROC, the orderings read on the external set
  *   runs.ts     what every table computes from runs: set predictions, seed-mean bootstrap, ROC
  */
 export * as dataset from "./dataset";
 export * as study1 from "./study1";
 export * as study2 from "./study2";
 export * as cssl from "./cssl";
+export * as lesions from "./lesions";
 export * as harmonise from "./harmonise";
 export * from "./runs";

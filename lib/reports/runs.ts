@@ -10,8 +10,11 @@ import type { SourceProbeResult } from "../diagnosis/source-probe";
 import { Figure, tableBundle } from "../plots";
 import { escapeHtml } from "../util/html";
 
+/** What these cells read of a run: its directory (predictions.csv) and metrics — a diagnosis run or a lesion score run. */
+export type ScoredRun = Pick<DiagnosisResult, "runDir" | "metrics">;
+
 /** One set's rows of a run's predictions.csv. */
-export function predictionsOf(r: DiagnosisResult, set: PredictionRow["set"]): PredictionRow[] {
+export function predictionsOf(r: ScoredRun, set: PredictionRow["set"]): PredictionRow[] {
   return readPredictions(path.join(r.runDir, "predictions.csv")).filter((p) => p.set === set);
 }
 
@@ -19,7 +22,7 @@ export function predictionsOf(r: DiagnosisResult, set: PredictionRow["set"]): Pr
  * 95 % bootstrap interval of the seed-mean of a test metric: resample test images, recompute the
  * metric for every seed's predictions on the resample, average over seeds.
  */
-export function seedMeanBootstrap(runs: readonly DiagnosisResult[], metric: "accuracy" | "f1" | "auc", n = 1000, seed = 0, set: "test" | "external" = "test"): [number, number] {
+export function seedMeanBootstrap(runs: readonly ScoredRun[], metric: "accuracy" | "f1" | "auc", n = 1000, seed = 0, set: "test" | "external" = "test"): [number, number] {
   const preds = runs.map((r) => predictionsOf(r, set));
   const labels = preds[0].map((p) => p.label);
   const f = metricFn(metric, 0.5);
@@ -37,7 +40,7 @@ export function seedMeanBootstrap(runs: readonly DiagnosisResult[], metric: "acc
 }
 
 /** One ROC curve per group of runs (the seeds of one cell; probabilities averaged over them), on the test or the external set. */
-export function rocFigureOf(title: string, curves: readonly { name: string; runs: readonly DiagnosisResult[] }[], set: "test" | "external" = "test"): Figure {
+export function rocFigureOf(title: string, curves: readonly { name: string; runs: readonly ScoredRun[] }[], set: "test" | "external" = "test"): Figure {
   const data: Record<string, unknown>[] = [];
   for (const { name, runs } of curves) {
     if (set === "external" && !hasExternal(runs)) continue;
@@ -62,7 +65,7 @@ export function rocFigureOf(title: string, curves: readonly { name: string; runs
 const pct = (x: number) => (Number.isFinite(x) ? (100 * x).toFixed(1) : "–");
 
 /** Every run of the group predicted the external set. */
-export function hasExternal(runs: readonly DiagnosisResult[]): boolean {
+export function hasExternal(runs: readonly ScoredRun[]): boolean {
   return runs.length > 0 && runs.every((r) => !!r.metrics.external);
 }
 
@@ -78,7 +81,7 @@ export const EXTERNAL_NOTE =
   "carry COVID-19 findings to this hospital — not by itself why.";
 
 /** External AUC of a group: mean ± sd over seeds [95 % bootstrap CI of the seed mean], in %. */
-export function externalAucCell(runs: readonly DiagnosisResult[]): string {
+export function externalAucCell(runs: readonly ScoredRun[]): string {
   if (!hasExternal(runs)) return "– (run predates the external set)";
   const aucs = runs.map((r) => r.metrics.external!.atHalf.auc);
   const mean = aucs.reduce((a, x) => a + x, 0) / aucs.length;
@@ -88,14 +91,14 @@ export function externalAucCell(runs: readonly DiagnosisResult[]): string {
 }
 
 /** External accuracy / F1 at each run's validation threshold (seed means), in %. */
-export function externalAtValCell(runs: readonly DiagnosisResult[]): string {
+export function externalAtValCell(runs: readonly ScoredRun[]): string {
   if (!hasExternal(runs)) return "–";
-  const m = (f: (r: DiagnosisResult) => number) => runs.reduce((a, r) => a + f(r), 0) / runs.length;
+  const m = (f: (r: ScoredRun) => number) => runs.reduce((a, r) => a + f(r), 0) / runs.length;
   return `${pct(m((r) => r.metrics.external!.atValThreshold.accuracy))} / ${pct(m((r) => r.metrics.external!.atValThreshold.f1))}`;
 }
 
 /** Share of external slices called COVID at the validation threshold (seed mean), beside the true share. */
-export function externalCallRateCell(runs: readonly DiagnosisResult[]): string {
+export function externalCallRateCell(runs: readonly ScoredRun[]): string {
   if (!hasExternal(runs)) return "–";
   const called = runs.reduce((a, r) => a + r.metrics.external!.covidCallRate, 0) / runs.length;
   return `${pct(called)} (true ${pct(runs[0].metrics.external!.trueCovidRate)})`;

@@ -1,5 +1,5 @@
 /**
- * `covid-ct lungs`: the U-Net's binary lung mask of every image of one source, written as gray PNG
+ * `covid-ct lungs` and `covid-ct lesions`: a segmenter's binary mask of every image of one source, written as gray PNG
  * (0/255, the image's own width and height and orientation) at the image's path relative to its
  * data root with the extension .png. Each file is written atomically; the output folder is checked
  * like a run directory (never the project, a data root or a folder holding other files).
@@ -10,17 +10,27 @@ import { listCovidCt, listCovidSeg, listLuna, listMedsegSlices, listSarsCov2, li
 import { checkOutputDir, checkRunDirPath } from "../runs/dir";
 import { ProfileName } from "../training/profiles";
 import { writeFileAtomic } from "../util/fs";
-import { defaultLungRunDir, ensureLungSegmenter, LungMetrics } from "./segmenter";
-import { maskToPng } from "./slices";
+import { defaultLesionRunDir, ensureLesionSegmenter } from "../lesions/segmenter";
+import { defaultLungRunDir, ensureLungSegmenter } from "../lungs/segmenter";
+import { maskToPng } from "../lungs/slices";
+import { Segmenter } from "./engine";
 
-export interface WriteLungMasksOptions {
+/** What `covid-ct <kind>` writes with: the target's default run and how to train-or-load it. */
+const WRITERS: Record<"lungs" | "lesions", { what: string; defaultRunDir(profile: ProfileName, seed: number): string; ensure(o: { profile: ProfileName; seed?: number; out: string; log: (m: string) => void; force?: boolean }): Promise<Segmenter> }> = {
+  lungs: { what: "lung", defaultRunDir: defaultLungRunDir, ensure: ensureLungSegmenter },
+  lesions: { what: "lesion", defaultRunDir: defaultLesionRunDir, ensure: ensureLesionSegmenter },
+};
+
+export interface WriteMasksOptions {
+  /** Which segmenter: lung masks or lesion masks. */
+  target: "lungs" | "lesions";
   source: SourceName;
   out: string;
   profile: ProfileName;
   seed?: number;
   /** Only the first n images of the source (sorted as its reader lists them). */
   limit?: number;
-  /** Segmenter run directory (default runs/lungs/expert/<profile>/resunet-seed<seed>). */
+  /** Segmenter run directory (default runs/<target>/expert/<profile>/resunet-seed<seed>). */
   segmenterRun?: string;
   /** Train the segmenter again even when a finished run is there (e.g. one made before the profile changed). */
   retrainSegmenter?: boolean;
@@ -30,12 +40,12 @@ export interface WriteLungMasksOptions {
   onProgress?: (done: number, total: number) => void;
 }
 
-export interface WriteLungMasksResult {
+export interface WriteMasksResult<M = unknown> {
   count: number;
   out: string;
   segmenterRun: string;
   trained: boolean;
-  metrics: LungMetrics | null;
+  metrics: M | null;
   seconds: number;
 }
 
@@ -57,19 +67,21 @@ export function maskPathFor(out: string, root: string, image: string): string {
   return path.join(out, rel.replace(/\.[^./\\]+$/, "") + ".png");
 }
 
-export async function writeLungMasks(o: WriteLungMasksOptions): Promise<WriteLungMasksResult> {
+export async function writeMasks<M = unknown>(o: WriteMasksOptions): Promise<WriteMasksResult<M>> {
+  const w = WRITERS[o.target];
   const t0 = Date.now();
   const log = o.log ?? (() => undefined);
   const root = path.resolve(o.root ?? resolveSourceRoot(o.source).dir);
   const images = (await listSource(o.source, root)).slice(0, o.limit ?? Infinity);
+  if (images.length === 0) throw new Error(`No images of ${o.source} under ${root}: nothing to mask, nothing written. Point the source's root at its images (\`npx covid-ct verify-data --source ${o.source}\`).`);
   // The output folder may only hold what this command writes for this source (its top-level folders or files).
   const tops = new Set(images.map((i) => path.relative(root, i.path).split(path.sep)[0].replace(/\.[^./\\]+$/, ".png")));
   checkRunDirPath(o.out, { flag: "--out", protect: [root] });
   const out = checkOutputDir(o.out, "--out", (n) => tops.has(n) || n.startsWith("."));
-  const runDir = path.resolve(o.segmenterRun ?? defaultLungRunDir(o.profile, o.seed ?? 1));
+  const runDir = path.resolve(o.segmenterRun ?? w.defaultRunDir(o.profile, o.seed ?? 1));
   const finished = fs.existsSync(path.join(runDir, "metrics.json")) && !o.retrainSegmenter;
-  if (!finished) log(`no finished lung segmenter at ${runDir}: training it first (profile ${o.profile})`);
-  const seg = await ensureLungSegmenter({ profile: o.profile, seed: o.seed, out: runDir, log, force: o.retrainSegmenter });
+  if (!finished) log(`no finished ${w.what} segmenter at ${runDir}: training it first (profile ${o.profile})`);
+  const seg = await w.ensure({ profile: o.profile, seed: o.seed, out: runDir, log, force: o.retrainSegmenter });
   try {
     let done = 0;
     const batch = 64;

@@ -1,0 +1,84 @@
+/**
+ * Run profiles of the lesion segmenter (notebook 05): one typed config per profile name, every knob
+ * documented here. The residual U-Net and its engine are the lung segmenter's (lib/segmenter);
+ * only the values differ. The CLI, the notebook and ensureLesionSegmenter only pick a name.
+ */
+import { SegmenterProfile } from "../segmenter/engine";
+import { ProfileName } from "../training/profiles";
+
+export interface LesionProfile extends SegmenterProfile {
+  /**
+   * Largest share of the image a predicted mask may hold and still count as "no lesion" at the
+   * slice level (sensitivity/specificity): a few stray pixels are not a finding.
+   */
+  minLesionShare: number;
+  /** LUNA16 slices (non-COVID, no infection mask) used as the lesion-free check (the specificity proxy). */
+  lesionFreeSlices: number;
+}
+
+/**
+ * Lesion augmentation: crops down to 60 % of the area (lesions are small, and MedSeg's slices are
+ * cut to the chest while the experts' show the whole field), flips, and the lung profile's grey jitter.
+ */
+export const LESION_AUGMENT = { minScale: 0.6, hflip: true, brightness: 0.3, contrast: 0.3 };
+
+export const LESION_PROFILES: Record<ProfileName, LesionProfile> = {
+  // Inf-Net's resolution (352²) is for a GPU; 224² and width 32 here.
+  paper: {
+    name: "paper",
+    inputSize: 224,
+    width: 32,
+    epochs: 60,
+    batchSize: 16,
+    microBatch: 16,
+    schedule: { lr: 1e-3, periodEpochs: 60 },
+    bnMomentum: 0.99,
+    augment: LESION_AUGMENT,
+    loss: { kind: "dice+bce" },
+    testTimeFlip: true,
+    ensembleLastEpoch: true,
+    minLesionShare: 0.001,
+    lesionFreeSlices: 100,
+  },
+  // 2 CPU cores on wasm: measured in bench/RESULTS.md ("lesion segmenter").
+  quick: {
+    name: "quick",
+    inputSize: 128,
+    width: 8,
+    epochs: 40,
+    batchSize: 8,
+    microBatch: 8,
+    schedule: { lr: 3e-3, periodEpochs: 40 },
+    bnMomentum: 0.9,
+    augment: LESION_AUGMENT,
+    loss: { kind: "dice+bce" },
+    testTimeFlip: true,
+    ensembleLastEpoch: true,
+    minLesionShare: 0.001,
+    lesionFreeSlices: 50,
+  },
+  // Tiny: every code path in seconds (tests).
+  smoke: {
+    name: "smoke",
+    inputSize: 32,
+    width: 4,
+    epochs: 2,
+    batchSize: 4,
+    microBatch: 4,
+    schedule: { lr: 3e-3, periodEpochs: 2 },
+    bnMomentum: 0.9,
+    augment: LESION_AUGMENT,
+    loss: { kind: "dice+bce" },
+    testTimeFlip: true,
+    ensembleLastEpoch: true,
+    minLesionShare: 0.001,
+    lesionFreeSlices: 4,
+    limit: 12,
+  },
+};
+
+export function getLesionProfile(name: string): LesionProfile {
+  const p = (LESION_PROFILES as Record<string, LesionProfile>)[name];
+  if (!p) throw new Error(`Unknown lesion profile '${name}'. Use one of: ${Object.keys(LESION_PROFILES).join(", ")}.`);
+  return structuredClone(p);
+}
