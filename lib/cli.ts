@@ -477,8 +477,11 @@ function maskCommand(target: "lungs" | "lesions", description: string, report: (
     .option("--json", "print the summary as JSON")
     .action(async (o: { source: string; out: string; profile: string; seed: number; limit?: number; segmenter?: string; retrainSegmenter?: boolean; json?: boolean }) => {
       const { writeMasks } = await import("./segmenter/write");
+      const writer = target === "lungs"
+        ? await import("./lungs/segmenter").then((m) => ({ what: "lung", defaultRunDir: m.defaultLungRunDir, ensure: m.ensureLungSegmenter }))
+        : await import("./lesions/segmenter").then((m) => ({ what: "lesion", defaultRunDir: m.defaultLesionRunDir, ensure: m.ensureLesionSegmenter }));
       const log = (m: string) => process.stderr.write(`${m}\n`);
-      const r = await writeMasks({ target, source: o.source as never, out: o.out, profile: o.profile as never, seed: o.seed, limit: o.limit, segmenterRun: o.segmenter, retrainSegmenter: o.retrainSegmenter, log });
+      const r = await writeMasks(writer, { source: o.source as never, out: o.out, profile: o.profile as never, seed: o.seed, limit: o.limit, segmenterRun: o.segmenter, retrainSegmenter: o.retrainSegmenter, log });
       print(!!o.json, r, () => [
         `${r.count} ${target === "lungs" ? "lung" : "lesion"} masks of ${o.source} → ${r.out} (${r.seconds.toFixed(0)} s)`,
         `segmenter: ${r.segmenterRun}${r.trained ? " (trained now)" : ""}`,

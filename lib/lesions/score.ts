@@ -18,14 +18,13 @@ import * as fs from "fs";
 import * as path from "path";
 import { PROJECT_ROOT, resolveCovidSegRoot, resolveDataRoot, resolveLunaRoot, resolveMedsegRoot, resolveSarsRoot, resolveSegLungsRoot } from "../config";
 import { Example } from "../data/examples";
-import { SourceName } from "../data/sources";
+import { listMedsegSlices, SourceName } from "../data/sources";
 import { DiagnosisMetrics, metricsFromPredictions, PredictionRow, writePredictions } from "../diagnosis/results";
 import { ensureLungSegmenter } from "../lungs/segmenter";
 import { makeManifest, writeManifest } from "../manifest";
 import { buildProtocol, protocolExamples, protocolExternalExamples } from "../protocols";
 import { openRun } from "../runs";
 import { Segmenter } from "../segmenter/engine";
-import { medsegTestExamples } from "../studies/study2";
 import { getProfile, ProfileName } from "../training/profiles";
 import { writeFileAtomic, writeJsonAtomic } from "../util/fs";
 import { rngFor } from "../util/random";
@@ -95,7 +94,7 @@ export async function scoreExamples(profile: ProfileName): Promise<{ protocolHas
       train: cap(protocolExamples(p, "train"), "train"),
       val: cap(protocolExamples(p, "val"), "val"),
       test: cap(protocolExamples(p, "test"), "test"),
-      "medseg-test": cap(medsegTestExamples(), "medseg-test"),
+      "medseg-test": cap(listMedsegSlices("test").map((m) => ({ id: m.id, path: m.path, label: 1 as const, source: "medseg" as const })), "medseg-test"),
       external: cap(protocolExternalExamples(p), "external"),
     },
   };

@@ -15,10 +15,9 @@ import { PAPER_ARM_NAMES } from "../paper";
 import { Figure, tableBundle } from "../plots";
 import { spreadIndices } from "../protocols";
 import { Segmenter } from "../segmenter/engine";
-import { CsslResults } from "../studies/cssl";
 import { escapeHtml } from "../util/html";
 import { EXTERNAL_NOTE, externalAtValCell, externalAucCell, externalCallRateCell, rocFigureOf, ScoredRun, seedMeanBootstrap } from "./runs";
-import { overlayPng } from "./study2";
+import { overlayPng } from "./overlay";
 
 const pct = (x: number) => (Number.isFinite(x) ? (100 * x).toFixed(1) : "–");
 const f3 = (x: number | undefined) => (x !== undefined && Number.isFinite(x) ? x.toFixed(3) : "–");
@@ -113,6 +112,9 @@ export async function externalLesionGallery(lungs: Segmenter, lesions: Segmenter
   };
 }
 
+/** What these tables read of Table 7's results (lib/studies/cssl Table7Runs): each fine-tuning run with its row. */
+export type Table7Runs = { runs: readonly { row: { label: string }; result: DiagnosisResult }[] };
+
 /** One row of "What transfers": a group of runs (seeds) with its name and protocol. */
 export interface TransferRow {
   name: string;
@@ -153,7 +155,7 @@ const variantLabel = (c: DiagnosisResult["config"]) => [c.lungMask ? "lung mask"
 export function transferRows(o: {
   table5?: { official?: readonly DiagnosisResult[]; paper?: readonly DiagnosisResult[] };
   table6?: readonly DiagnosisResult[];
-  table7?: CsslResults;
+  table7?: Table7Runs;
   lungProbes?: readonly DiagnosisResult[];
   shortcut?: readonly DiagnosisResult[];
   scores?: Partial<Record<"lesion-burden" | "lesion-logistic", LesionScoreResult>>;
@@ -225,7 +227,7 @@ export function orderingSentence(claim: string, groups: readonly { name: string;
 }
 
 /** The paragraph that reads the paper's orderings on the external column. */
-export function orderingsParagraph(o: { table5Paper?: readonly DiagnosisResult[]; table6?: readonly DiagnosisResult[]; table7?: CsslResults; scores?: Partial<Record<string, LesionScoreResult>> }) {
+export function orderingsParagraph(o: { table5Paper?: readonly DiagnosisResult[]; table6?: readonly DiagnosisResult[]; table7?: Table7Runs; scores?: Partial<Record<string, LesionScoreResult>> }) {
   const lines: string[] = [];
   const dn = (o.table5Paper ?? []).filter((r) => r.config.model === "densenet169");
   if (dn.length) lines.push(orderingSentence("Paper: COVID-Seg > CT-118 and CT-349 as training positives (Table 5, DenseNet-169)", groupBy(dn, (r) => armName(r.config.positives)).map((g) => ({ name: g.key, runs: g.runs }))));

@@ -3,7 +3,6 @@
  * curves, Figure 3 (CT, lung mask, lesion mask) and predicted lesion masks, from finished runs.
  */
 import * as path from "path";
-import sharp from "sharp";
 import { meanSd } from "../evaluation";
 import { PAPER_ARM_NAMES } from "../paper";
 import { Figure, tableBundle } from "../plots";
@@ -15,6 +14,8 @@ import { DiagnosisResult, PredictionRow, readLesionPredictions } from "../diagno
 import { paperRowSix, rowKey, TABLE6_ROWS, TableSixRow } from "../studies/study2";
 import { MULTITASK_HEADS, PROFILES, StudyProfile } from "../training/profiles";
 import { escapeHtml } from "../util/html";
+import { overlayPng } from "./overlay";
+export { overlayPng } from "./overlay";
 import { EXTERNAL_NOTE, externalAtValCell, externalAucCell, hasExternal, rocFigureOf, seedMeanBootstrap } from "./runs";
 
 const pct = (x: number) => (Number.isFinite(x) ? (100 * x).toFixed(1) : "–");
@@ -174,22 +175,6 @@ export function trainingCurvesSix(results: readonly DiagnosisResult[], arm: stri
   return { data, layout: { title: { text: `Training curves — ${PAPER_ARM_NAMES[arm] ?? arm}` }, xaxis: { title: { text: "epoch" } }, yaxis: { title: { text: "validation AUC / lesion Dice" } }, height: 420 } };
 }
 
-/** A gray image with masks drawn over it (lung: blue outline-ish tint, lesion: red, prediction: yellow) as a PNG data URI. */
-export async function overlayPng(gray: Uint8Array, size: number, layers: { mask: ArrayLike<number>; size: number; rgb: [number, number, number]; alpha?: number }[], outSize = 180): Promise<string> {
-  const rgb = Buffer.alloc(size * size * 3);
-  for (let i = 0; i < size * size; i++) for (let c = 0; c < 3; c++) rgb[3 * i + c] = gray[i];
-  for (const l of layers) {
-    const a = l.alpha ?? 0.45;
-    for (let y = 0; y < size; y++) for (let x = 0; x < size; x++) {
-      const v = l.mask[Math.floor((y * l.size) / size) * l.size + Math.floor((x * l.size) / size)];
-      if (v < 0.5) continue;
-      const i = y * size + x;
-      for (let c = 0; c < 3; c++) rgb[3 * i + c] = Math.round((1 - a) * rgb[3 * i + c] + a * l.rgb[c]);
-    }
-  }
-  const png = await sharp(rgb, { raw: { width: size, height: size, channels: 3 } }).resize(outSize, outSize).png().toBuffer();
-  return `data:image/png;base64,${png.toString("base64")}`;
-}
 
 const LUNG_RGB: [number, number, number] = [40, 120, 255];
 const LESION_RGB: [number, number, number] = [255, 40, 40];

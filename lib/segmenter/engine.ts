@@ -34,7 +34,7 @@ import { AugmentConfig, ProfileName } from "../training/profiles";
 import { CosineSchedule } from "../training/schedule";
 import { predictMasks, SegmentationSource, segmentationTask } from "../training/segmentation";
 import { sha256File, writeFileAtomic, writeJsonAtomic } from "../util/fs";
-import { LUNG_INPUT_NORMALISATION, LungInputNormalisation, maskToPng, readMaskPng, resizeMask, segmenterInput, toFileOrientation, uprightSlice, UprightSlice } from "../lungs/slices";
+import { LUNG_INPUT_NORMALISATION, LungInputNormalisation, maskToPng, readMaskPng, resizeMask, segmenterInput, toFileOrientation, uprightSlice, UprightSlice } from "./slices";
 
 /** Folder of the selected model (tfjs layers format: model.json + weights.bin) inside a run. */
 export const MODEL_DIR = "model";

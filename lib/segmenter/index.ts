@@ -2,4 +2,5 @@
 export * from "./engine";
 export * from "./reference";
 export { writeMasks, maskPathFor } from "./write";
-export type { WriteMasksOptions, WriteMasksResult } from "./write";
+export type { MaskWriter, WriteMasksOptions, WriteMasksResult } from "./write";
+export * from "./slices";

@@ -5,7 +5,7 @@
 import { decodeRaw } from "../data/decode";
 import { orientPixels } from "../data/orientation";
 import { lesionMaskFolder, maskFileBeside, SourceName } from "../data/sources";
-import { UprightSlice } from "../lungs/slices";
+import { UprightSlice } from "./slices";
 
 /** A 0/255 mask file as 0/1, upright like its image (pseudo lesions hold grey values: threshold 128). */
 export async function uprightMaskFile(file: string, s: UprightSlice): Promise<Uint8Array> {

@@ -10,20 +10,17 @@ import { listCovidCt, listCovidSeg, listLuna, listMedsegSlices, listSarsCov2, li
 import { checkOutputDir, checkRunDirPath } from "../runs/dir";
 import { ProfileName } from "../training/profiles";
 import { writeFileAtomic } from "../util/fs";
-import { defaultLesionRunDir, ensureLesionSegmenter } from "../lesions/segmenter";
-import { defaultLungRunDir, ensureLungSegmenter } from "../lungs/segmenter";
-import { maskToPng } from "../lungs/slices";
 import { Segmenter } from "./engine";
+import { maskToPng } from "./slices";
 
-/** What `covid-ct <kind>` writes with: the target's default run and how to train-or-load it. */
-const WRITERS: Record<"lungs" | "lesions", { what: string; defaultRunDir(profile: ProfileName, seed: number): string; ensure(o: { profile: ProfileName; seed?: number; out: string; log: (m: string) => void; force?: boolean }): Promise<Segmenter> }> = {
-  lungs: { what: "lung", defaultRunDir: defaultLungRunDir, ensure: ensureLungSegmenter },
-  lesions: { what: "lesion", defaultRunDir: defaultLesionRunDir, ensure: ensureLesionSegmenter },
-};
+/** What `covid-ct <target>` writes with: the target's default run and how to train-or-load it (lungs: lib/lungs/segmenter, lesions: lib/lesions/segmenter). */
+export interface MaskWriter {
+  what: string;
+  defaultRunDir(profile: ProfileName, seed: number): string;
+  ensure(o: { profile: ProfileName; seed?: number; out: string; log: (m: string) => void; force?: boolean }): Promise<Segmenter>;
+}
 
 export interface WriteMasksOptions {
-  /** Which segmenter: lung masks or lesion masks. */
-  target: "lungs" | "lesions";
   source: SourceName;
   out: string;
   profile: ProfileName;
@@ -67,8 +64,7 @@ export function maskPathFor(out: string, root: string, image: string): string {
   return path.join(out, rel.replace(/\.[^./\\]+$/, "") + ".png");
 }
 
-export async function writeMasks<M = unknown>(o: WriteMasksOptions): Promise<WriteMasksResult<M>> {
-  const w = WRITERS[o.target];
+export async function writeMasks<M = unknown>(w: MaskWriter, o: WriteMasksOptions): Promise<WriteMasksResult<M>> {
   const t0 = Date.now();
   const log = o.log ?? (() => undefined);
   const root = path.resolve(o.root ?? resolveSourceRoot(o.source).dir);
