@@ -10,6 +10,7 @@
  */
 import * as path from "path";
 import { PROJECT_ROOT } from "../lib/config";
+import { benchArgs } from "./segmenter-args";
 import { LUNG_AUGMENT } from "../lib/lungs/profiles";
 import { trainLungSegmenter } from "../lib/lungs/segmenter";
 
@@ -26,18 +27,7 @@ function parseVariants() {
   });
 }
 
-let variants: ReturnType<typeof parseVariants>;
-let seed = 1;
-try {
-  variants = parseVariants();
-  if (process.env.SEED !== undefined) {
-    seed = process.env.SEED.trim() === "" ? NaN : Number(process.env.SEED);
-    if (!Number.isInteger(seed) || seed < 0) throw new Error(`SEED=${process.env.SEED}: use an integer ≥ 0`);
-  }
-} catch (e) {
-  process.stderr.write(`${e instanceof Error ? e.message : e}\n`);
-  process.exit(2);
-}
+const { variants, seed } = benchArgs(parseVariants);
 
 (async () => {
   const rows: string[] = [];

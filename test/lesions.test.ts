@@ -122,7 +122,11 @@ describe("lesion segmenter: smoke run on the radiologists' masks", function () {
       assert.ok(!medsegTest.has(id), `${id}: a MedSeg test slice in training or validation`);
       if (block.has(id)) assert.ok(!LUNG_SPLIT.test.includes(block.get(id)!), `${id}: a test-block slice in training or validation`);
     }
-    for (const id of sets.val) assert.ok(LUNG_SPLIT.val.includes(block.get(id)!), `${id} in validation`);
+    // Validation: blocks 5 and 10, and every fifth MedSeg train slice, which then does not train.
+    for (const id of sets.val) assert.ok(block.has(id) ? LUNG_SPLIT.val.includes(block.get(id)!) : medsegTrain.has(id), `${id} in validation`);
+    const medVal = sets.val.filter((id) => medsegTrain.has(id));
+    assert.ok(medVal.length > 0, "MedSeg train slices validate");
+    for (const id of medVal) assert.ok(!sets.train.includes(id), `${id} both trains and validates`);
     for (const id of sets.test) assert.ok(LUNG_SPLIT.test.includes(block.get(id)!), `${id} in test`);
     const m = run.metrics;
     assert.ok(m.thresholds.some((t) => t.threshold === m.threshold), "the threshold is one of the validation grid's");

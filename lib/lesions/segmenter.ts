@@ -3,7 +3,8 @@
  * engine (lib/segmenter/engine.ts) with the lesion target — the RADIOLOGISTS' infection masks:
  *   training    MedSeg train/ (50 slices) + the expert slices of covid19-ct-seg-lungs outside the
  *               lung split's validation and test blocks;
- *   validation  expert blocks 5, 10 (checkpoint and mask threshold);
+ *   validation  expert blocks 5, 10 (checkpoint and mask threshold), and every k-th MedSeg train
+ *               slice where the profile says (medsegValidationEvery): the blocks alone did not track MedSeg;
  *   test        expert blocks 3, 7, 12, and MedSeg test/ (48 slices: Inf-Net's split, so its
  *               published Dice of 0.739 there is the anchor). Never in training or selection.
  * Measured: Dice/IoU pooled and per slice at each file's size; at the slice level, sensitivity
@@ -65,7 +66,7 @@ export interface LesionEvaluation {
 export interface LesionFacts {
   labels: "radiologists";
   split: typeof LUNG_SPLIT;
-  counts: { trainMedseg: number; trainExpert: number; val: number; test: number; medsegTest: number; lesionFree: number };
+  counts: { trainMedseg: number; trainExpert: number; val: number; valMedseg: number; test: number; medsegTest: number; lesionFree: number };
 }
 
 export type LesionMetrics = SegmenterMetrics<LesionEvaluation, LesionFacts>;
@@ -79,12 +80,15 @@ export function defaultLesionRunDir(profile: ProfileName, seed: number): string 
 export async function lesionSets(profile: LesionProfile): Promise<LesionSets> {
   const asItem = (m: { id: string; path: string; source: SourceName }): Item => ({ id: m.id, path: m.path, source: m.source });
   const expert = expertSplit(listSegLungs());
-  const medTrain = pick(listMedsegSlices("train").map(asItem), profile.limit);
+  const k = profile.medsegValidationEvery ?? 0;
+  const medseg = listMedsegSlices("train").map(asItem);
+  const medVal = k > 0 ? medseg.filter((_, i) => i % k === k - 1) : [];
+  const medTrain = pick(medseg.filter((m) => !medVal.includes(m)), profile.limit);
   const train = [...medTrain, ...pick(expert.train.map(asItem), profile.limit)];
   return {
     train,
     trainMedseg: medTrain.length,
-    val: pick(expert.val.map(asItem), profile.limit),
+    val: [...pick(expert.val.map(asItem), profile.limit), ...pick(medVal, profile.limit)],
     test: pick(expert.test.map(asItem), profile.limit),
     medsegTest: pick(listMedsegSlices("test").map(asItem), profile.limit),
     lesionFree: pick(listLuna().map(asItem), profile.lesionFreeSlices),
@@ -175,10 +179,10 @@ export const LESION_TARGET: SegmenterTarget<LesionProfile, LesionSets, LesionEva
   facts: (sets) => ({
     labels: "radiologists",
     split: LUNG_SPLIT,
-    counts: { trainMedseg: sets.trainMedseg, trainExpert: sets.train.length - sets.trainMedseg, val: sets.val.length, test: sets.test.length, medsegTest: sets.medsegTest.length, lesionFree: sets.lesionFree.length },
+    counts: { trainMedseg: sets.trainMedseg, trainExpert: sets.train.length - sets.trainMedseg, val: sets.val.length, valMedseg: sets.val.filter((x) => x.source === "medseg").length, test: sets.test.length, medsegTest: sets.medsegTest.length, lesionFree: sets.lesionFree.length },
   }),
   describeSets: (sets) =>
-    `radiologists' lesion masks: ${sets.trainMedseg} MedSeg train + ${sets.train.length - sets.trainMedseg} expert training slices (blocks other than ${[...LUNG_SPLIT.val, ...LUNG_SPLIT.test].join(", ")}), ${sets.val.length} validation slices (blocks ${LUNG_SPLIT.val.join(", ")}); held out: ${sets.test.length} test-block and ${sets.medsegTest.length} MedSeg test slices`,
+    `radiologists' lesion masks: ${sets.trainMedseg} MedSeg train + ${sets.train.length - sets.trainMedseg} expert training slices (blocks other than ${[...LUNG_SPLIT.val, ...LUNG_SPLIT.test].join(", ")}), ${sets.val.length} validation slices (blocks ${LUNG_SPLIT.val.join(", ")}${sets.val.some((x) => x.source === "medseg") ? " and every few MedSeg train slices" : ""}); held out: ${sets.test.length} test-block and ${sets.medsegTest.length} MedSeg test slices`,
   trainingSource: (sets, profile, _seed, cache) => referenceSource(LESION_TARGET, sets.train, profile.inputSize, cache),
   async referenceMask(it, s) {
     const m = await lesionMask(it, s);

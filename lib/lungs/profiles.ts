@@ -2,33 +2,15 @@
  * Run profiles of the lung segmenter (Study II): one typed config per profile name, every knob
  * documented here. The CLI and ensureLungSegmenter only pick a name.
  */
-import { ProfileName } from "../training/profiles";
-import { AugmentConfig } from "../training/profiles";
-import { CosineSchedule } from "../training/schedule";
+import type { SegmenterProfile } from "../segmenter/profile";
+import { TINY_SEGMENTER } from "../segmenter/profile";
+import { AugmentConfig, ProfileName } from "../training/profiles";
 
 /** Synthetic consolidation of the U-Net's training slices: the radiologists' lesions made dense, discs at the lung edge, or none. */
 export type ConsolidationKind = "none" | "lesions" | "blobs";
 
-export interface LungProfile {
-  name: ProfileName;
-  /** U-Net input side S: the whole slice (upright) is resized to S×S gray. Multiple of 8. */
-  inputSize: number;
-  /** First-level filters of the residual U-Net (Zhang et al.: 64). */
-  width: number;
-  epochs: number;
-  batchSize: number;
-  /** Examples per forward/backward pass (gradients accumulated up to batchSize). */
-  microBatch: number;
-  /** Adam with the cosine schedule of the engine. */
-  schedule: CosineSchedule;
-  /**
-   * BatchNormalization momentum (Keras convention). Keras' 0.99 averages over ~100 steps; a quick
-   * run has ~57 steps an epoch, so its moving statistics lag the weights and validation (which uses
-   * them) swings from epoch to epoch: 0.9 follows within ~10 steps.
-   */
-  bnMomentum: number;
-  /** Applied to image and mask together (augmentPair); brightness/contrast are the intensity augmentation. */
-  augment: AugmentConfig;
+/** The lung target's knobs beyond every segmenter's (lib/segmenter/profile.ts). */
+export interface LungProfile extends SegmenterProfile {
   /**
    * Classical pseudo-labelled slices of the paper protocol's training set added to the experts'
    * training blocks (0 = experts only): kept only where they help the held-out Dice (measured below).
@@ -46,19 +28,6 @@ export interface LungProfile {
   chestCropCopies?: number;
   /** Each crop side lies at a share drawn from [slack, 1] of the gap from the lungs' box to the body's. */
   chestCropSlack?: number;
-  /**
-   * Test-time flip (predictMasks): the mean of the U-Net's prediction of the slice and of its mirror
-   * image, mirrored back. Undefined = off (runs made before the knob).
-   */
-  testTimeFlip?: boolean;
-  /**
-   * Average the selected epoch's probabilities with the last epoch's (a two-snapshot ensemble of one
-   * run, saved as model/ and model-last/; one member when the selected epoch is the last): the
-   * selection rests on 25 validation slices, and the two snapshots err in different places. Undefined = the selected model alone.
-   */
-  ensembleLastEpoch?: boolean;
-  /** Cap on images per set (train, val, test, MedSeg) for smoke tests; undefined = all. */
-  limit?: number;
 }
 
 /**
@@ -145,21 +114,12 @@ export const LUNG_PROFILES: Record<ProfileName, LungProfile> = {
   },
   // Tiny: every code path in seconds (tests).
   smoke: {
+    ...TINY_SEGMENTER,
     name: "smoke",
-    inputSize: 32,
-    width: 4,
-    epochs: 2,
-    batchSize: 4,
-    microBatch: 4,
-    schedule: { lr: 3e-3, periodEpochs: 2 },
-    bnMomentum: 0.9,
     augment: LUNG_AUGMENT,
     pseudoLabels: 0,
     consolidation: "lesions",
     consolidationCopies: 1,
-    testTimeFlip: true,
-    ensembleLastEpoch: true,
-    limit: 12,
   },
 };
 

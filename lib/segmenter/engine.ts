@@ -25,15 +25,14 @@ import { SourceName, sourceManifestFile, sourceOrientation } from "../data/sourc
 import { MaskOverlap, summariseSegmentation } from "../evaluation";
 import { makeManifest, writeManifest } from "../manifest";
 import { buildResUNet } from "../models/unet";
-import { SegmentationLossConfig } from "../models/losses";
 import { spreadIndices } from "../protocols";
 import { openRun } from "../runs";
 import { loadModel } from "../training/checkpoint";
 import { EpochLog, trainModel } from "../training/loop";
-import { AugmentConfig, ProfileName } from "../training/profiles";
-import { CosineSchedule } from "../training/schedule";
+import { ProfileName } from "../training/profiles";
 import { predictMasks, SegmentationSource, segmentationTask } from "../training/segmentation";
 import { sha256File, writeFileAtomic, writeJsonAtomic } from "../util/fs";
+import type { SegmenterProfile } from "./profile";
 import { LUNG_INPUT_NORMALISATION, LungInputNormalisation, maskToPng, readMaskPng, resizeMask, segmenterInput, toFileOrientation, uprightSlice, UprightSlice } from "./slices";
 
 /** Folder of the selected model (tfjs layers format: model.json + weights.bin) inside a run. */
@@ -43,32 +42,7 @@ export const MODEL_LAST_DIR = "model-last";
 /** Mask thresholds tried on the validation slices; the best pooled Dice against the radiologists is used. */
 export const THRESHOLD_GRID = [0.3, 0.4, 0.5, 0.6, 0.7] as const;
 
-/** The knobs every segmenter profile has (lib/lungs/profiles.ts, lib/lesions/profiles.ts document their values). */
-export interface SegmenterProfile {
-  name: ProfileName;
-  /** U-Net input side S: the whole slice (upright) is resized to S×S gray. Multiple of 8. */
-  inputSize: number;
-  /** First-level filters of the residual U-Net (Zhang et al.: 64). */
-  width: number;
-  epochs: number;
-  batchSize: number;
-  /** Examples per forward/backward pass (gradients accumulated up to batchSize). */
-  microBatch: number;
-  /** Adam with the cosine schedule of the engine. */
-  schedule: CosineSchedule;
-  /** BatchNormalization momentum (Keras convention). */
-  bnMomentum: number;
-  /** Applied to image and mask together (augmentPair). */
-  augment: AugmentConfig;
-  /** Training loss (default soft Dice + BCE; undefined keeps runs made before the knob). */
-  loss?: SegmentationLossConfig;
-  /** Test-time flip (predictMasks): mean of the slice's and its mirror image's prediction. Undefined = off. */
-  testTimeFlip?: boolean;
-  /** Average the selected epoch's probabilities with the last epoch's (model/ + model-last/). Undefined = off. */
-  ensembleLastEpoch?: boolean;
-  /** Cap on images per set for smoke tests; undefined = all. */
-  limit?: number;
-}
+export type { SegmenterProfile } from "./profile";
 
 /** An image a segmenter reads: its id, file and source. */
 export interface Item {
