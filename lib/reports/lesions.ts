@@ -137,8 +137,8 @@ const meanOf = (runs: readonly ScoredRun[], f: (r: ScoredRun) => number) => runs
 
 /**
  * The best group of a table, chosen as every run chose its checkpoint: on the protocol's
- * VALIDATION AUC (seed mean), ties broken by the validation set's size-free second look — the
- * protocol test AUC. Never on the external set.
+ * VALIDATION AUC (seed mean); ties (many rows reach 1.0 under the paper protocol) broken by the
+ * protocol's test AUC. Never on the external set.
  */
 export function bestByValidation(groups: readonly Group[]): Group | null {
   const score = (g: Group) => [meanOf(g.runs, (r) => r.metrics.val.auc), meanOf(g.runs, (r) => r.metrics.test.auc)];
@@ -188,7 +188,7 @@ export function transferTable(rows: readonly TransferRow[]) {
     return [r.name, r.protocol, `${pct(test.mean)} [${pct(lo)}, ${pct(hi)}]`, externalAucCell(r.runs), externalAtValCell(r.runs), externalCallRateCell(r.runs), `${r.runs.length}`, r.what];
   });
   return tableBundle(["row", "protocol", "protocol test AUC [95 % CI]", "external AUC (mean ± sd over seeds) [95 % CI]", "external Acc / F1 @ val. threshold", "external COVID call rate", "seeds", "what it is"], body, {
-    caption: "What transfers: the best rows of Tables 5–7 (chosen on validation AUC), the lungs-only probe, the shortcut baseline and the lesion scores, on the protocol's test set and on the external set",
+    caption: "What transfers: the best rows of Tables 5–7 (chosen on the protocol's validation AUC, ties by its test AUC; never on the external set), the lungs-only probe, the shortcut baseline and the lesion scores, on the protocol's test set and on the external set",
     note:
       EXTERNAL_NOTE +
       " Under the paper protocol the test classes also differ by source (COVID-Seg vs LUNA16), so its test AUC can be earned by source alone (the shortcut row shows how far); the external column cannot. " +
