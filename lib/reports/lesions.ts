@@ -62,8 +62,10 @@ function figure(imgs: string[], caption: string): string {
 
 /** MedSeg test slices: the radiologists' lesions (red) beside the U-Net's (yellow), with each slice's Dice. */
 export async function medsegLesionGallery(lesions: Segmenter, metrics: LesionMetrics, examples: readonly Example[], n = 6) {
-  const shown = spreadIndices(examples.length, Math.min(n, examples.length)).map((i) => examples[i]);
   const dice = new Map(metrics.medsegTest.perSlice.map((p) => [p.id, p.dice]));
+  // The slices the run measured (all 48; a smoke run measures a few).
+  const measured = examples.filter((e) => dice.has(e.id));
+  const shown = spreadIndices(measured.length, Math.min(n, measured.length)).map((i) => measured[i]);
   const { lesionMask } = await import("../segmenter/reference");
   const side = 192;
   const cells: string[] = [];
