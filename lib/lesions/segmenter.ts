@@ -162,7 +162,7 @@ export async function evaluateLesionModel(prediction: SegmenterPrediction, sets:
 }
 
 function recordedLesionConfig(profile: LesionProfile, seed: number) {
-  return { profile, seed, model: "resunet", target: "lesions", labels: "radiologists", split: LUNG_SPLIT, medseg: { train: "train/", test: "test/ (held out)" }, input: LUNG_INPUT_NORMALISATION, cutToBody: true, thresholdGrid: THRESHOLD_GRID };
+  return { profile, seed, model: "resunet", target: "lesions", labels: "radiologists", split: LUNG_SPLIT, medseg: { train: "train/", test: "test/ (held out)" }, input: profile.input ?? LUNG_INPUT_NORMALISATION, cutToBody: true, thresholdGrid: THRESHOLD_GRID };
 }
 
 /** The lesion target of the segmenter engine. */
@@ -183,7 +183,7 @@ export const LESION_TARGET: SegmenterTarget<LesionProfile, LesionSets, LesionEva
   }),
   describeSets: (sets) =>
     `radiologists' lesion masks: ${sets.trainMedseg} MedSeg train + ${sets.train.length - sets.trainMedseg} expert training slices (blocks other than ${[...LUNG_SPLIT.val, ...LUNG_SPLIT.test].join(", ")}), ${sets.val.length} validation slices (blocks ${LUNG_SPLIT.val.join(", ")}${sets.val.some((x) => x.source === "medseg") ? " and every few MedSeg train slices" : ""}); held out: ${sets.test.length} test-block and ${sets.medsegTest.length} MedSeg test slices`,
-  trainingSource: (sets, profile, _seed, cache) => referenceSource(LESION_TARGET, sets.train, profile.inputSize, cache),
+  trainingSource: (sets, profile, _seed, cache) => referenceSource(LESION_TARGET, sets.train, profile.inputSize, cache, profile.input ?? LUNG_INPUT_NORMALISATION),
   async referenceMask(it, s) {
     const m = await lesionMask(it, s);
     if (!m) throw new Error(`${it.path}: the ${it.source} source has no lesion masks; a lesion segmenter learns from medseg and covid19-ct-seg-lungs slices only`);

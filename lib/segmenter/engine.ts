@@ -200,8 +200,9 @@ export async function trainSegmenter<P extends SegmenterProfile, S extends Targe
     writeManifest(run.workDir, makeManifest(target.kind, rec, checksums, seed, { counts: facts.counts, sets: { train: ids(sets.train), val: ids(sets.val), test: ids(sets.test) } }));
     log(target.describeSets(sets));
     const S = profile.inputSize;
+    const norm = profile.input ?? LUNG_INPUT_NORMALISATION;
     const train = await target.trainingSource(sets, profile, seed, cache);
-    const val = await referenceSource(target, sets.val, S, cache);
+    const val = await referenceSource(target, sets.val, S, cache, norm);
     const t1 = Date.now();
     const model = buildResUNet({ inputSize: S, width: profile.width, seed, bnMomentum: profile.bnMomentum });
     const opt = tf.train.adam(profile.schedule.lr);
@@ -232,7 +233,7 @@ export async function trainSegmenter<P extends SegmenterProfile, S extends Targe
     }
     let evaluation: E;
     try {
-      evaluation = await target.evaluate({ models, flip: prediction.flip }, sets, profile, cache, LUNG_INPUT_NORMALISATION, log);
+      evaluation = await target.evaluate({ models, flip: prediction.flip }, sets, profile, cache, norm, log);
     } finally {
       models.forEach((m) => m.dispose());
     }

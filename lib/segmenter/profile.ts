@@ -5,6 +5,7 @@
 import type { SegmentationLossConfig } from "../models/losses";
 import type { AugmentConfig, ProfileName } from "../training/profiles";
 import type { CosineSchedule } from "../training/schedule";
+import type { LungInputNormalisation } from "./slices";
 
 export interface SegmenterProfile {
   name: ProfileName;
@@ -32,6 +33,8 @@ export interface SegmenterProfile {
   testTimeFlip?: boolean;
   /** Average the selected epoch's probabilities with the last epoch's (model/ + model-last/). Undefined = off. */
   ensembleLastEpoch?: boolean;
+  /** The input normalisation (segmenterInput); undefined = the lungs' CLAHE (every lung run, and lesion runs unless a profile says otherwise). */
+  input?: LungInputNormalisation;
   /** Cap on images per set for smoke tests; undefined = all. */
   limit?: number;
 }
