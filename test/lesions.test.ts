@@ -132,8 +132,9 @@ describe("lesion segmenter: smoke run on the radiologists' masks", function () {
     assert.ok(m.thresholds.some((t) => t.threshold === m.threshold), "the threshold is one of the validation grid's");
     assert.equal(m.medsegTest.n, m.counts.medsegTest);
     for (const v of [m.medsegTest.pooled.dice, m.expertTest.pooled.dice, m.medsegTest.detection.sensitivity, m.lesionFree.specificity]) assert.ok(v >= 0 && v <= 1, String(v));
-    // The members the profile asks for (model-last only when the last epoch is not the selected one), as the lung runs.
-    assert.deepEqual(m.prediction!.members, m.bestEpoch === m.epochs - 1 ? [MODEL_DIR] : [MODEL_DIR, MODEL_LAST_DIR]);
+    // Lesion profiles predict with the selected epoch and its mirror image alone (no last-epoch member, chosen on validation).
+    assert.deepEqual(m.prediction, { members: [MODEL_DIR], flip: true, lastEpoch: m.epochs - 1 });
+    assert.ok(!fs.existsSync(path.join(runDir, MODEL_LAST_DIR)), "no model-last/ when the profile does not average it in");
     for (const f of ["metrics.json", "history.json", ...m.prediction!.members.map((x) => `${x}/model.json`)]) assert.ok(fs.existsSync(path.join(runDir, f)), f);
   });
 

@@ -100,3 +100,4 @@ export function setBackboneTrainable(model: tf.LayersModel, trainable: boolean):
 export * from "./aspp";
 export * from "./losses";
 export * from "./unet";
+export * from "./fold";

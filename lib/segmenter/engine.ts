@@ -24,6 +24,7 @@ import { cacheKey, contentHash, DiskCache, mapLimit } from "../data/cache";
 import { SourceName, sourceManifestFile, sourceOrientation } from "../data/sources";
 import { MaskOverlap, summariseSegmentation } from "../evaluation";
 import { makeManifest, writeManifest } from "../manifest";
+import { foldBatchNorm } from "../models/fold";
 import { buildResUNet } from "../models/unet";
 import { spreadIndices } from "../protocols";
 import { openRun } from "../runs";
@@ -232,10 +233,12 @@ export async function trainSegmenter<P extends SegmenterProfile, S extends Targe
       models.push(last);
     }
     let evaluation: E;
+    // Measured through the graph that serves the masks (loadPredictor folds BN the same way).
+    const served = await inferenceModels(models);
     try {
-      evaluation = await target.evaluate({ models, flip: prediction.flip }, sets, profile, cache, norm, log);
+      evaluation = await target.evaluate({ models: served, flip: prediction.flip }, sets, profile, cache, norm, log);
     } finally {
-      models.forEach((m) => m.dispose());
+      served.forEach((m) => m.dispose());
     }
     const metrics = {
       profile: profile.name,
@@ -294,8 +297,22 @@ export async function loadPredictor(runDir: string): Promise<SegmenterPredictor>
   }
   const hashes = members.map((m) => modelSha256(path.join(runDir, m)));
   const sha256 = members.length === 1 && !flip ? hashes[0] : crypto.createHash("sha256").update(JSON.stringify({ members: hashes, flip })).digest("hex");
-  const models = await Promise.all(members.map((m) => loadLayersModel(path.join(runDir, m))));
+  const models = await inferenceModels(await Promise.all(members.map((m) => loadLayersModel(path.join(runDir, m)))));
   return { models, flip, members, sha256, dispose: () => models.forEach((m) => m.dispose()) };
+}
+
+/**
+ * The graphs a segmenter predicts with: each model with BN folded into the conv before it
+ * (lib/models/fold.ts; same outputs to float rounding, about a fifth less time on wasm). Takes
+ * ownership: the given models are disposed.
+ */
+export async function inferenceModels(models: readonly tf.LayersModel[]): Promise<tf.LayersModel[]> {
+  const out: tf.LayersModel[] = [];
+  for (const m of models) {
+    out.push(await foldBatchNorm(m));
+    m.dispose();
+  }
+  return out;
 }
 
 /** Save a layers model in the tfjs layers format (model.json with weightsManifest + weights.bin). */
