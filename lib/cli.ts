@@ -502,6 +502,29 @@ maskCommand("lesions", "Beyond the paper: write the lesion U-Net's binary lesion
 ]);
 
 program
+  .command("predict")
+  .description("score CT slices and DICOM series from outside any protocol with a finished diagnosis run (or a lesion score), with the lung mask, the lesions and a gallery (README, Score your own CT)")
+  .argument("<input...>", "image files, DICOM files, or folders (walked recursively; the DICOM files of one folder form a series)")
+  .option("--run <dir>", "a finished diagnosis run (covid-ct train, any study and profile)", nonEmpty("--run", "a run directory"))
+  .option("--score <name>", "a lesion score instead of a run: lesion-burden | lesion-logistic (notebook 05)", oneOf("--score", ["lesion-burden", "lesion-logistic"]))
+  .addOption(runOptions.out("folder for predictions.csv, gallery.html and manifest.json (new or empty)").makeOptionMandatory())
+  .addOption(runOptions.profile("profile of the lesion score and its segmenters with --score (a --run uses its own)"))
+  .option("--force", "replace an earlier predict output in --out")
+  .option("--json", "print the result as JSON")
+  .action(async (inputs: string[], o: { run?: string; score?: string; out: string; profile: string; force?: boolean; json?: boolean }) => {
+    const { predict } = await import("./predict/predict");
+    const log = (m: string) => process.stderr.write(`${m}\n`);
+    const r = await predict({ inputs, out: o.out, run: o.run, score: o.score as never, profile: o.profile as never, force: o.force, log });
+    print(!!o.json, r, () => [
+      `${r.slices.length} slice(s)${r.series.length ? ` in ${r.series.length} series and alone` : ""} scored with ${r.model} → ${r.out} (predictions.csv, gallery.html) in ${r.seconds.toFixed(1)} s (${r.slicesPerSecond.toFixed(1)} slices/s)`,
+      `called COVID-19 at probability ≥ ${r.threshold.toFixed(3)}: ${r.slices.filter((s) => s.covid).length} of ${r.slices.length} slice(s)`,
+      ...r.series.map((s) => `series ${s.series}: ${s.probability.toFixed(3)} (${s.covid ? "COVID-19" : "not COVID-19"}), driven by slice ${s.drivenBy.index} of ${s.slices}`),
+      ...(r.errors.length ? [`${r.errors.length} input(s) not scored (listed above and in predictions.csv)`] : []),
+    ].join("\n"));
+    if (r.errors.length) process.exitCode = 1;
+  });
+
+program
   .command("evaluate")
   .description("recompute a finished run's metrics from its predictions.csv")
   .requiredOption("--run <dir>", "run directory written by `train`")

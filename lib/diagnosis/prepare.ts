@@ -6,6 +6,7 @@
  *              feature maps (quick) or the whole network with a 4-channel input (paper, smoke).
  */
 import * as tf from "@tensorflow/tfjs";
+import * as fs from "fs";
 import * as path from "path";
 import { buildFeatureHead, buildModel, buildMultiTaskModel, featureExtractors, headModel, ModelName } from "../models";
 import { loadImagenetWeights, preprocessFor } from "../models/weights";
@@ -18,14 +19,28 @@ import { DiagnosisConfig, DiagnosisHooks, effectiveInit, FROZEN_RANDOM_BACKBONE_
 import { Example } from "../data/examples";
 import { Harmoniser } from "../data/harmonise";
 import { DiagnosisData } from "./data";
-import { computeFeatures, featureNormalisation, FeatureSource, ImageSource } from "./inputs";
-import { channelNormalisation, MapFeatureSource, maskToGrid, MaskedImageSource } from "./mask-inputs";
+import { computeFeatures, featureNormalisation, FeatureNormalisation, FeatureSource, ImageSource } from "./inputs";
+import { channelNormalisation, ChannelNormalisation, MapFeatureSource, maskToGrid, MaskedImageSource } from "./mask-inputs";
 import { lungProbeFilter } from "./lung-probe";
 import { lesionMasks, LungMaskProvider, lungMasks } from "./masks";
 import { CHANNEL_NORMALISATION_FILE, NORMALISATION_FILE } from "./results";
 
 /** The sets of a run: train, val (checkpoint, threshold), test, the MedSeg check, and the external set (predicted only). */
 export type SetName = "train" | "val" | "test" | "medseg" | "external";
+
+/**
+ * Where a run's statistics of its training inputs (feature z-scores, feature-map channel norms) come
+ * from: "fit" on its training set and written into the run directory (training), or "read" back from
+ * a finished run's directory (scoring other images: lib/diagnosis/predict.ts), so that every other
+ * step of the road is this one.
+ */
+export type InputStats = "fit" | "read";
+
+function readStats<T>(runDir: string, file: string): T {
+  const f = path.join(runDir, file);
+  if (!fs.existsSync(f)) throw new Error(`${runDir} has no ${file}: the run is incomplete or older than its inputs' statistics. Train it again (covid-ct train --force).`);
+  return JSON.parse(fs.readFileSync(f, "utf8")) as T;
+}
 
 /** What a run trains (backbone+head, head on cached features, or the cue regression) and on which sources. */
 export interface Prepared {
@@ -39,10 +54,10 @@ export interface Prepared {
 }
 
 /** Frozen features (cached backbone outputs, or the shortcut cues) as sources, z-scored when asked. */
-function featureSources(data: DiagnosisData, trainF: Float32Array[][], restF: Float32Array[][], extF: Float32Array[][], standardise: boolean, runDir: string): Record<SetName, ExampleSource> {
+function featureSources(data: DiagnosisData, trainF: Float32Array[][], restF: Float32Array[][], extF: Float32Array[][], standardise: boolean, runDir: string, stats: InputStats): Record<SetName, ExampleSource> {
   const nv = data.val.length, nt = data.test.length;
-  const norm = standardise ? featureNormalisation(trainF) : undefined;
-  if (norm) writeJsonAtomic(path.join(runDir, NORMALISATION_FILE), norm);
+  const norm = !standardise ? undefined : stats === "read" ? readStats<FeatureNormalisation>(runDir, NORMALISATION_FILE) : featureNormalisation(trainF);
+  if (norm && stats === "fit") writeJsonAtomic(path.join(runDir, NORMALISATION_FILE), norm);
   return {
     train: new FeatureSource(trainF, data.train, norm),
     val: new FeatureSource(restF.slice(0, nv), data.val, norm),
@@ -53,7 +68,7 @@ function featureSources(data: DiagnosisData, trainF: Float32Array[][], restF: Fl
 }
 
 /** The shortcut baseline: a logistic regression on non-anatomical cues, z-scored (lib/protocols/shortcut). */
-export async function prepareShortcut(c: DiagnosisConfig, profile: StudyProfile, data: DiagnosisData, runDir: string, log: (m: string) => void, harmonise: Harmoniser | null = null): Promise<Prepared> {
+export async function prepareShortcut(c: DiagnosisConfig, profile: StudyProfile, data: DiagnosisData, runDir: string, log: (m: string) => void, harmonise: Harmoniser | null = null, stats: InputStats = "fit"): Promise<Prepared> {
   const rest = [...data.val, ...data.test, ...data.medsegTest];
   log(`shortcut cues of ${data.train.length + rest.length} images (size, framing, grey levels; no anatomy)`);
   const trainF = (await shortcutCues(data.train, profile.inputSize, harmonise)).map((v) => [v]);
@@ -61,10 +76,10 @@ export async function prepareShortcut(c: DiagnosisConfig, profile: StudyProfile,
   // The external set on its own (so the sets above are computed exactly as before it existed).
   const extF = (await shortcutCues(data.external, profile.inputSize, harmonise)).map((v) => [v]);
   const model = shortcutModel(c.seed);
-  return { trainable: model, sources: featureSources(data, trainF, restF, extF, true, runDir), task: classificationTask, dispose: () => model.dispose() };
+  return { trainable: model, sources: featureSources(data, trainF, restF, extF, true, runDir, stats), task: classificationTask, dispose: () => model.dispose() };
 }
 
-export async function prepareBackbone(c: DiagnosisConfig, profile: StudyProfile, data: DiagnosisData, modelName: ModelName, checksums: Record<string, string>, runDir: string, hooks: DiagnosisHooks, harmonise: Harmoniser | null = null, lungs: LungMaskProvider | null = null): Promise<Prepared> {
+export async function prepareBackbone(c: DiagnosisConfig, profile: StudyProfile, data: DiagnosisData, modelName: ModelName, checksums: Record<string, string>, runDir: string, hooks: DiagnosisHooks, harmonise: Harmoniser | null = null, lungs: LungMaskProvider | null = null, stats: InputStats = "fit"): Promise<Prepared> {
   const log = hooks.log ?? (() => undefined);
   // A lung probe blanks part of every image, in training and at test time (lib/diagnosis/lung-probe).
   const filter = c.lungProbe ? lungProbeFilter(c.lungProbe, lungs, profile.inputSize) : undefined;
@@ -88,7 +103,7 @@ export async function prepareBackbone(c: DiagnosisConfig, profile: StudyProfile,
     const restF = await computeFeatures(extractor, rest, keys, pre, { views: 1, onProgress: hooks.onFeatures, harmonise, filter });
     const extF = await computeFeatures(extractor, data.external, keys, pre, { views: 1, onProgress: hooks.onFeatures, harmonise, filter });
     const head = headModel(built, "pooled");
-    return { trainable: head, sources: featureSources(data, trainF, restF, extF, profile.standardiseFeatures, runDir), task: classificationTask, dispose: () => { head.dispose(); built.model.dispose(); } };
+    return { trainable: head, sources: featureSources(data, trainF, restF, extF, profile.standardiseFeatures, runDir, stats), task: classificationTask, dispose: () => { head.dispose(); built.model.dispose(); } };
   }
   const aug = profile.augment;
   return {
@@ -148,6 +163,7 @@ export async function prepareMaskRun(
   lungs: LungMaskProvider | null,
   runDir: string,
   hooks: DiagnosisHooks,
+  stats: InputStats = "fit",
 ): Promise<Prepared> {
   const log = hooks.log ?? (() => undefined);
   const heads = headsOf(profile);
@@ -179,8 +195,14 @@ export async function prepareMaskRun(
     const mapsOf = async (xs: Example[]) => (await computeFeatures(extractor, xs, [{ ...key, which: "map" as const }, key], pre, { views: 1, onProgress: hooks.onFeatures })).map((v) => v[0]);
     const maps = split(await mapsOf(all), ext.length ? await mapsOf(ext) : []);
     built.model.dispose();
-    const norm = channelNormalisation(maps.train, mapShape[2]);
-    writeJsonAtomic(path.join(runDir, CHANNEL_NORMALISATION_FILE), { mean: Array.from(norm.mean), std: Array.from(norm.std) });
+    let norm: ChannelNormalisation;
+    if (stats === "read") {
+      const r = readStats<{ mean: number[]; std: number[] }>(runDir, CHANNEL_NORMALISATION_FILE);
+      norm = { mean: Float32Array.from(r.mean), std: Float32Array.from(r.std) };
+    } else {
+      norm = channelNormalisation(maps.train, mapShape[2]);
+      writeJsonAtomic(path.join(runDir, CHANNEL_NORMALISATION_FILE), { mean: Array.from(norm.mean), std: Array.from(norm.std) });
+    }
     const side = heads.lesionSize || size;
     const lesion = c.lesionMask ? split(await lesionMasks(all, side), await lesionMasks(ext, side)) : null;
     const src = (k: SetName) =>

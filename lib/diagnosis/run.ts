@@ -21,7 +21,7 @@ import { checkDiagnosisConfig, defaultRunDir, DiagnosisConfig, DiagnosisHooks, i
 import { DiagnosisData, diagnosisData } from "./data";
 import { LungMaskProvider } from "./masks";
 import { probeUsesLungs } from "./lung-probe";
-import { backboneInit, Prepared, prepareBackbone, prepareMaskRun, prepareShortcut, SetName } from "./prepare";
+import { backboneInit, InputStats, Prepared, prepareBackbone, prepareMaskRun, prepareShortcut, SetName } from "./prepare";
 import { DiagnosisInterrupted, DiagnosisMetrics, DiagnosisResult, finished, metricsFromPredictions, PREDICTION_SETS, PredictionSet, readHistory, readPredictions, readRunMetrics, writeLesionPredictions } from "./results";
 
 /** Everything a run is made of, validated and resolved before its directory is opened. */
@@ -46,10 +46,12 @@ async function lungMaskProvider(profile: StudyProfile, log: (m: string) => void)
   return studyLungMasks(profile.name, log);
 }
 
-/** Train and evaluate one run (model × arm × seed, with its variant and init), or reuse a finished identical run. */
-export async function runDiagnosis(c: DiagnosisConfig, hooks: DiagnosisHooks = {}): Promise<DiagnosisResult | DiagnosisInterrupted> {
-  const log = hooks.log ?? (() => undefined);
-  // Everything is validated before the run directory is touched.
+/**
+ * Everything a run is made of, from its config: validated, data and protocol listed, lung masks and
+ * harmoniser resolved. Training (runDiagnosis) and scoring other images with a finished run
+ * (lib/diagnosis/predict.ts) both start here.
+ */
+export async function runContext(c: DiagnosisConfig, log: (m: string) => void): Promise<RunContext> {
   const profile = checkDiagnosisConfig(c);
   const data = await diagnosisData(c.positives, c.seed, { protocol: c.protocol, dataRoot: c.dataRoot, medsegRoot: c.medsegRoot, limitPerClass: profile.limitPerClass });
   const rec = recordedConfig(c, profile);
@@ -61,7 +63,15 @@ export async function runDiagnosis(c: DiagnosisConfig, hooks: DiagnosisHooks = {
   // Harmonisation's reference is an input too (a function of the training images): recorded when on.
   const harmoniser = await protocolHarmoniser(data.protocol, c.harmonise ?? "none", profile.inputSize);
   if (harmoniser) checksums[`harmonise/${harmoniser.name}`] = harmoniser.key;
-  const ctx: RunContext = { c, profile, data, rec, checksums, lungs, harmoniser };
+  return { c, profile, data, rec, checksums, lungs, harmoniser };
+}
+
+/** Train and evaluate one run (model × arm × seed, with its variant and init), or reuse a finished identical run. */
+export async function runDiagnosis(c: DiagnosisConfig, hooks: DiagnosisHooks = {}): Promise<DiagnosisResult | DiagnosisInterrupted> {
+  const log = hooks.log ?? (() => undefined);
+  // Everything is validated before the run directory is touched.
+  const ctx = await runContext(c, log);
+  const { rec, checksums } = ctx;
   const run = openRun({
     out: c.out,
     defaultDir: defaultRunDir(c),
@@ -109,16 +119,16 @@ export async function runCells(cells: readonly DiagnosisConfig[], hooks: CellHoo
   return out;
 }
 
-/** What the run trains and on which sources, by its model and variant (lib/diagnosis/prepare.ts). */
-async function prepare(ctx: RunContext, runDir: string, hooks: DiagnosisHooks): Promise<Prepared> {
+/** What the run trains and on which sources, by its model and variant (lib/diagnosis/prepare.ts); `stats` "read" takes the input statistics from a finished runDir. */
+export async function prepare(ctx: RunContext, runDir: string, hooks: DiagnosisHooks, stats: InputStats = "fit"): Promise<Prepared> {
   const { c, profile, data, rec, checksums, lungs, harmoniser } = ctx;
   const log = hooks.log ?? (() => undefined);
   const modelName = rec.modelBuilt;
   return modelName === SHORTCUT_MODEL
-    ? prepareShortcut(c, profile, data, runDir, log, harmoniser)
+    ? prepareShortcut(c, profile, data, runDir, log, harmoniser, stats)
     : c.lungMask || c.lesionMask
-      ? prepareMaskRun(c, profile, data, modelName, backboneInit(c, profile, modelName, checksums, log), lungs, runDir, hooks)
-      : prepareBackbone(c, profile, data, modelName, checksums, runDir, hooks, harmoniser, lungs);
+      ? prepareMaskRun(c, profile, data, modelName, backboneInit(c, profile, modelName, checksums, log), lungs, runDir, hooks, stats)
+      : prepareBackbone(c, profile, data, modelName, checksums, runDir, hooks, harmoniser, lungs, stats);
 }
 
 /** predictions.csv's set names and the sources behind them, in the file's order. */
@@ -128,7 +138,7 @@ const PREDICTED: readonly [PredictionSet, SetName][] = [["val", "val"], ["test",
  * Predictions of the model as it is (the selected checkpoint) on the named sets; for multi-task
  * runs also the lesion masks' quality on val and MedSeg test, and the MedSeg lesion predictions file.
  */
-async function predictSets(prepared: Prepared, sets: readonly PredictionSet[], runDir: string, lesion: NonNullable<DiagnosisMetrics["lesion"]> | null): Promise<PredictionRow[]> {
+export async function predictSets(prepared: Prepared, sets: readonly PredictionSet[], runDir: string, lesion: NonNullable<DiagnosisMetrics["lesion"]> | null): Promise<PredictionRow[]> {
   const rows: PredictionRow[] = [];
   for (const [set, name] of PREDICTED) {
     const src = prepared.sources[name];

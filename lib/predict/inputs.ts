@@ -1,0 +1,192 @@
+/**
+ * What `covid-ct predict` scores: each INPUT is an image file, a DICOM file, or a folder (walked
+ * recursively: its image files are slices; the DICOM files directly inside one folder form a series,
+ * one per Series Instance UID). A DICOM slice is turned into HU, lung-windowed to 8 bits
+ * (lib/data/dicom.ts) and written as a PNG under the output folder: that PNG is what the common road
+ * scores and what the gallery shows. Every bad input becomes one error line naming the file; the
+ * others are still scored.
+ */
+import * as fs from "fs";
+import * as path from "path";
+import sharp from "sharp";
+import { decodeRaw, imageSize } from "../data/decode";
+import { DicomError, DicomSlice, isDicomFile, LUNG_WINDOW, readDicomSlice, sortSeries, windowHu } from "../data/dicom";
+import { resolveSourceRoot, SourceName } from "../data/sources";
+import { SOURCES } from "../data/source-names";
+import { writeFileAtomic } from "../util/fs";
+
+/** Image files of a folder walk, by extension (what sharp decodes). */
+export const IMAGE_EXTENSIONS = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".gif"] as const;
+/** Smallest side scored: below it there is no chest to crop (a 1×1 file is an icon, not a slice). */
+export const MIN_SIDE = 32;
+/** Largest image scored: 25 megapixels (5,000 × 5,000), far above any CT slice or paper figure; larger files are refused before decoding. */
+export const MAX_PIXELS = 25_000_000;
+
+/** One slice to score. */
+export interface SliceInput {
+  /** The file the road reads (the PNG written from a DICOM slice). */
+  file: string;
+  /** What the user gave: the image, or the DICOM file. */
+  input: string;
+  /** Which source's road: a file under a known data root takes that source's, anything else COVID-CT's (no turn, the chest crop). */
+  source: SourceName;
+  /** Series name (DICOM series only) and the slice's position in the sorted series (0-based). */
+  series?: string;
+  index?: number;
+}
+
+export interface SeriesInput {
+  name: string;
+  folder: string;
+  slices: SliceInput[];
+  order: "position" | "instance number" | "file name";
+  transferSyntax: string;
+}
+
+export interface InputError {
+  file: string;
+  message: string;
+}
+
+export interface CollectedInputs {
+  slices: SliceInput[];
+  series: SeriesInput[];
+  errors: InputError[];
+  /** Files in folders that are neither images nor DICOM (not scored, not errors). */
+  skipped: string[];
+}
+
+/** The source whose data root holds the file (its orientation and crop apply), else covid-ct. */
+export function sourceOfFile(file: string): SourceName {
+  const abs = path.resolve(file);
+  for (const s of SOURCES) {
+    let root: string;
+    try {
+      root = resolveSourceRoot(s).dir;
+    } catch {
+      continue;
+    }
+    const rel = path.relative(root, abs);
+    if (rel && !rel.startsWith("..") && !path.isAbsolute(rel)) return s;
+  }
+  return "covid-ct";
+}
+
+const isImageName = (f: string) => (IMAGE_EXTENSIONS as readonly string[]).includes(path.extname(f).toLowerCase());
+
+/** Check that an image file decodes whole and has a size we score; the error says which rule failed. */
+export async function checkImage(file: string): Promise<void> {
+  const st = fs.statSync(file);
+  if (st.size === 0) throw new Error("empty file (0 bytes)");
+  let size: { height: number; width: number };
+  try {
+    size = await imageSize(file);
+  } catch {
+    throw new Error(`not an image sharp can read (${IMAGE_EXTENSIONS.join(" ")}, or a DICOM file)`);
+  }
+  if (size.height * size.width > MAX_PIXELS) throw new Error(`${size.width}×${size.height} is over the ${MAX_PIXELS / 1e6}-megapixel limit: downscale it first`);
+  if (Math.min(size.height, size.width) < MIN_SIDE) throw new Error(`${size.width}×${size.height} is too small: a CT slice needs at least ${MIN_SIDE}×${MIN_SIDE} pixels`);
+  try {
+    await decodeRaw(file, 1);
+  } catch {
+    throw new Error("the image data is truncated or corrupt");
+  }
+}
+
+function safeName(s: string): string {
+  return s.replace(/[^A-Za-z0-9._-]+/g, "_").replace(/^_+|_+$/g, "") || "series";
+}
+
+/** Write a DICOM slice as the lung-windowed 8-bit PNG the road reads. */
+async function dicomPng(s: DicomSlice, file: string): Promise<void> {
+  const png = await sharp(Buffer.from(windowHu(s.hu, LUNG_WINDOW)), { raw: { width: s.columns, height: s.rows, channels: 1 } }).png().toBuffer();
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  writeFileAtomic(file, png);
+}
+
+/**
+ * Every INPUT's slices and series. DICOM slices are written as PNG under `workDir`. Nothing is
+ * thrown for a bad file: it becomes an InputError; an INPUT that does not exist is one too.
+ */
+export async function collectInputs(inputs: readonly string[], workDir: string): Promise<CollectedInputs> {
+  const out: CollectedInputs = { slices: [], series: [], errors: [], skipped: [] };
+  const usedNames = new Set<string>();
+  const uniqueName = (base: string) => {
+    let n = safeName(base), k = 2;
+    while (usedNames.has(n)) n = `${safeName(base)}-${k++}`;
+    usedNames.add(n);
+    return n;
+  };
+  const addImage = async (file: string) => {
+    try {
+      await checkImage(file);
+      out.slices.push({ file, input: file, source: sourceOfFile(file) });
+    } catch (e) {
+      out.errors.push({ file, message: (e as Error).message });
+    }
+  };
+  const addDicomGroup = async (folder: string, files: readonly string[], asSeries: boolean) => {
+    const read: DicomSlice[] = [];
+    for (const f of files) {
+      try {
+        read.push(readDicomSlice(f));
+      } catch (e) {
+        out.errors.push({ file: f, message: e instanceof DicomError ? e.message.slice(f.length + 2) : (e as Error).message });
+      }
+    }
+    if (!asSeries) {
+      for (const s of read) {
+        const png = path.join(workDir, uniqueName(path.basename(s.file, path.extname(s.file))) + ".png");
+        await dicomPng(s, png);
+        out.slices.push({ file: png, input: s.file, source: "covid-ct" });
+      }
+      return;
+    }
+    // One series per Series Instance UID (slices without one go with the folder's first group).
+    const groups = new Map<string, DicomSlice[]>();
+    for (const s of read) groups.set(s.seriesUid ?? "", [...(groups.get(s.seriesUid ?? "") ?? []), s]);
+    for (const [uid, group] of groups) {
+      const base = path.basename(path.resolve(folder)) + (groups.size > 1 ? `-${uid.split(".").slice(-1)[0] || "nouid"}` : "");
+      const name = uniqueName(base);
+      const sorted = sortSeries(group);
+      const slices: SliceInput[] = [];
+      for (let i = 0; i < sorted.slices.length; i++) {
+        const s = sorted.slices[i];
+        const png = path.join(workDir, name, `${String(i + 1).padStart(4, "0")}.png`);
+        await dicomPng(s, png);
+        slices.push({ file: png, input: s.file, source: "covid-ct", series: name, index: i });
+      }
+      out.slices.push(...slices);
+      out.series.push({ name, folder, slices, order: sorted.by, transferSyntax: group[0].transferSyntax });
+    }
+  };
+  const walk = async (dir: string) => {
+    const entries = fs.readdirSync(dir, { withFileTypes: true }).filter((d) => !d.name.startsWith(".")).sort((a, b) => a.name.localeCompare(b.name));
+    const dicoms: string[] = [];
+    for (const d of entries) {
+      const f = path.join(dir, d.name);
+      if (d.isDirectory()) continue;
+      if (isImageName(d.name)) await addImage(f);
+      else if (isDicomFile(f)) dicoms.push(f);
+      else if (/\.dcm$/i.test(d.name)) out.errors.push({ file: f, message: "named .dcm but not a DICOM Part 10 file (no DICM prefix): it may be empty or truncated" });
+      else out.skipped.push(f);
+    }
+    if (dicoms.length) await addDicomGroup(dir, dicoms, true);
+    for (const d of entries) if (d.isDirectory()) await walk(path.join(dir, d.name));
+  };
+  for (const input of inputs) {
+    if (input.trim() === "") {
+      out.errors.push({ file: "''", message: "an empty INPUT: give an image, a DICOM file or a folder" });
+      continue;
+    }
+    if (!fs.existsSync(input)) {
+      out.errors.push({ file: input, message: "no such file or folder" });
+      continue;
+    }
+    const st = fs.statSync(input);
+    if (st.isDirectory()) await walk(input);
+    else if (isDicomFile(input)) await addDicomGroup(path.dirname(input), [input], false);
+    else await addImage(input);
+  }
+  return out;
+}

@@ -1,0 +1,272 @@
+/**
+ * `covid-ct predict`: score CT slices and DICOM series from outside any protocol with a finished
+ * diagnosis run (`--run`) or with a lesion score (`--score lesion-burden | lesion-logistic`), and
+ * say why: the lung mask, the lesions where a lesion model exists, and a gallery of what the model saw.
+ *
+ * Outputs (`--out`): predictions.csv, gallery.html, manifest.json (config, backend, input checksums,
+ * git revision) and, for DICOM inputs, slices/ (the lung-windowed PNGs that were scored). The folder
+ * is built beside `--out` and renamed into place at the end: an interrupted call leaves nothing half
+ * written.
+ */
+import * as fs from "fs";
+import * as path from "path";
+import { initBackend } from "../backend";
+import { PROJECT_ROOT, resolveCovidSegRoot, resolveDataRoot, resolveLunaRoot, resolveMedsegRoot, resolveSarsRoot, resolveSegLungsRoot } from "../config";
+import { Example, loadGrayImages } from "../data/examples";
+import { LUNG_WINDOW } from "../data/dicom";
+import { alignToExample } from "../diagnosis/masks";
+import { FinishedRun, predictWithRun, readFinishedRun } from "../diagnosis/predict";
+import { lesionStatistics, LesionStatistics } from "../lesions/burden";
+import { LesionScoreName, runLesionScores, scorePredictions } from "../lesions/score";
+import { makeManifest, writeManifest } from "../manifest";
+import { RunDirError, checkRunDirPath, describeContents, isEmptyDir, readRunManifest } from "../runs/dir";
+import { MaskResult, Segmenter } from "../segmenter/engine";
+import { ProfileName } from "../training/profiles";
+import { sha256File, writeFileAtomic } from "../util/fs";
+import { writeGallery } from "./gallery";
+import { collectInputs, InputError, SeriesInput, SliceInput } from "./inputs";
+
+/** A series' score: the mean of its SERIES_TOP_K highest slice probabilities (all of them when it has fewer); a few involved slices are enough to call a scan. */
+export const SERIES_TOP_K = 3;
+
+/** Top-level folders of the project that predict never writes into (runs/ and folders of your own are allowed). */
+const PROJECT_FOLDERS = [".git", ".ci", ".cache", "bench", "data", "dist", "figures", "lib", "node_modules", "notebooks", "test"];
+
+export const PREDICT_KIND = "predict";
+
+export interface PredictOptions {
+  inputs: string[];
+  out: string;
+  /** A finished diagnosis run, or: */
+  run?: string;
+  /** a lesion score (its lung and lesion segmenters and threshold are the profile's). */
+  score?: LesionScoreName;
+  /** Profile of the lesion score and of the segmenters with --score (a --run uses its own profile). */
+  profile?: ProfileName;
+  force?: boolean;
+  log?: (m: string) => void;
+}
+
+export interface SliceRow {
+  input: string;
+  /** The scored PNG inside --out for DICOM slices ("" for images). */
+  scored: string;
+  series: string;
+  index: number | null;
+  probability: number;
+  covid: boolean;
+  lungShare: number;
+  lesionBurden: number | null;
+}
+
+export interface SeriesRow {
+  series: string;
+  folder: string;
+  slices: number;
+  probability: number;
+  covid: boolean;
+  /** The slice with the highest probability, its 1-based position in the sorted series, and its file. */
+  drivenBy: { index: number; input: string };
+  order: SeriesInput["order"];
+}
+
+export interface PredictResult {
+  out: string;
+  model: string;
+  threshold: number;
+  slices: SliceRow[];
+  series: SeriesRow[];
+  errors: InputError[];
+  skipped: string[];
+  seconds: number;
+  /** Slices scored per second, lung masks (and lesions) included, after the inputs were read. */
+  slicesPerSecond: number;
+}
+
+function isInside(child: string, parent: string): boolean {
+  const rel = path.relative(parent, child);
+  return rel === "" || (!rel.startsWith("..") && !path.isAbsolute(rel));
+}
+
+/**
+ * --out under the run layer's rules: not empty, not the project or inside its own folders, not
+ * inside a data root or a run directory; an existing non-empty folder only with --force, and only
+ * one that an earlier `predict` wrote (its manifest says so). Returns the absolute path.
+ */
+export function checkPredictOut(raw: string, force = false): string {
+  const protect = [resolveDataRoot, resolveCovidSegRoot, resolveLunaRoot, resolveMedsegRoot, resolveSarsRoot, resolveSegLungsRoot].flatMap((r) => {
+    try {
+      return [r().dir];
+    } catch {
+      return [];
+    }
+  });
+  const dir = checkRunDirPath(raw, { flag: "--out", protect });
+  for (const f of PROJECT_FOLDERS) if (isInside(dir, path.join(PROJECT_ROOT, f))) throw new RunDirError(`--out ${raw} is inside the project's ${f}/ folder: choose a folder of your own (e.g. /tmp/predict or runs/predict/mine).`);
+  for (let p = path.dirname(dir); ; p = path.dirname(p)) {
+    const m = readRunManifest(p);
+    if (m && m.kind !== PREDICT_KIND) throw new RunDirError(`--out ${raw} is inside the ${m.kind} run directory ${p}: choose a folder outside every run directory.`);
+    if (path.dirname(p) === p) break;
+  }
+  const own = readRunManifest(dir);
+  if (own && own.kind !== PREDICT_KIND) throw new RunDirError(`--out ${raw} is a ${own.kind} run directory: choose a new folder.`);
+  if (!isEmptyDir(dir)) {
+    if (!force) throw new RunDirError(`--out ${raw} exists and is not empty (${describeContents(dir)}). Nothing was changed. Choose a new folder, or add --force to replace an earlier predict output.`);
+    if (!own) throw new RunDirError(`--out ${raw} holds files that covid-ct predict did not write (${describeContents(dir)}); --force replaces only an earlier predict output. Nothing was changed.`);
+  }
+  return dir;
+}
+
+function csvCell(v: string | number | boolean | null): string {
+  if (v === null) return "";
+  const s = typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toPrecision(9)) : String(v);
+  return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+export const PREDICTIONS_COLUMNS = ["kind", "file", "series", "index", "probability", "covid", "threshold", "lung_share", "lesion_burden", "driven_by", "scored_png", "error"] as const;
+
+/** predictions.csv: one row per slice, one per series, one per input that failed. */
+export function predictionsCsv(r: Pick<PredictResult, "slices" | "series" | "errors" | "threshold">): string {
+  const rows: (string | number | boolean | null)[][] = [];
+  for (const s of r.slices) rows.push(["slice", s.input, s.series, s.index === null ? null : s.index + 1, s.probability, s.covid ? 1 : 0, r.threshold, s.lungShare, s.lesionBurden, null, s.scored, null]);
+  for (const s of r.series) rows.push(["series", s.folder, s.series, null, s.probability, s.covid ? 1 : 0, r.threshold, null, null, `${s.drivenBy.index}: ${s.drivenBy.input}`, null, null]);
+  for (const e of r.errors) rows.push(["error", e.file, null, null, null, null, null, null, null, null, null, e.message]);
+  return [PREDICTIONS_COLUMNS.join(","), ...rows.map((row) => row.map(csvCell).join(","))].join("\n") + "\n";
+}
+
+/** The series rule (SERIES_TOP_K) over a series' slice probabilities, in series order. */
+export function seriesScore(probs: readonly number[]): { probability: number; driver: number } {
+  const order = probs.map((p, i) => ({ p, i })).sort((a, b) => b.p - a.p || a.i - b.i);
+  const top = order.slice(0, Math.min(SERIES_TOP_K, probs.length));
+  return { probability: top.reduce((s, x) => s + x.p, 0) / top.length, driver: order[0].i };
+}
+
+async function loadSegmenters(profile: ProfileName, wantLesions: "required" | "if-finished", log: (m: string) => void): Promise<{ lungs: Segmenter; lesions: Segmenter | null }> {
+  const { ensureLungSegmenter } = await import("../lungs/segmenter");
+  const { defaultLesionRunDir, ensureLesionSegmenter, loadLesionSegmenter } = await import("../lesions/segmenter");
+  const lungs = await ensureLungSegmenter({ profile, seed: 1, log });
+  let lesions: Segmenter | null = null;
+  if (wantLesions === "required") lesions = await ensureLesionSegmenter({ profile, seed: 1, log });
+  else {
+    const dir = defaultLesionRunDir(profile, 1);
+    if (fs.existsSync(path.join(dir, "metrics.json")) && readRunManifest(dir)?.kind === "lesions") lesions = await loadLesionSegmenter(dir);
+    else log(`no finished lesion segmenter for profile ${profile} (${path.relative(process.cwd(), dir)}): lesion_burden stays empty (covid-ct lesions trains one)`);
+  }
+  return { lungs, lesions };
+}
+
+/** Score the inputs and write predictions.csv, gallery.html and manifest.json into --out. */
+export async function predict(o: PredictOptions): Promise<PredictResult> {
+  const log = o.log ?? (() => undefined);
+  const t0 = Date.now();
+  if (!!o.run === !!o.score) throw new Error(o.run ? "--run and --score contradict each other: score with a diagnosis run or with a lesion score, not both." : "Give --run <finished diagnosis run> or --score lesion-burden.");
+  if (o.inputs.length === 0) throw new Error("No INPUT given: name image files, DICOM files or folders to score.");
+  // Everything is checked before anything is written.
+  const out = checkPredictOut(o.out, o.force);
+  const run: FinishedRun | null = o.run ? readFinishedRun(o.run) : null;
+  const profile: ProfileName = run ? run.profile.name : o.profile ?? "quick";
+  const work = path.join(path.dirname(out), `.${path.basename(out)}.predict-${process.pid}.tmp`);
+  fs.rmSync(work, { recursive: true, force: true });
+  fs.mkdirSync(work, { recursive: true });
+  let segs: { lungs: Segmenter; lesions: Segmenter | null } | null = null;
+  try {
+    const collected = await collectInputs(o.inputs, path.join(work, "slices"));
+    for (const e of collected.errors) log(`${e.file}: ${e.message}`);
+    if (collected.skipped.length) log(`skipped ${collected.skipped.length} file(s) that are neither images nor DICOM (e.g. ${collected.skipped[0]})`);
+    const slices = collected.slices;
+    const examples: Example[] = slices.map((s) => ({ id: s.input, path: s.file, label: 0, source: s.source }));
+    await initBackend();
+    const t1 = Date.now();
+    segs = await loadSegmenters(profile, o.score ? "required" : "if-finished", log);
+    const items = slices.map((s) => ({ file: s.file, source: s.source }));
+    log(`lung masks of ${slices.length} slice(s)${segs.lesions ? " and their lesions" : ""}`);
+    const lung: MaskResult[] = slices.length ? await segs.lungs.masksFor(items) : [];
+    const lesion: MaskResult[] | null = segs.lesions && slices.length ? await segs.lesions.masksFor(items) : null;
+    const stats: (LesionStatistics | null)[] = slices.map((_, i) => (lesion ? lesionStatistics(lung[i].data, lesion[i].data, lung[i].height, lung[i].width) : null));
+    let probs: number[];
+    let threshold: number;
+    let model: string;
+    if (run) {
+      log(`scoring ${slices.length} slice(s) with ${run.label}`);
+      probs = await predictWithRun(run, examples, log);
+      threshold = run.threshold;
+      model = run.label;
+    } else {
+      const scores = await runLesionScores({ profile, log });
+      const s = scores[o.score!];
+      threshold = s.metrics.testAtValThreshold.threshold;
+      probs = scorePredictions(o.score!, stats.map((st, i) => ({ set: "external" as const, id: examples[i].id, label: 0, stats: st! })), s.metrics.model).map((r) => r.probability);
+      model = `${o.score} (${path.relative(process.cwd(), s.runDir)})`;
+    }
+    const t2 = Date.now();
+    const rel = (f: string) => path.relative(work, f);
+    const sliceRows: SliceRow[] = slices.map((s, i) => ({
+      input: s.input,
+      scored: s.series !== undefined || s.file !== s.input ? rel(s.file) : "",
+      series: s.series ?? "",
+      index: s.index ?? null,
+      probability: probs[i],
+      covid: probs[i] >= threshold,
+      lungShare: lung[i].data.reduce((a, v) => a + v, 0) / lung[i].data.length,
+      lesionBurden: stats[i]?.burden ?? null,
+    }));
+    const seriesRows: SeriesRow[] = collected.series.map((se) => {
+      const rows = sliceRows.filter((r) => r.series === se.name);
+      const { probability, driver } = seriesScore(rows.map((r) => r.probability));
+      return { series: se.name, folder: se.folder, slices: rows.length, probability, covid: probability >= threshold, drivenBy: { index: driver + 1, input: rows[driver].input }, order: se.order };
+    });
+    const result: PredictResult = {
+      out,
+      model,
+      threshold,
+      slices: sliceRows,
+      series: seriesRows,
+      errors: collected.errors,
+      skipped: collected.skipped,
+      seconds: 0,
+      slicesPerSecond: slices.length / Math.max(1e-3, (t2 - t1) / 1000),
+    };
+    writeFileAtomic(path.join(work, "predictions.csv"), predictionsCsv(result));
+    const viewSize = run?.profile.inputSize ?? 224;
+    await writeGallery(path.join(work, "gallery.html"), {
+      title: `covid-ct predict: ${model}`,
+      model,
+      threshold,
+      viewSize,
+      seriesRule: `mean of the ${SERIES_TOP_K} highest slice probabilities`,
+      window: `DICOM slices in a lung window (level ${LUNG_WINDOW.level} HU, width ${LUNG_WINDOW.width} HU)`,
+      slices: await Promise.all(slices.map(async (s, i) => ({
+        row: sliceRows[i],
+        view: (await loadGrayImages([examples[i]], viewSize))[0],
+        lung: await alignToExample(examples[i], viewSize, lung[i]),
+        lesion: lesion ? await alignToExample(examples[i], viewSize, lesion[i]) : null,
+      }))),
+      series: seriesRows,
+      errors: collected.errors,
+    });
+    const checksums = Object.fromEntries(slices.map((s) => [`input/${s.input}`, sha256File(s.input)]));
+    writeManifest(work, makeManifest(PREDICT_KIND, {
+      inputs: o.inputs,
+      run: run?.runDir ?? null,
+      score: o.score ?? null,
+      profile,
+      threshold,
+      seriesRule: { topK: SERIES_TOP_K },
+      dicomWindow: LUNG_WINDOW,
+      segmenters: { lungs: segs.lungs.runDir, lesions: segs.lesions?.runDir ?? null },
+    }, { ...checksums, ...(run ? { [`run/${run.label}`]: sha256File(path.join(run.runDir, "checkpoints", "best", "model.bin")) } : {}) }));
+    // Into place: an earlier predict output (allowed by --force) goes only once the new one is whole.
+    const old = fs.existsSync(out) ? `${work}.old` : null;
+    if (old) fs.renameSync(out, old);
+    fs.renameSync(work, out);
+    if (old) fs.rmSync(old, { recursive: true, force: true });
+    result.seconds = (Date.now() - t0) / 1000;
+    return result;
+  } catch (e) {
+    fs.rmSync(work, { recursive: true, force: true });
+    throw e;
+  } finally {
+    segs?.lungs.dispose();
+    segs?.lesions?.dispose();
+  }
+}
