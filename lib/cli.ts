@@ -510,11 +510,12 @@ program
   .addOption(runOptions.out("folder for predictions.csv, gallery.html and manifest.json (new or empty)").makeOptionMandatory())
   .addOption(runOptions.profile("profile of the lesion score and its segmenters with --score (a --run uses its own)"))
   .option("--force", "replace an earlier predict output in --out")
+  .option("--gradcam <n>", "Grad-CAM in the gallery for the n highest-probability slices (Study I image runs; 0 = none)", intArg("--gradcam", 0), 24)
   .option("--json", "print the result as JSON")
-  .action(async (inputs: string[], o: { run?: string; score?: string; out: string; profile: string; force?: boolean; json?: boolean }) => {
+  .action(async (inputs: string[], o: { run?: string; score?: string; out: string; profile: string; force?: boolean; gradcam: number; json?: boolean }) => {
     const { predict } = await import("./predict/predict");
     const log = (m: string) => process.stderr.write(`${m}\n`);
-    const r = await predict({ inputs, out: o.out, run: o.run, score: o.score as never, profile: o.profile as never, force: o.force, log });
+    const r = await predict({ inputs, out: o.out, run: o.run, score: o.score as never, profile: o.profile as never, force: o.force, gradcam: o.gradcam, log });
     print(!!o.json, r, () => [
       `${r.slices.length} slice(s)${r.series.length ? ` in ${r.series.length} series and alone` : ""} scored with ${r.model} → ${r.out} (predictions.csv, gallery.html) in ${r.seconds.toFixed(1)} s (${r.slicesPerSecond.toFixed(1)} slices/s)`,
       `called COVID-19 at probability ≥ ${r.threshold.toFixed(3)}: ${r.slices.filter((s) => s.covid).length} of ${r.slices.length} slice(s)`,

@@ -138,6 +138,9 @@ describe("covid-ct predict", function () {
     const html = fs.readFileSync(path.join(out, "gallery.html"), "utf8");
     assert.equal((html.match(/<figure class="card">/g) ?? []).length, 5);
     assert.ok(!/src="(?!data:)/.test(html), "every image inline (offline)");
+    // Grad-CAM for a Study I image run: one overlay per slice here (5 ≤ the default 24).
+    assert.ok(/Grad-CAM \(warm = where the COVID-19 score(&#39;|')s gradient points\) on the 5 highest-probability slice\(s\)/.test(html), "Grad-CAM note");
+    assert.equal((html.match(/src="data:image\/png/g) ?? []).length, 5, "five Grad-CAM PNGs beside the JPEG thumbnails");
     assert.equal(JSON.parse(fs.readFileSync(path.join(out, "manifest.json"), "utf8")).kind, "predict");
   });
 

@@ -98,7 +98,7 @@ export async function prepareBackbone(c: DiagnosisConfig, profile: StudyProfile,
     const key = { model: modelName, weightsSha256: checksums[`weights/${modelName}`] ?? "random", size: profile.inputSize };
     const keys = filter ? [key] : [key, { ...key, which: "map" as const }];
     const rest = [...data.val, ...data.test, ...data.medsegTest];
-    log(`frozen features: ${data.train.length + rest.length} images at ${profile.inputSize}² (cached after the first run)`);
+    log(`frozen features: ${data.train.length + rest.length + data.external.length} images at ${profile.inputSize}² (cached after the first run)`);
     const trainF = await computeFeatures(extractor, data.train, keys, pre, { views: profile.trainViews, onProgress: hooks.onFeatures, harmonise, filter });
     const restF = await computeFeatures(extractor, rest, keys, pre, { views: 1, onProgress: hooks.onFeatures, harmonise, filter });
     const extF = await computeFeatures(extractor, data.external, keys, pre, { views: 1, onProgress: hooks.onFeatures, harmonise, filter });

@@ -18,6 +18,8 @@ export interface GallerySlice {
   /** Lung and lesion masks aligned to the view (0/1, viewSize²). */
   lung: Uint8Array;
   lesion: Uint8Array | null;
+  /** Grad-CAM overlay (data URI) where one was drawn. */
+  cam: string | null;
 }
 
 export interface GalleryData {
@@ -27,6 +29,8 @@ export interface GalleryData {
   viewSize: number;
   seriesRule: string;
   window: string;
+  /** Which slices have Grad-CAM, or why none. */
+  gradcam: string;
   slices: GallerySlice[];
   series: SeriesRow[];
   errors: InputError[];
@@ -39,12 +43,13 @@ export async function galleryHtml(d: GalleryData): Promise<string> {
   const n = d.viewSize;
   const cards: string[] = [];
   for (const s of d.slices) {
-    const img = async (layers: Parameters<typeof overlayPng>[2]) => `<img width="160" height="160" src="${await overlayPng(s.view, n, layers, 160)}">`;
+    const img = async (layers: Parameters<typeof overlayPng>[2]) => `<img width="160" height="160" src="${await overlayPng(s.view, n, layers, 160, "jpeg")}">`;
     const r = s.row;
     const call = r.covid ? `<b style="color:#b00">COVID-19</b>` : `<b style="color:#060">not COVID-19</b>`;
     cards.push(
       `<figure class="card"><div>${await img([])}${await img([{ mask: s.lung, size: n, rgb: LUNG_RGB, alpha: 0.35 }])}` +
         (s.lesion ? await img([{ mask: s.lung, size: n, rgb: LUNG_RGB, alpha: 0.2 }, { mask: s.lesion, size: n, rgb: LESION_RGB, alpha: 0.6 }]) : "") +
+        (s.cam ? `<img width="160" height="160" src="${s.cam}">` : "") +
         `</div><figcaption>${escapeHtml(r.input)}${r.series ? ` (series ${escapeHtml(r.series)}, slice ${(r.index ?? 0) + 1})` : ""}<br>` +
         `probability ${r.probability.toFixed(3)}: ${call}; lungs ${(100 * r.lungShare).toFixed(1)} % of the image` +
         (r.lesionBurden !== null ? `; lesion burden ${(100 * r.lesionBurden).toFixed(2)} % of the lungs` : "") +
@@ -62,7 +67,7 @@ export async function galleryHtml(d: GalleryData): Promise<string> {
     `<h1>${escapeHtml(d.title)}</h1>` +
     `<p>Model: <code>${escapeHtml(d.model)}</code>. Called COVID-19 at probability ≥ ${d.threshold.toFixed(3)} (the model's threshold, chosen on its validation set). ` +
     `Each slice: as the model saw it (${n}² chest crop), the predicted lungs (blue)${d.slices.some((s) => s.lesion) ? ", and the predicted lesions (red) inside them" : ""}. ${escapeHtml(d.window)}. ` +
-    `A score is evidence to check against the image, not a diagnosis.</p>` +
+    `${escapeHtml(d.gradcam)} A score is evidence to check against the image, not a diagnosis.</p>` +
     series + errors + `<h2>Slices (${d.slices.length})</h2>` + cards.join("\n") + `</body></html>\n`
   );
 }

@@ -29,6 +29,9 @@ import { collectInputs, InputError, SeriesInput, SliceInput } from "./inputs";
 /** A series' score: the mean of its SERIES_TOP_K highest slice probabilities (all of them when it has fewer); a few involved slices are enough to call a scan. */
 export const SERIES_TOP_K = 3;
 
+/** Grad-CAM is drawn for this many slices by default (the highest probabilities first): each costs a backbone pass and a gradient. */
+export const GRADCAM_SLICES = 24;
+
 /** Top-level folders of the project that predict never writes into (runs/ and folders of your own are allowed). */
 const PROJECT_FOLDERS = [".git", ".ci", ".cache", "bench", "data", "dist", "figures", "lib", "node_modules", "notebooks", "test"];
 
@@ -44,6 +47,8 @@ export interface PredictOptions {
   /** Profile of the lesion score and of the segmenters with --score (a --run uses its own profile). */
   profile?: ProfileName;
   force?: boolean;
+  /** Grad-CAM for the n highest-probability slices (Study I image runs; default GRADCAM_SLICES, 0 = none). */
+  gradcam?: number;
   log?: (m: string) => void;
 }
 
@@ -155,6 +160,39 @@ async function loadSegmenters(profile: ProfileName, wantLesions: "required" | "i
   return { lungs, lesions };
 }
 
+/**
+ * Grad-CAM overlays (lib/gradcam.ts) of the n highest-probability slices, for runs whose model sees
+ * the image alone (Study I: no lung-mask channel, lesion branch, lung probe or harmonisation, and
+ * not the cue baseline); the note says which slices got one, or why none did.
+ */
+async function gradCams(run: FinishedRun | null, views: readonly Uint8Array[], probs: readonly number[], n: number, log: (m: string) => void): Promise<{ maps: Map<number, string>; note: string }> {
+  const maps = new Map<number, string>();
+  if (!run) return { maps, note: "Grad-CAM: none (a lesion score has no image classifier; its evidence is the lesion mask)." };
+  const c = run.config;
+  const why = run.modelBuilt === "shortcut" ? "the cue baseline sees no image" : c.lungMask || c.lesionMask ? "the run's model takes the lung mask or has a lesion branch" : c.lungProbe ? "the run sees blanked images (lung probe)" : c.harmonise ? "the run sees harmonised images" : null;
+  if (why) return { maps, note: `Grad-CAM: none (${why}).` };
+  if (n === 0 || views.length === 0) return { maps, note: "Grad-CAM: none (--gradcam 0)." };
+  const tf = await import("@tensorflow/tfjs");
+  const { loadRunModel } = await import("../diagnosis/results");
+  const { gradCam, camOverlayPng } = await import("../gradcam");
+  const { toModelInput } = await import("../models/input");
+  const order = probs.map((p, i) => ({ p, i })).sort((a, b) => b.p - a.p || a.i - b.i).slice(0, n);
+  log(`Grad-CAM of the ${order.length} highest-probability slice(s)`);
+  const { built, pre, profile } = await loadRunModel(run.runDir, c.weightsRoot);
+  try {
+    for (const { i } of order) {
+      const side = profile.inputSize;
+      const x = tf.tidy(() => toModelInput(tf.tensor4d(Float32Array.from(views[i], (v) => v / 255), [1, side, side, 1]), pre));
+      const cam = gradCam(built, x, 1);
+      x.dispose();
+      maps.set(i, await camOverlayPng(views[i], cam, { outSize: 160 }));
+    }
+  } finally {
+    built.model.dispose();
+  }
+  return { maps, note: `Grad-CAM (warm = where the COVID-19 score's gradient points) on the ${order.length} highest-probability slice(s)${order.length < probs.length ? ` of ${probs.length} (--gradcam sets how many)` : ""}.` };
+}
+
 /** Score the inputs and write predictions.csv, gallery.html and manifest.json into --out. */
 export async function predict(o: PredictOptions): Promise<PredictResult> {
   const log = o.log ?? (() => undefined);
@@ -182,6 +220,8 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
     log(`lung masks of ${slices.length} slice(s)${segs.lesions ? " and their lesions" : ""}`);
     const lung: MaskResult[] = slices.length ? await segs.lungs.masksFor(items) : [];
     const lesion: MaskResult[] | null = segs.lesions && slices.length ? await segs.lesions.masksFor(items) : null;
+    log(`masks: ${((Date.now() - t1) / 1000).toFixed(1)} s`);
+    const tm = Date.now();
     const stats: (LesionStatistics | null)[] = slices.map((_, i) => (lesion ? lesionStatistics(lung[i].data, lesion[i].data, lung[i].height, lung[i].width) : null));
     let probs: number[];
     let threshold: number;
@@ -199,6 +239,7 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
       model = `${o.score} (${path.relative(process.cwd(), s.runDir)})`;
     }
     const t2 = Date.now();
+    log(`scores: ${((t2 - tm) / 1000).toFixed(1)} s`);
     const rel = (f: string) => path.relative(work, f);
     const sliceRows: SliceRow[] = slices.map((s, i) => ({
       input: s.input,
@@ -228,6 +269,8 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
     };
     writeFileAtomic(path.join(work, "predictions.csv"), predictionsCsv(result));
     const viewSize = run?.profile.inputSize ?? 224;
+    const views = await loadGrayImages(examples, viewSize);
+    const cams = await gradCams(run, views, probs, o.gradcam ?? GRADCAM_SLICES, log);
     await writeGallery(path.join(work, "gallery.html"), {
       title: `covid-ct predict: ${model}`,
       model,
@@ -235,9 +278,11 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
       viewSize,
       seriesRule: `mean of the ${SERIES_TOP_K} highest slice probabilities`,
       window: `DICOM slices in a lung window (level ${LUNG_WINDOW.level} HU, width ${LUNG_WINDOW.width} HU)`,
+      gradcam: cams.note,
       slices: await Promise.all(slices.map(async (s, i) => ({
         row: sliceRows[i],
-        view: (await loadGrayImages([examples[i]], viewSize))[0],
+        view: views[i],
+        cam: cams.maps.get(i) ?? null,
         lung: await alignToExample(examples[i], viewSize, lung[i]),
         lesion: lesion ? await alignToExample(examples[i], viewSize, lesion[i]) : null,
       }))),
