@@ -35,3 +35,5 @@ export * as tables from "./reports/runs";
 export * as lesions from "./lesions";
 export * as lesionReport from "./reports/lesions";
 export * as segmenter from "./segmenter";
+export * as predict from "./predict";
+export * as dicom from "./data/dicom";

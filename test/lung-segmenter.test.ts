@@ -10,6 +10,8 @@ import { listMedsegSlices, listSegLungs } from "../lib/data/sources";
 import { applyLungProbe } from "../lib/diagnosis/lung-probe";
 import { blockOf, chestWallCounts, expertSplit, LUNG_SPLIT, loadLayersModel, loadLungPredictor, loadLungSegmenter, MASK_CACHE_NAMESPACE, MODEL_DIR, MODEL_LAST_DIR, modelSha256, segmentationSource, trainLungSegmenter, LungRunResult, withChestCrops } from "../lib/lungs/segmenter";
 import { loadModel } from "../lib/training/checkpoint";
+import { foldBatchNorm } from "../lib/models/fold";
+import { inferenceModels } from "../lib/segmenter/engine";
 import { inverseOrientation, LUNG_INPUT_NORMALISATION, segmenterInput, unetMask, uprightSlice } from "../lib/lungs/slices";
 import { predictMasks, SegmentationSource } from "../lib/training/segmentation";
 import { orientPixels, ORIENTATIONS } from "../lib/data/orientation";
@@ -280,7 +282,8 @@ describe("lung segmenter: smoke run on real slices", function () {
       assert.notDeepEqual(Array.from(direct), Array.from(plain), "the normalisation changes the input");
     }
     // …and the served mask is the run's prediction (both members, flipped too) on exactly that input.
-    const models = [await loadLayersModel(path.join(runDir, MODEL_DIR)), await loadLayersModel(path.join(runDir, MODEL_LAST_DIR))];
+    // The graphs masks are served from: each member with BN folded (lib/models/fold.ts).
+    const models = await inferenceModels([await loadLayersModel(path.join(runDir, MODEL_DIR)), await loadLayersModel(path.join(runDir, MODEL_LAST_DIR))]);
     const seg = await loadLungSegmenter(runDir, { cacheDir: tempDir("lung-norm-serve") });
     try {
       const probs: Float32Array[] = [];
@@ -305,11 +308,15 @@ describe("lung segmenter: smoke run on real slices", function () {
       assert.deepEqual(p.members, [MODEL_DIR, MODEL_LAST_DIR]);
       assert.equal(p.flip, true);
       assert.notEqual(p.sha256, modelSha256(path.join(runDir, MODEL_DIR)), "the masks' identity covers every member and the flip");
+      // Each member is that checkpoint, with BN folded into the conv before it (the serving graph).
       for (const [k, ckpt] of [[0, "best"], [1, "last"]] as const) {
         const ref = await loadModel(path.join(runDir, "checkpoints", ckpt));
-        const a = p.models[k].getWeights(), b = ref.getWeights();
+        const folded = await foldBatchNorm(ref);
+        const a = p.models[k].getWeights(), b = folded.getWeights();
         assert.equal(a.length, b.length);
+        assert.ok(a.length < ref.getWeights().length, "BN layers folded away");
         for (let i = 0; i < a.length; i++) assert.deepEqual(Array.from(await a[i].data()), Array.from(await b[i].data()), `${p.members[k]} weight ${i} vs checkpoints/${ckpt}`);
+        folded.dispose();
         ref.dispose();
       }
     } finally {

@@ -12,7 +12,7 @@ import { PROJECT_ROOT } from "../lib/config";
 import { finished, readPredictions, runDiagnosis } from "../lib/diagnosis";
 import { predictWithRun, readFinishedRun } from "../lib/diagnosis/predict";
 import { LUNG_WINDOW, windowHu } from "../lib/data/dicom";
-import { PREDICTIONS_COLUMNS, seriesScore, SERIES_TOP_K } from "../lib/predict/predict";
+import { PREDICTIONS_COLUMNS, seriesScore, SERIES_TOP_K } from "../lib/predict/rows";
 import { selectProtocol } from "../lib/protocols";
 import { cleanupTempDirs, requireRealData, tempDir } from "./data-fixtures";
 import { phantom, writeDicom } from "./support/dicom";
@@ -173,6 +173,23 @@ describe("covid-ct predict", function () {
     assert.equal(cli(["predict", "--run", runDir, img, "--out", out]).status, 1);
     const again = cli(["predict", "--run", runDir, img, "--out", out, "--force"]);
     assert.equal(again.status, 0, again.stderr);
+  });
+
+  it("--score lesion-burden: the probability is the slice's lesion burden, the threshold the score run's validation one", async () => {
+    const p = await selectProtocol({ protocol: "paper" });
+    const imgs = [p.external.covid[1].path, p.external.noncovid[1].path];
+    const out = path.join(tempDir("predict-score"), "p");
+    const r = cli(["predict", "--score", "lesion-burden", "--profile", "smoke", ...imgs, "--out", out]);
+    assert.equal(r.status, 0, r.stderr);
+    const rows = parseCsv(fs.readFileSync(path.join(out, "predictions.csv"), "utf8"));
+    assert.equal(rows.length, 2);
+    const m = JSON.parse(fs.readFileSync(path.join(PROJECT_ROOT, "runs", "lesions", "score", "paper", "smoke", "lesion-burden-seed1", "metrics.json"), "utf8"));
+    for (const x of rows) {
+      assert.notEqual(x.lesion_burden, "", "a lesion model exists with --score");
+      assert.ok(Math.abs(Number(x.probability) - Math.min(1, Number(x.lesion_burden))) < 1e-6);
+      assert.ok(Math.abs(Number(x.threshold) - m.testAtValThreshold.threshold) < 1e-6);
+    }
+    assert.match(fs.readFileSync(path.join(out, "gallery.html"), "utf8"), /Grad-CAM: none \(a lesion score has no image classifier/);
   });
 
   it("the series rule: mean of the top k slice probabilities, driven by the highest", () => {

@@ -8,7 +8,7 @@ import { overlayPng } from "../reports/overlay";
 import { tableBundle } from "../plots";
 import { escapeHtml } from "../util/html";
 import { writeFileAtomic } from "../util/fs";
-import type { SeriesRow, SliceRow } from "./predict";
+import type { SeriesRow, SliceRow } from "./rows";
 import type { InputError } from "./inputs";
 
 export interface GallerySlice {
