@@ -518,7 +518,7 @@ program
     const r = await predict({ inputs, out: o.out, run: o.run, score: o.score as never, profile: o.profile as never, force: o.force, gradcam: o.gradcam, log });
     print(!!o.json, r, () => [
       `${r.slices.length} slice(s)${r.series.length ? ` in ${r.series.length} series and alone` : ""} scored with ${r.model} → ${r.out} (predictions.csv, gallery.html) in ${r.seconds.toFixed(1)} s (${r.slicesPerSecond.toFixed(1)} slices/s)`,
-      `called COVID-19 at probability ≥ ${r.threshold.toFixed(3)}: ${r.slices.filter((s) => s.covid).length} of ${r.slices.length} slice(s)`,
+      `called COVID-19 at probability ≥ ${r.threshold < 0.01 ? r.threshold.toPrecision(3) : r.threshold.toFixed(3)}: ${r.slices.filter((s) => s.covid).length} of ${r.slices.length} slice(s)`,
       ...r.series.map((s) => `series ${s.series}: ${s.probability.toFixed(3)} (${s.covid ? "COVID-19" : "not COVID-19"}), driven by slice ${s.drivenBy.index} of ${s.slices}`),
       ...(r.errors.length ? [`${r.errors.length} input(s) not scored (listed above and in predictions.csv)`] : []),
     ].join("\n"));

@@ -88,3 +88,19 @@ export function resolveSegLungsRoot(flag?: string): ResolvedRoot {
 export function cacheDir(): string {
   return process.env.COVIDCT_CACHE ? path.resolve(process.env.COVIDCT_CACHE) : path.join(PROJECT_ROOT, ".cache");
 }
+
+let cacheWrites: string | null = null;
+
+/**
+ * Send new entries of the cache under cacheDir() to `dir` instead (reads look there first, then in
+ * cacheDir()); null restores the default. `covid-ct predict` points it into its output folder's
+ * scratch space, so scoring a user's files reads the project's cache but writes nothing outside --out.
+ */
+export function redirectCacheWrites(dir: string | null): void {
+  cacheWrites = dir === null ? null : path.resolve(dir);
+}
+
+/** Where new entries of cacheDir()'s cache go now (see redirectCacheWrites), or null for cacheDir() itself. */
+export function cacheWriteDir(): string | null {
+  return cacheWrites;
+}

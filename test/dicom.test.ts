@@ -44,6 +44,10 @@ describe("DICOM slices", () => {
     const s2 = sortSeries(byInstance);
     assert.equal(s2.by, "instance number");
     assert.deepEqual(s2.slices.map((s) => s.instanceNumber), [1, 2, 3]);
+    // Slices at one position: by instance number, not file name.
+    const tied = tempDir("dicom-series-tie");
+    const ties = [3, 2, 1].map((n, k) => readDicomSlice(writeDicom(path.join(tied, `f${k}.dcm`), { stored: phantom(32, 32, 0), rows: 32, columns: 32, z: 0, instanceNumber: n })));
+    assert.deepEqual(sortSeries(ties).slices.map((s) => path.basename(s.file)), ["f2.dcm", "f1.dcm", "f0.dcm"]);
   });
 
   it("refuses, naming the file: no pixel data, not CT, a compressed syntax (by name), a truncated file, an empty file", () => {
@@ -54,6 +58,10 @@ describe("DICOM slices", () => {
       [writeDicom(path.join(dir, "mr.dcm"), { ...px, modality: "MR" }), /modality is MR, not CT/],
       [writeDicom(path.join(dir, "jpeg.dcm"), { ...px, transferSyntax: "1.2.840.10008.1.2.4.50" }), /transfer syntax 1\.2\.840\.10008\.1\.2\.4\.50 \(JPEG Baseline \(Process 1\)\) is compressed and not supported/],
     ];
+    cases.push([writeDicom(path.join(dir, "odd.dcm"), { ...px, transferSyntax: "1.2.3.4" }), /transfer syntax 1\.2\.3\.4 is not one this reader supports/]);
+    cases.push([writeDicom(path.join(dir, "slope-abc.dcm"), { ...px, slope: "abc" as never }), /Rescale Slope \(0028,1053\) is 'abc'/]);
+    cases.push([writeDicom(path.join(dir, "slope-0.dcm"), { ...px, slope: 0 }), /Rescale Slope \(0028,1053\) is '0'/]);
+    cases.push([writeDicom(path.join(dir, "mismatch.dcm"), { ...px, rows: 16, columns: 16 }), /the header does not match the pixels/]);
     const whole = fs.readFileSync(writeDicom(path.join(dir, "whole.dcm"), px));
     const cut = path.join(dir, "cut.dcm");
     fs.writeFileSync(cut, whole.subarray(0, whole.length - 500));

@@ -192,6 +192,61 @@ describe("covid-ct predict", function () {
     assert.match(fs.readFileSync(path.join(out, "gallery.html"), "utf8"), /Grad-CAM: none \(a lesion score has no image classifier/);
   });
 
+  it("writes nothing outside --out (no cache entry of the user's files), refuses a busy --out, and a folder with nothing to score is an error", async () => {
+    const p = await selectProtocol({ protocol: "paper" });
+    const dir = tempDir("predict-nocache");
+    // A slice whose content no cache has seen (one pixel changed).
+    const png = await sharp(p.external.covid[2].path).raw().toBuffer({ resolveWithObject: true });
+    png.data[0] = (png.data[0] + 1) % 256;
+    const mine = path.join(dir, "new.png");
+    await sharp(png.data, { raw: { width: png.info.width, height: png.info.height, channels: png.info.channels } }).png().toFile(mine);
+    const empty = path.join(dir, "nothing-here");
+    fs.mkdirSync(empty);
+    fs.writeFileSync(path.join(empty, "notes.txt"), "no slices");
+    const stamp = path.join(dir, "stamp");
+    fs.writeFileSync(stamp, "");
+    const past = new Date(Date.now() - 2000);
+    fs.utimesSync(stamp, past, past);
+    const out = path.join(tempDir("predict-nocache-out"), "p");
+    const r = cli(["predict", "--run", runDir, mine, empty, "--out", out]);
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /nothing-here: holds no image or DICOM file to score/);
+    const newer = spawnSync("find", [path.join(PROJECT_ROOT, ".cache"), "-type", "f", "-newer", stamp], { encoding: "utf8" }).stdout.trim();
+    assert.equal(newer, "", "no new file in the project's cache");
+    assert.deepEqual(fs.readdirSync(out).sort(), ["gallery.html", "manifest.json", "predictions.csv"]);
+    // A --out another live process holds is refused (its lock), and an input inside --out too.
+    fs.rmSync(out, { recursive: true });
+    fs.mkdirSync(out);
+    fs.writeFileSync(path.join(out, ".lock"), JSON.stringify({ pid: process.pid, host: (await import("os")).hostname(), startedAt: new Date().toISOString(), command: "test" }));
+    const busy = cli(["predict", "--run", runDir, mine, "--out", out]);
+    assert.equal(busy.status, 1);
+    assert.match(busy.stderr, /in use by pid/);
+    fs.rmSync(path.join(out, ".lock"));
+    fs.copyFileSync(mine, path.join(out, "inside.png"));
+    const inside = cli(["predict", "--run", runDir, path.join(out, "inside.png"), "--out", out, "--force"]);
+    assert.equal(inside.status, 1);
+    assert.match(inside.stderr, /is inside --out/);
+  });
+
+  it("SIGINT leaves --out as it was (a new folder is removed again, no scratch left)", async function () {
+    const { spawn } = await import("child_process");
+    const p = await selectProtocol({ protocol: "paper" });
+    const parent = tempDir("predict-sigint");
+    const out = path.join(parent, "a", "b");
+    const child = spawn(process.execPath, [CLI, "predict", "--run", runDir, path.dirname(p.external.covid[0].path), "--out", out], { cwd: PROJECT_ROOT });
+    let err = "";
+    let sent = false;
+    child.stderr.on("data", (d: Buffer) => {
+      err += d.toString();
+      if (!sent && /lung masks of/.test(err)) { sent = true; child.kill("SIGINT"); }
+    });
+    const code = await new Promise<number | null>((resolve) => child.on("exit", (c) => resolve(c)));
+    if (code === 0) this.skip(); // finished before the signal arrived
+    assert.equal(code, 130, err);
+    assert.match(err, /stopped by SIGINT/);
+    assert.deepEqual(fs.readdirSync(parent), [], "the folders it created are gone");
+  });
+
   it("the series rule: mean of the top k slice probabilities, driven by the highest", () => {
     assert.deepEqual(seriesScore([0.1, 0.9, 0.5, 0.7]), { probability: (0.9 + 0.7 + 0.5) / 3, driver: 1 });
     assert.deepEqual(seriesScore([0.4]), { probability: 0.4, driver: 0 });

@@ -7,7 +7,7 @@
 import * as crypto from "crypto";
 import * as fs from "fs";
 import * as path from "path";
-import { cacheDir } from "../config";
+import { cacheDir, cacheWriteDir } from "../config";
 import { writeFileAtomic } from "../util/fs";
 import { PreprocessOptions, PreprocessedImage, normalisePreprocessOptions, preprocessImage } from "./preprocess";
 
@@ -45,15 +45,25 @@ export class DiskCache {
   private file(ns: string, key: string): string {
     return path.join(this.dir, ns, key.slice(0, 2), key);
   }
+  /** The redirect of cacheDir()'s writes (redirectCacheWrites) when this cache is cacheDir()'s. */
+  private overlay(): string | null {
+    const w = cacheWriteDir();
+    return w && this.dir === path.resolve(cacheDir()) ? w : null;
+  }
   get(ns: string, key: string): Buffer | null {
-    try {
-      return fs.readFileSync(this.file(ns, key));
-    } catch {
-      return null;
+    const o = this.overlay();
+    for (const f of o ? [path.join(o, ns, key.slice(0, 2), key), this.file(ns, key)] : [this.file(ns, key)]) {
+      try {
+        return fs.readFileSync(f);
+      } catch {
+        /* next */
+      }
     }
+    return null;
   }
   put(ns: string, key: string, data: Uint8Array | string): void {
-    writeFileAtomic(this.file(ns, key), data);
+    const o = this.overlay();
+    writeFileAtomic(o ? path.join(o, ns, key.slice(0, 2), key) : this.file(ns, key), data);
   }
 }
 

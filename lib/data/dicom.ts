@@ -116,12 +116,13 @@ export function readDicomSlice(file: string): DicomSlice {
     } as dicomParser.ParseDicomOptions);
   } catch (e) {
     const why = typeof e === "string" ? e : e instanceof Error ? e.message : String((e as { exception?: string }).exception ?? e);
-    throw new DicomError(file, `not a readable DICOM file (${why.replace(/^dicomParser\.\w+: /, "")}); it may be truncated`);
+    throw new DicomError(file, `not a readable DICOM file (${why.replace(/^dicomParser[.:][\w.:]*?: ?/, "")}); it may be truncated`);
   }
   const ts = ds.string("x00020010")?.trim() ?? "1.2.840.10008.1.2";
-  if (!UNCOMPRESSED[ts]) {
-    throw new DicomError(file, `transfer syntax ${ts}${COMPRESSED[ts] ? ` (${COMPRESSED[ts]})` : ""} is compressed and not supported: convert the series to an uncompressed syntax first (e.g. \`gdcmconv --raw\` or \`dcmdjpeg\`)`);
+  if (COMPRESSED[ts]) {
+    throw new DicomError(file, `transfer syntax ${ts} (${COMPRESSED[ts]}) is compressed and not supported: convert the series to an uncompressed syntax first (e.g. \`gdcmconv --raw\` or \`dcmdjpeg\`)`);
   }
+  if (!UNCOMPRESSED[ts]) throw new DicomError(file, `transfer syntax ${ts} is not one this reader supports (${Object.entries(UNCOMPRESSED).map(([u, n]) => `${n} ${u}`).join(", ")}): convert the series to one of them first (e.g. \`gdcmconv --raw\`)`);
   const modality = ds.string("x00080060")?.trim();
   if (!modality) throw new DicomError(file, "has no Modality (0008,0060): only CT slices can be scored");
   if (modality !== "CT") throw new DicomError(file, `modality is ${modality}, not CT: only CT slices can be scored`);
@@ -140,8 +141,12 @@ export function readDicomSlice(file: string): DicomSlice {
   const n = rows * columns;
   const need = (n * allocated) / 8;
   if (pixel.length < need || pixel.dataOffset + need > ds.byteArray.length) throw new DicomError(file, `pixel data holds ${Math.min(pixel.length, ds.byteArray.length - pixel.dataOffset)} bytes, ${rows}×${columns} at ${allocated} bits needs ${need}: the file is truncated`);
-  const slope = ds.floatString("x00281053") ?? 1;
-  const intercept = ds.floatString("x00281052") ?? 0;
+  // Odd lengths are padded to even: one byte more is fine, more is a header that does not match its pixels.
+  if (pixel.length > need + 1) throw new DicomError(file, `pixel data holds ${pixel.length} bytes, but Rows × Columns (${rows}×${columns}) at ${allocated} bits is ${need}: the header does not match the pixels`);
+  const slope = ds.string("x00281053") === undefined ? 1 : ds.floatString("x00281053");
+  const intercept = ds.string("x00281052") === undefined ? 0 : ds.floatString("x00281052");
+  if (slope === undefined || !Number.isFinite(slope) || slope === 0) throw new DicomError(file, `Rescale Slope (0028,1053) is '${ds.string("x00281053")}': a number other than 0 is needed to turn stored values into HU`);
+  if (intercept === undefined || !Number.isFinite(intercept)) throw new DicomError(file, `Rescale Intercept (0028,1052) is '${ds.string("x00281052")}': a number is needed to turn stored values into HU`);
   const view = new DataView(ds.byteArray.buffer, ds.byteArray.byteOffset + pixel.dataOffset, need);
   const little = ts !== "1.2.840.10008.1.2.2";
   const mask = stored >= 32 ? 0xffffffff : (1 << stored) - 1;
@@ -188,7 +193,8 @@ export function sortSeries(slices: readonly DicomSlice[]): { slices: DicomSlice[
     // The slice normal: row cosines × column cosines.
     const nrm = [o[1] * o[5] - o[2] * o[4], o[2] * o[3] - o[0] * o[5], o[0] * o[4] - o[1] * o[3]];
     const d = (s: DicomSlice) => s.position![0] * nrm[0] + s.position![1] * nrm[1] + s.position![2] * nrm[2];
-    return { slices: [...slices].sort((a, b) => d(a) - d(b) || a.file.localeCompare(b.file)), by: "position" };
+    // Ties (the same position) by instance number, then file name.
+    return { slices: [...slices].sort((a, b) => d(a) - d(b) || (a.instanceNumber ?? 0) - (b.instanceNumber ?? 0) || a.file.localeCompare(b.file)), by: "position" };
   }
   if (slices.every((s) => s.instanceNumber !== undefined)) return { slices: [...slices].sort((a, b) => a.instanceNumber! - b.instanceNumber! || a.file.localeCompare(b.file)), by: "instance number" };
   return { slices: [...slices].sort((a, b) => a.file.localeCompare(b.file)), by: "file name" };

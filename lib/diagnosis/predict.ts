@@ -14,7 +14,7 @@ import { loadWeightsInto } from "../training/checkpoint";
 import { StudyProfile } from "../training/profiles";
 import { STUDY_NAMES, StudyName } from "./arms";
 import { DiagnosisConfig } from "./config";
-import { DiagnosisMetrics } from "./results";
+import { CHANNEL_NORMALISATION_FILE, DiagnosisMetrics, NORMALISATION_FILE } from "./results";
 import { prepare, predictSets, runContext } from "./run";
 
 /** What a run directory holds, in words, for refusals ("a lung segmenter run (covid-ct lungs)"). */
@@ -60,10 +60,26 @@ export function readFinishedRun(raw: string): FinishedRun {
   if (!(STUDY_NAMES as readonly string[]).includes(kind)) {
     throw new Error(`--run ${raw} is ${OTHER_KINDS[kind] ?? `a '${kind}' run`}, not a diagnosis run (${STUDY_NAMES.join(", ")}).`);
   }
-  const missing = ["metrics.json", "predictions.csv", "checkpoints/best/model.json"].filter((f) => !fs.existsSync(path.join(runDir, f)));
-  if (missing.length) throw new Error(`--run ${raw} is an unfinished ${kind} run (no ${missing.join(", ")}): finish it first (covid-ct train … --resume).`);
-  const rec = manifest.config as Record<string, any>;
-  const metrics = JSON.parse(fs.readFileSync(path.join(runDir, "metrics.json"), "utf8")) as DiagnosisMetrics;
+  const rec = manifest.config as Record<string, any> | undefined;
+  if (!rec || typeof rec !== "object" || !rec.profile || typeof rec.profile !== "object" || typeof rec.profile.name !== "string") {
+    throw new Error(`--run ${raw}: manifest.json records no config.profile; the run directory is damaged or not one this version can read.`);
+  }
+  // What scoring reads, checked now (not after the inputs are read): the selected checkpoint and
+  // the input statistics fitted in training.
+  const frozen = rec.profile.strategy === "frozen-features";
+  const needs = ["metrics.json", "predictions.csv", "checkpoints/best/model.json", "checkpoints/best/model.bin",
+    ...(frozen && rec.modelBuilt !== "shortcut" && !rec.lungMask && !rec.lesionMask && rec.profile.standardiseFeatures ? [NORMALISATION_FILE] : []),
+    ...(rec.modelBuilt === "shortcut" ? [NORMALISATION_FILE] : []),
+    ...(frozen && (rec.lungMask || rec.lesionMask) ? [CHANNEL_NORMALISATION_FILE] : [])];
+  const missing = needs.filter((f) => !fs.existsSync(path.join(runDir, f)));
+  if (missing.length) throw new Error(`--run ${raw} is an unfinished ${kind} run (no ${missing.join(", ")}): finish it first (covid-ct train … --resume), or train it again (--force).`);
+  let metrics: DiagnosisMetrics;
+  try {
+    metrics = JSON.parse(fs.readFileSync(path.join(runDir, "metrics.json"), "utf8")) as DiagnosisMetrics;
+  } catch {
+    throw new Error(`--run ${raw}: metrics.json is not valid JSON; the run directory is damaged (covid-ct evaluate --run ${raw} --write rewrites it from predictions.csv).`);
+  }
+  if (!Number.isFinite(metrics.testAtValThreshold?.threshold)) throw new Error(`--run ${raw}: metrics.json has no validation threshold (testAtValThreshold.threshold); rewrite it with covid-ct evaluate --run ${raw} --write.`);
   const { name, ...overrides } = rec.profile as StudyProfile;
   const config: DiagnosisConfig = {
     study: kind as StudyName,

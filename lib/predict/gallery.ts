@@ -65,7 +65,7 @@ export async function galleryHtml(d: GalleryData): Promise<string> {
     `<style>body{font-family:sans-serif;margin:1.5em}.card{display:inline-block;margin:0 1em 1em 0;vertical-align:top;max-width:500px}.card img{margin-right:2px}` +
     `figcaption{font-size:85%}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style></head><body>` +
     `<h1>${escapeHtml(d.title)}</h1>` +
-    `<p>Model: <code>${escapeHtml(d.model)}</code>. Called COVID-19 at probability ≥ ${d.threshold.toFixed(3)} (the model's threshold, chosen on its validation set). ` +
+    `<p>Model: <code>${escapeHtml(d.model)}</code>. Called COVID-19 at probability ≥ ${d.threshold < 0.01 ? d.threshold.toPrecision(3) : d.threshold.toFixed(3)} (the model's threshold, chosen on its validation set). ` +
     `Each slice: as the model saw it (${n}² chest crop), the predicted lungs (blue)${d.slices.some((s) => s.lesion) ? ", and the predicted lesions (red) inside them" : ""}. ${escapeHtml(d.window)}. ` +
     `${escapeHtml(d.gradcam)} A score is evidence to check against the image, not a diagnosis.</p>` +
     series + errors + `<h2>Slices (${d.slices.length})</h2>` + cards.join("\n") + `</body></html>\n`

@@ -54,6 +54,8 @@ export interface CollectedInputs {
   errors: InputError[];
   /** Files in folders that are neither images nor DICOM (not scored, not errors). */
   skipped: string[];
+  /** Inputs given twice (or inside another INPUT folder): scored once, not errors. */
+  repeated: string[];
 }
 
 /** The source whose data root holds the file (its orientation and crop apply), else covid-ct. */
@@ -76,7 +78,13 @@ const isImageName = (f: string) => (IMAGE_EXTENSIONS as readonly string[]).inclu
 
 /** Check that an image file decodes whole and has a size we score; the error says which rule failed. */
 export async function checkImage(file: string): Promise<void> {
-  const st = fs.statSync(file);
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+  } catch {
+    throw new Error("cannot be read (a broken link, or no permission)");
+  }
+  if (!st.isFile()) throw new Error("not a regular file (a pipe, socket or device)");
   if (st.size === 0) throw new Error("empty file (0 bytes)");
   let size: { height: number; width: number };
   try {
@@ -84,13 +92,18 @@ export async function checkImage(file: string): Promise<void> {
   } catch {
     throw new Error(`not an image sharp can read (${IMAGE_EXTENSIONS.join(" ")}, or a DICOM file)`);
   }
-  if (size.height * size.width > MAX_PIXELS) throw new Error(`${size.width}×${size.height} is over the ${MAX_PIXELS / 1e6}-megapixel limit: downscale it first`);
-  if (Math.min(size.height, size.width) < MIN_SIDE) throw new Error(`${size.width}×${size.height} is too small: a CT slice needs at least ${MIN_SIDE}×${MIN_SIDE} pixels`);
+  checkSize(size.height, size.width);
   try {
     await decodeRaw(file, 1);
   } catch {
     throw new Error("the image data is truncated or corrupt");
   }
+}
+
+/** The size rules of every slice, images and DICOM alike. */
+function checkSize(height: number, width: number): void {
+  if (height * width > MAX_PIXELS) throw new Error(`${width}×${height} is over the ${MAX_PIXELS / 1e6}-megapixel limit: downscale it first`);
+  if (Math.min(height, width) < MIN_SIDE) throw new Error(`${width}×${height} is too small: a CT slice needs at least ${MIN_SIDE}×${MIN_SIDE} pixels`);
 }
 
 function safeName(s: string): string {
@@ -109,7 +122,7 @@ async function dicomPng(s: DicomSlice, file: string): Promise<void> {
  * thrown for a bad file: it becomes an InputError; an INPUT that does not exist is one too.
  */
 export async function collectInputs(inputs: readonly string[], workDir: string): Promise<CollectedInputs> {
-  const out: CollectedInputs = { slices: [], series: [], errors: [], skipped: [] };
+  const out: CollectedInputs = { slices: [], series: [], errors: [], skipped: [], repeated: [] };
   const usedNames = new Set<string>();
   const uniqueName = (base: string) => {
     let n = safeName(base), k = 2;
@@ -129,7 +142,11 @@ export async function collectInputs(inputs: readonly string[], workDir: string):
     const read: DicomSlice[] = [];
     for (const f of files) {
       try {
-        read.push(readDicomSlice(f));
+        const st = fs.statSync(f);
+        if (!st.isFile()) throw new Error("not a regular file (a pipe, socket or device)");
+        const s = readDicomSlice(f);
+        checkSize(s.rows, s.columns);
+        read.push(s);
       } catch (e) {
         out.errors.push({ file: f, message: e instanceof DicomError ? e.message.slice(f.length + 2) : (e as Error).message });
       }
@@ -145,8 +162,9 @@ export async function collectInputs(inputs: readonly string[], workDir: string):
     // One series per Series Instance UID (slices without one go with the folder's first group).
     const groups = new Map<string, DicomSlice[]>();
     for (const s of read) groups.set(s.seriesUid ?? "", [...(groups.get(s.seriesUid ?? "") ?? []), s]);
-    for (const [uid, group] of groups) {
-      const base = path.basename(path.resolve(folder)) + (groups.size > 1 ? `-${uid.split(".").slice(-1)[0] || "nouid"}` : "");
+    let k = 0;
+    for (const [, group] of [...groups].sort((a, b) => a[0].localeCompare(b[0]))) {
+      const base = path.basename(path.resolve(folder)) + (groups.size > 1 ? `-series${++k}` : "");
       const name = uniqueName(base);
       const sorted = sortSeries(group);
       const slices: SliceInput[] = [];
@@ -160,19 +178,45 @@ export async function collectInputs(inputs: readonly string[], workDir: string):
       out.series.push({ name, folder, slices, order: sorted.by, transferSyntax: group[0].transferSyntax });
     }
   };
+  // Folders already walked (real paths): a link to a folder is followed once, a link loop never.
+  const walked = new Set<string>();
+  const seenFiles = new Set<string>();
+  const once = (f: string) => {
+    let real: string;
+    try {
+      real = fs.realpathSync(f);
+    } catch {
+      return true;
+    }
+    if (seenFiles.has(real)) return false;
+    seenFiles.add(real);
+    return true;
+  };
   const walk = async (dir: string) => {
-    const entries = fs.readdirSync(dir, { withFileTypes: true }).filter((d) => !d.name.startsWith(".")).sort((a, b) => a.name.localeCompare(b.name));
+    const real = fs.realpathSync(dir);
+    if (walked.has(real)) return;
+    walked.add(real);
+    const entries = fs.readdirSync(dir).filter((n) => !n.startsWith(".")).sort((a, b) => a.localeCompare(b));
     const dicoms: string[] = [];
-    for (const d of entries) {
-      const f = path.join(dir, d.name);
-      if (d.isDirectory()) continue;
-      if (isImageName(d.name)) await addImage(f);
-      else if (isDicomFile(f)) dicoms.push(f);
-      else if (/\.dcm$/i.test(d.name)) out.errors.push({ file: f, message: "named .dcm but not a DICOM Part 10 file (no DICM prefix): it may be empty or truncated" });
+    const folders: string[] = [];
+    for (const name of entries) {
+      const f = path.join(dir, name);
+      let st: fs.Stats | null = null;
+      try {
+        st = fs.statSync(f); // follows links
+      } catch {
+        out.errors.push({ file: f, message: "cannot be read (a broken link, or no permission)" });
+        continue;
+      }
+      if (st.isDirectory()) folders.push(f);
+      else if (!once(f)) continue;
+      else if (st.isFile() && isDicomFile(f)) dicoms.push(f);
+      else if (isImageName(name)) await addImage(f);
+      else if (/\.dcm$/i.test(name)) out.errors.push({ file: f, message: "named .dcm but not a DICOM Part 10 file (no DICM prefix): it may be empty or truncated" });
       else out.skipped.push(f);
     }
     if (dicoms.length) await addDicomGroup(dir, dicoms, true);
-    for (const d of entries) if (d.isDirectory()) await walk(path.join(dir, d.name));
+    for (const f of folders) await walk(f);
   };
   for (const input of inputs) {
     if (input.trim() === "") {
@@ -184,8 +228,16 @@ export async function collectInputs(inputs: readonly string[], workDir: string):
       continue;
     }
     const st = fs.statSync(input);
-    if (st.isDirectory()) await walk(input);
-    else if (isDicomFile(input)) await addDicomGroup(path.dirname(input), [input], false);
+    const before = out.slices.length + out.errors.length;
+    if (st.isDirectory()) {
+      if (walked.has(fs.realpathSync(input))) {
+        out.repeated.push(input);
+        continue;
+      }
+      await walk(input);
+      if (out.slices.length + out.errors.length === before) out.errors.push({ file: input, message: "holds no image or DICOM file to score" });
+    } else if (!once(input)) out.repeated.push(input);
+    else if (st.isFile() && isDicomFile(input)) await addDicomGroup(path.dirname(input), [input], false);
     else await addImage(input);
   }
   return out;

@@ -11,7 +11,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import { initBackend } from "../backend";
-import { PROJECT_ROOT, resolveCovidSegRoot, resolveDataRoot, resolveLunaRoot, resolveMedsegRoot, resolveSarsRoot, resolveSegLungsRoot } from "../config";
+import { PROJECT_ROOT, redirectCacheWrites, resolveCovidSegRoot, resolveDataRoot, resolveLunaRoot, resolveMedsegRoot, resolveSarsRoot, resolveSegLungsRoot } from "../config";
 import { Example, loadGrayImages } from "../data/examples";
 import { LUNG_WINDOW } from "../data/dicom";
 import { alignToExample } from "../diagnosis/masks";
@@ -19,7 +19,8 @@ import { FinishedRun, predictWithRun, readFinishedRun } from "../diagnosis/predi
 import { lesionStatistics, LesionStatistics } from "../lesions/burden";
 import { LesionScoreName, runLesionScores, scorePredictions } from "../lesions/score";
 import { makeManifest, writeManifest } from "../manifest";
-import { RunDirError, checkRunDirPath, describeContents, isEmptyDir, readRunManifest } from "../runs/dir";
+import { LOCK_FILE, RunDirError, checkRunDirPath, describeContents, readRunManifest } from "../runs/dir";
+import { acquireRunLock, RunLock } from "../runs/lock";
 import { MaskResult, Segmenter } from "../segmenter/engine";
 import { ProfileName } from "../training/profiles";
 import { sha256File, writeFileAtomic } from "../util/fs";
@@ -68,29 +69,56 @@ function isInside(child: string, parent: string): boolean {
   return rel === "" || (!rel.startsWith("..") && !path.isAbsolute(rel));
 }
 
+/** The real path of p: symlinks of its deepest existing ancestor resolved, the rest appended. */
+function realPathOf(p: string): string {
+  const rest: string[] = [];
+  let cur = path.resolve(p);
+  for (;;) {
+    try {
+      return path.join(fs.realpathSync(cur), ...rest.reverse());
+    } catch {
+      const up = path.dirname(cur);
+      if (up === cur) return path.resolve(p);
+      rest.push(path.basename(cur));
+      cur = up;
+    }
+  }
+}
+
+/** Names predict writes into --out (everything else there is the user's and is never touched). */
+const OUTPUTS = ["predictions.csv", "gallery.html", "slices", "manifest.json"] as const;
+const PARTIAL_PREFIX = ".partial-";
+const ownEntry = (n: string) => n === LOCK_FILE || n.startsWith(PARTIAL_PREFIX);
+
 /**
- * --out under the run layer's rules: not empty, not the project or inside its own folders, not
- * inside a data root or a run directory; an existing non-empty folder only with --force, and only
- * one that an earlier `predict` wrote (its manifest says so). Returns the absolute path.
+ * --out under the run layer's rules, on the path as given and on its real path (symlinks resolved):
+ * not empty, not the project or inside its own folders, not inside a data root, a run directory or
+ * a file; an existing non-empty folder only with --force, and only one that an earlier `predict`
+ * wrote (its manifest says so). Returns the real absolute path.
  */
 export function checkPredictOut(raw: string, force = false): string {
   const protect = [resolveDataRoot, resolveCovidSegRoot, resolveLunaRoot, resolveMedsegRoot, resolveSarsRoot, resolveSegLungsRoot].flatMap((r) => {
     try {
-      return [r().dir];
+      return [r().dir, realPathOf(r().dir)];
     } catch {
       return [];
     }
   });
-  const dir = checkRunDirPath(raw, { flag: "--out", protect });
-  for (const f of PROJECT_FOLDERS) if (isInside(dir, path.join(PROJECT_ROOT, f))) throw new RunDirError(`--out ${raw} is inside the project's ${f}/ folder: choose a folder of your own (e.g. /tmp/predict or runs/predict/mine).`);
+  checkRunDirPath(raw, { flag: "--out", protect });
+  const dir = realPathOf(raw);
+  if (dir !== path.resolve(raw)) checkRunDirPath(dir, { flag: "--out", protect });
+  const projectFolders = PROJECT_FOLDERS.flatMap((f) => [path.join(PROJECT_ROOT, f), realPathOf(path.join(PROJECT_ROOT, f))]);
+  for (const f of projectFolders) if (isInside(dir, f)) throw new RunDirError(`--out ${raw} is inside the project's ${path.basename(f)}/ folder: choose a folder of your own (e.g. /tmp/predict or runs/predict/mine).`);
   for (let p = path.dirname(dir); ; p = path.dirname(p)) {
+    if (fs.existsSync(p) && !fs.statSync(p).isDirectory()) throw new RunDirError(`--out ${raw}: ${p} is a file, not a folder.`);
     const m = readRunManifest(p);
     if (m && m.kind !== PREDICT_KIND) throw new RunDirError(`--out ${raw} is inside the ${m.kind} run directory ${p}: choose a folder outside every run directory.`);
     if (path.dirname(p) === p) break;
   }
   const own = readRunManifest(dir);
   if (own && own.kind !== PREDICT_KIND) throw new RunDirError(`--out ${raw} is a ${own.kind} run directory: choose a new folder.`);
-  if (!isEmptyDir(dir)) {
+  const foreign = fs.existsSync(dir) ? fs.readdirSync(dir).filter((n) => !ownEntry(n)) : [];
+  if (foreign.length) {
     if (!force) throw new RunDirError(`--out ${raw} exists and is not empty (${describeContents(dir)}). Nothing was changed. Choose a new folder, or add --force to replace an earlier predict output.`);
     if (!own) throw new RunDirError(`--out ${raw} holds files that covid-ct predict did not write (${describeContents(dir)}); --force replaces only an earlier predict output. Nothing was changed.`);
   }
@@ -151,16 +179,54 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
   if (!!o.run === !!o.score) throw new Error(o.run ? "--run and --score contradict each other: score with a diagnosis run or with a lesion score, not both." : "Give --run <finished diagnosis run> or --score lesion-burden.");
   if (o.inputs.length === 0) throw new Error("No INPUT given: name image files, DICOM files or folders to score.");
   // Everything is checked before anything is written.
+  // An input inside --out (or --out inside an input folder) first: the most specific refusal.
+  const outReal = o.out.trim() === "" ? "" : realPathOf(o.out);
+  for (const input of outReal ? o.inputs : []) {
+    if (input.trim() === "" || !fs.existsSync(input)) continue;
+    const real = realPathOf(input);
+    const out = outReal;
+    if (isInside(real, out)) throw new RunDirError(`INPUT ${input} is inside --out ${o.out}: the output would replace what it scores. Copy the files elsewhere or choose another --out.`);
+    if (fs.statSync(real).isDirectory() && isInside(out, real)) throw new RunDirError(`--out ${o.out} is inside the INPUT folder ${input}: the folder walk would read the output. Choose an --out outside it.`);
+  }
   const out = checkPredictOut(o.out, o.force);
   const run: FinishedRun | null = o.run ? readFinishedRun(o.run) : null;
   const profile: ProfileName = run ? run.profile.name : o.profile ?? "quick";
-  const work = path.join(path.dirname(out), `.${path.basename(out)}.predict-${process.pid}.tmp`);
-  fs.rmSync(work, { recursive: true, force: true });
+  // The folder is ours while we work: created if needed, locked (a second predict into it is
+  // refused), scratch inside it; on any failure or signal it goes back to how it was.
+  let created: string | null = null;
+  for (let p = out; !fs.existsSync(p); p = path.dirname(p)) created = p;
+  fs.mkdirSync(out, { recursive: true });
+  let lock: RunLock;
+  try {
+    lock = acquireRunLock(out);
+  } catch (e) {
+    if (created) fs.rmSync(created, { recursive: true, force: true });
+    if (e instanceof RunDirError) throw new RunDirError(`--out ${o.out}: ${e.message.replace(/^Run directory /, "")}`);
+    throw e;
+  }
+  for (const n of fs.readdirSync(out)) if (n.startsWith(PARTIAL_PREFIX)) fs.rmSync(path.join(out, n), { recursive: true, force: true });
+  const work = path.join(out, `${PARTIAL_PREFIX}${process.pid}`);
+  const undo = () => {
+    redirectCacheWrites(null);
+    fs.rmSync(work, { recursive: true, force: true });
+    lock.release();
+    if (created && fs.existsSync(out) && fs.readdirSync(out).length === 0) fs.rmSync(created, { recursive: true, force: true });
+  };
+  const onSignal = (sig: NodeJS.Signals) => {
+    undo();
+    process.stderr.write(`covid-ct predict: stopped by ${sig}; ${o.out} is as it was.\n`);
+    process.exit(sig === "SIGINT" ? 130 : 143);
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
   fs.mkdirSync(work, { recursive: true });
+  // The user's files go into no cache outside --out (the project's cache is still read).
+  redirectCacheWrites(path.join(work, "cache"));
   let segs: { lungs: Segmenter; lesions: Segmenter | null } | null = null;
   try {
     const collected = await collectInputs(o.inputs, path.join(work, "slices"));
     for (const e of collected.errors) log(`${e.file}: ${e.message}`);
+    if (collected.repeated.length) log(`given more than once (or inside another INPUT folder), scored once: ${collected.repeated.join(", ")}`);
     if (collected.skipped.length) log(`skipped ${collected.skipped.length} file(s) that are neither images nor DICOM (e.g. ${collected.skipped[0]})`);
     const slices = collected.slices;
     const examples: Example[] = slices.map((s) => ({ id: s.input, path: s.file, label: 0, source: s.source }));
@@ -194,7 +260,7 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
     const rel = (f: string) => path.relative(work, f);
     const sliceRows: SliceRow[] = slices.map((s, i) => ({
       input: s.input,
-      scored: s.series !== undefined || s.file !== s.input ? rel(s.file) : "",
+      scored: s.file !== s.input ? rel(s.file) : "",
       series: s.series ?? "",
       index: s.index ?? null,
       probability: probs[i],
@@ -251,18 +317,17 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
       dicomWindow: LUNG_WINDOW,
       segmenters: { lungs: segs.lungs.runDir, lesions: segs.lesions?.runDir ?? null },
     }, { ...checksums, ...(run ? { [`run/${run.label}`]: sha256File(path.join(run.runDir, "checkpoints", "best", "model.bin")) } : {}) }));
-    // Into place: an earlier predict output (allowed by --force) goes only once the new one is whole.
-    const old = fs.existsSync(out) ? `${work}.old` : null;
-    if (old) fs.renameSync(out, old);
-    fs.renameSync(work, out);
-    if (old) fs.rmSync(old, { recursive: true, force: true });
+    // Into place: an earlier output's files (allowed by --force) go only now that the new ones are
+    // whole; each file is renamed in, the manifest last. Nothing else in --out is touched.
+    for (const n of OUTPUTS) fs.rmSync(path.join(out, n), { recursive: true, force: true });
+    for (const n of OUTPUTS) if (fs.existsSync(path.join(work, n))) fs.renameSync(path.join(work, n), path.join(out, n));
     result.seconds = (Date.now() - t0) / 1000;
     return result;
-  } catch (e) {
-    fs.rmSync(work, { recursive: true, force: true });
-    throw e;
   } finally {
     segs?.lungs.dispose();
     segs?.lesions?.dispose();
+    process.removeListener("SIGINT", onSignal);
+    process.removeListener("SIGTERM", onSignal);
+    undo();
   }
 }

@@ -12,7 +12,8 @@ export interface SyntheticSlice {
   stored: Int16Array;
   rows: number;
   columns: number;
-  slope?: number;
+  /** Rescale Slope as written (a number, or any string to test bad values). */
+  slope?: number | string;
   intercept?: number;
   modality?: string;
   /** Leave the pixel data out (a header-only file). */
