@@ -64,6 +64,20 @@ describe("covid-ct predict", function () {
     const probs = await predictWithRun(run, examples);
     rows.forEach((r, i) => assert.ok(Math.abs(probs[i] - r.probability) <= 1e-6, `${r.file}: ${probs[i]} vs ${r.probability}`));
     assert.deepEqual(fs.readdirSync(runDir).sort(), before, "nothing written into the run");
+    // The same through the command, on the external set's folder as a user would give it.
+    const out = path.join(tempDir("predict-external"), "p");
+    const r = cli(["predict", "--run", runDir, path.dirname(path.dirname(ext[0].path)), "--out", out, "--gradcam", "0"]);
+    assert.equal(r.status, 0, r.stderr);
+    const csv = parseCsv(fs.readFileSync(path.join(out, "predictions.csv"), "utf8"));
+    assert.equal(csv.length, rows.length);
+    const byPath = new Map(rows.map((x) => [path.resolve(byId.get(x.file)!.path), x.probability]));
+    for (const x of csv) {
+      assert.equal(x.kind, "slice");
+      const want = byPath.get(path.resolve(x.file));
+      assert.ok(want !== undefined, x.file);
+      assert.ok(Math.abs(Number(x.probability) - want!) <= 1e-6, `${x.file}: ${x.probability} vs ${want}`);
+    }
+    assert.deepEqual(fs.readdirSync(runDir).sort(), before, "nothing written into the run");
   });
 
   it("CLI: a DICOM series, images and bad inputs; one line per bad input, exit 1, the rest scored, nothing outside --out", async () => {
