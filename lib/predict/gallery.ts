@@ -62,7 +62,7 @@ export async function galleryHtml(d: GalleryData): Promise<string> {
   const errors = d.errors.length ? `<h2>Not scored (${d.errors.length})</h2><ul>${d.errors.map((e) => `<li><code>${escapeHtml(e.file)}</code>: ${escapeHtml(e.message)}</li>`).join("")}</ul>` : "";
   return (
     `<!DOCTYPE html><html><head><meta charset="utf-8"><title>${escapeHtml(d.title)}</title>` +
-    `<style>body{font-family:sans-serif;margin:1.5em}.card{display:inline-block;margin:0 1em 1em 0;vertical-align:top;max-width:500px}.card img{margin-right:2px}` +
+    `<style>body{font-family:sans-serif;margin:1.5em}.card{display:inline-block;margin:0 1em 1em 0;vertical-align:top;max-width:660px}.card div{white-space:nowrap}.card img{margin-right:2px}` +
     `figcaption{font-size:85%}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style></head><body>` +
     `<h1>${escapeHtml(d.title)}</h1>` +
     `<p>Model: <code>${escapeHtml(d.model)}</code>. Called COVID-19 at probability ≥ ${d.threshold < 0.01 ? d.threshold.toPrecision(3) : d.threshold.toFixed(3)} (the model's threshold, chosen on its validation set). ` +
