@@ -4,7 +4,7 @@
  * only the values differ. The CLI, the notebook and ensureLesionSegmenter only pick a name.
  */
 import type { SegmenterProfile } from "../segmenter/profile";
-import { TINY_SEGMENTER } from "../segmenter/profile";
+import { QUICK_SEGMENTER, TINY_SEGMENTER } from "../segmenter/profile";
 import { ProfileName } from "../training/profiles";
 
 export interface LesionProfile extends SegmenterProfile {
@@ -62,12 +62,7 @@ export const LESION_PROFILES: Record<ProfileName, LesionProfile> = {
   quick: {
     name: "quick",
     inputSize: 128,
-    width: 8,
-    epochs: 40,
-    batchSize: 8,
-    microBatch: 8,
-    schedule: { lr: 3e-3, periodEpochs: 40 },
-    bnMomentum: 0.9,
+    ...QUICK_SEGMENTER,
     ...LESION_COMMON,
     lesionFreeSlices: 50,
   },

@@ -3,7 +3,7 @@
  * documented here. The CLI and ensureLungSegmenter only pick a name.
  */
 import type { SegmenterProfile } from "../segmenter/profile";
-import { TINY_SEGMENTER } from "../segmenter/profile";
+import { QUICK_SEGMENTER, TINY_SEGMENTER } from "../segmenter/profile";
 import { AugmentConfig, ProfileName } from "../training/profiles";
 
 /** Synthetic consolidation of the U-Net's training slices: the radiologists' lesions made dense, discs at the lung edge, or none. */
@@ -99,12 +99,7 @@ export const LUNG_PROFILES: Record<ProfileName, LungProfile> = {
   quick: {
     name: "quick",
     inputSize: 96,
-    width: 8,
-    epochs: 40,
-    batchSize: 8,
-    microBatch: 8,
-    schedule: { lr: 3e-3, periodEpochs: 40 },
-    bnMomentum: 0.9,
+    ...QUICK_SEGMENTER,
     augment: { ...LUNG_AUGMENT, minScale: 0.4 },
     pseudoLabels: 0,
     consolidation: "lesions",

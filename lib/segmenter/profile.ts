@@ -52,3 +52,13 @@ export const TINY_SEGMENTER = {
   ensembleLastEpoch: true,
   limit: 12,
 } as const satisfies Partial<SegmenterProfile>;
+
+/** The `quick` knobs every target shares (2 CPU cores; each target adds its input size and its own knobs). */
+export const QUICK_SEGMENTER = {
+  width: 8,
+  epochs: 40,
+  batchSize: 8,
+  microBatch: 8,
+  schedule: { lr: 3e-3, periodEpochs: 40 },
+  bnMomentum: 0.9,
+} as const satisfies Partial<SegmenterProfile>;
