@@ -184,9 +184,8 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
   for (const input of outReal ? o.inputs : []) {
     if (input.trim() === "" || !fs.existsSync(input)) continue;
     const real = realPathOf(input);
-    const out = outReal;
-    if (isInside(real, out)) throw new RunDirError(`INPUT ${input} is inside --out ${o.out}: the output would replace what it scores. Copy the files elsewhere or choose another --out.`);
-    if (fs.statSync(real).isDirectory() && isInside(out, real)) throw new RunDirError(`--out ${o.out} is inside the INPUT folder ${input}: the folder walk would read the output. Choose an --out outside it.`);
+    if (isInside(real, outReal)) throw new RunDirError(`INPUT ${input} is inside --out ${o.out}: the output would replace what it scores. Copy the files elsewhere or choose another --out.`);
+    if (fs.statSync(real).isDirectory() && isInside(outReal, real)) throw new RunDirError(`--out ${o.out} is inside the INPUT folder ${input}: the folder walk would read the output. Choose an --out outside it.`);
   }
   const out = checkPredictOut(o.out, o.force);
   const run: FinishedRun | null = o.run ? readFinishedRun(o.run) : null;
