@@ -514,12 +514,13 @@ program
   .option("--json", "print the result as JSON")
   .action(async (inputs: string[], o: { run?: string; score?: string; out: string; profile: string; force?: boolean; gradcam: number; json?: boolean }) => {
     const { predict } = await import("./predict/predict");
+    const { zonesCell } = await import("./predict/rows");
     const log = (m: string) => process.stderr.write(`${m}\n`);
     const r = await predict({ inputs, out: o.out, run: o.run, score: o.score as never, profile: o.profile as never, force: o.force, gradcam: o.gradcam, log });
     print(!!o.json, r, () => [
       `${r.slices.length} slice(s)${r.series.length ? ` in ${r.series.length} series and alone` : ""} scored with ${r.model} → ${r.out} (predictions.csv, gallery.html) in ${r.seconds.toFixed(1)} s (${r.slicesPerSecond.toFixed(1)} slices/s)`,
-      `called COVID-19 at probability ≥ ${r.threshold < 0.01 ? r.threshold.toPrecision(3) : r.threshold.toFixed(3)}: ${r.slices.filter((s) => s.covid).length} of ${r.slices.length} slice(s)`,
-      ...r.series.map((s) => `series ${s.series}: ${s.probability.toFixed(3)} (${s.covid ? "COVID-19" : "not COVID-19"}), driven by slice ${s.drivenBy.index} of ${s.slices}`),
+      `slices called COVID-19 at probability ≥ ${r.threshold < 0.01 ? r.threshold.toPrecision(3) : r.threshold.toFixed(3)}: ${r.slices.filter((s) => s.covid).length} of ${r.slices.length}${r.slices.some((s) => s.flag) ? ` (${r.slices.filter((s) => s.flag).length} flagged: no lung to measure)` : ""}`,
+      ...r.series.map((s) => `series ${s.series}: volumetric lesion burden ${(100 * s.burden).toFixed(2)} % (${s.covid ? "COVID-19-like involvement" : "no COVID-19-like involvement"} at ≥ ${(100 * s.threshold).toFixed(2)} %), severity ${s.severity}/30 over six zones (${zonesCell(s)}), most lesion on slice ${s.drivenBy.index} of ${s.slices}`),
       ...(r.errors.length ? [`${r.errors.length} input(s) not scored (listed above and in predictions.csv)`] : []),
     ].join("\n"));
     if (r.errors.length) process.exitCode = 1;

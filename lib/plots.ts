@@ -106,9 +106,9 @@ let loaderEmitted = false;
  * The mime bundle for one figure. The first bundle of a process carries plotly.js; pass
  * `standalone: true` to always embed it (files, or outputs that must stand alone).
  */
-export function figureBundle(fig: Figure, opts: { standalone?: boolean } = {}): MimeBundle {
-  const withLoader = opts.standalone || !loaderEmitted;
-  if (!opts.standalone) loaderEmitted = true;
+export function figureBundle(fig: Figure, opts: { standalone?: boolean; /** A page of many charts: embed plotly.js in this one (true) or rely on an earlier one's (false); the process-wide state is left alone. */ embedLoader?: boolean } = {}): MimeBundle {
+  const withLoader = opts.embedLoader ?? (opts.standalone || !loaderEmitted);
+  if (!opts.standalone && opts.embedLoader === undefined) loaderEmitted = true;
   const id = `covidct-plot-${crypto.randomBytes(6).toString("hex")}`;
   return {
     [PLOTLY_MIME]: { data: fig.data, layout: fig.layout ?? {}, ...(fig.config ? { config: fig.config } : {}) },

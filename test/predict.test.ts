@@ -12,7 +12,8 @@ import { PROJECT_ROOT } from "../lib/config";
 import { finished, readPredictions, runDiagnosis } from "../lib/diagnosis";
 import { predictWithRun, readFinishedRun } from "../lib/diagnosis/predict";
 import { LUNG_WINDOW, windowHu } from "../lib/data/dicom";
-import { PREDICTIONS_COLUMNS, seriesScore, SERIES_TOP_K } from "../lib/predict/rows";
+import { PREDICTIONS_COLUMNS } from "../lib/predict/rows";
+import { SERIES_BURDEN_THRESHOLD } from "../lib/lesions/scan";
 import { selectProtocol } from "../lib/protocols";
 import { cleanupTempDirs, requireRealData, tempDir } from "./data-fixtures";
 import { phantom, writeDicom } from "./support/dicom";
@@ -139,22 +140,31 @@ describe("covid-ct predict", function () {
       assert.equal(x.covid, Number(x.probability) >= Number(x.threshold) ? "1" : "0");
       assert.ok(Number(x.lung_share) >= 0 && Number(x.lung_share) <= 1);
     }
+    // The series row: the volumetric burden over the slices' kept lungs (one size: pixel counts ∝ shares), the series threshold, the most lesion.
     const row = csv.find((x) => x.kind === "series")!;
-    const probs = ser.map((x) => Number(x.probability));
-    const top = [...probs].sort((a, b) => b - a).slice(0, SERIES_TOP_K);
-    assert.ok(Math.abs(Number(row.probability) - top.reduce((a, b) => a + b, 0) / top.length) < 1e-6);
-    assert.equal(row.driven_by.split(":")[0], String(probs.indexOf(Math.max(...probs)) + 1));
+    const lesionShare = ser.map((x) => (x.lesion_burden === "" ? 0 : Number(x.lesion_burden) * Number(x.lung_share)));
+    const lungShare = ser.reduce((a, x) => a + Number(x.lung_share), 0);
+    assert.ok(Math.abs(Number(row.lesion_burden) - (lungShare ? lesionShare.reduce((a, b) => a + b, 0) / lungShare : 0)) < 1e-6, "volumetric burden");
+    assert.equal(Number(row.threshold), SERIES_BURDEN_THRESHOLD);
+    assert.equal(row.covid, Number(row.lesion_burden) >= SERIES_BURDEN_THRESHOLD ? "1" : "0");
+    assert.equal(row.driven_by.split(":")[0], String(lesionShare.indexOf(Math.max(...lesionShare)) + 1));
+    assert.equal(row.zones.split("; ").length, 6, row.zones);
+    assert.ok(Number(row.severity) >= 0 && Number(row.severity) <= 30);
+    for (const x of ser) if (x.lung_share === "0") assert.equal(x.flag, "no lung (3D)");
     // The HU window on the pixel of known value (−600 HU, the window's level) in the scored PNG.
     const png = await sharp(path.join(out, ser[0].scored_png)).raw().toBuffer({ resolveWithObject: true });
     assert.equal(png.info.width, 96);
     assert.equal(png.data[(10 * 96 + 10) * png.info.channels], windowHu([LUNG_WINDOW.level])[0]);
     assert.equal(windowHu([LUNG_WINDOW.level])[0], 128);
     const html = fs.readFileSync(path.join(out, "gallery.html"), "utf8");
-    assert.equal((html.match(/<figure class="card">/g) ?? []).length, 5);
+    // Cards: the image alone, and the series' slices that hold lesion (at most 8).
+    const drivers = Math.min(8, lesionShare.filter((v) => v > 0).length);
+    assert.equal((html.match(/<figure class="card">/g) ?? []).length, 1 + drivers);
+    assert.match(html, /class="covidct-plot"/, "the series chart");
     assert.ok(!/src="(?!data:)/.test(html), "every image inline (offline)");
     // Grad-CAM for a Study I image run: one overlay per slice here (5 ≤ the default 24).
-    assert.ok(/Grad-CAM \(warm = where the COVID-19 score(&#39;|')s gradient points\) on the 5 highest-probability slice\(s\)/.test(html), "Grad-CAM note");
-    assert.equal((html.match(/src="data:image\/png/g) ?? []).length, 5, "five Grad-CAM PNGs beside the JPEG thumbnails");
+    assert.ok(new RegExp(`Grad-CAM \\(warm = where the COVID-19 score(&#39;|')s gradient points\\) on the ${1 + drivers} highest-probability slice\\(s\\)`).test(html), "Grad-CAM note");
+    assert.equal((html.match(/src="data:image\/png/g) ?? []).length, 1 + drivers, "a Grad-CAM PNG beside the JPEG thumbnails of every slice shown");
     assert.equal(JSON.parse(fs.readFileSync(path.join(out, "manifest.json"), "utf8")).kind, "predict");
   });
 
@@ -259,10 +269,5 @@ describe("covid-ct predict", function () {
     assert.equal(code, 130, err);
     assert.match(err, /stopped by SIGINT/);
     assert.deepEqual(fs.readdirSync(parent), [], "the folders it created are gone");
-  });
-
-  it("the series rule: mean of the top k slice probabilities, driven by the highest", () => {
-    assert.deepEqual(seriesScore([0.1, 0.9, 0.5, 0.7]), { probability: (0.9 + 0.7 + 0.5) / 3, driver: 1 });
-    assert.deepEqual(seriesScore([0.4]), { probability: 0.4, driver: 0 });
   });
 });

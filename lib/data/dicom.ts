@@ -74,6 +74,8 @@ export interface DicomSlice {
   position?: [number, number, number];
   /** Image Orientation (Patient): row and column direction cosines. */
   orientation?: [number, number, number, number, number, number];
+  /** Pixel Spacing (0028,0030): row spacing, column spacing in mm. */
+  pixelSpacing?: [number, number];
 }
 
 /** True when the file starts like a DICOM Part 10 file (128-byte preamble, then "DICM"). */
@@ -170,6 +172,7 @@ export function readDicomSlice(file: string): DicomSlice {
     instanceNumber: ds.intString("x00200013"),
     position: pos as DicomSlice["position"],
     orientation: ori as DicomSlice["orientation"],
+    pixelSpacing: numbers(ds, "x00280030", 2) as DicomSlice["pixelSpacing"],
   };
 }
 

@@ -14,6 +14,19 @@ import { DicomError, DicomSlice, isDicomFile, LUNG_WINDOW, readDicomSlice, sortS
 import { resolveSourceRoot, SourceName } from "../data/sources";
 import { SOURCES } from "../data/source-names";
 import { writeFileAtomic } from "../util/fs";
+import { ScanGeometry, scanGeometry } from "../lesions/scan";
+
+/** Voxel size of a sorted series: pixel spacing, and the median step between positions along the slice normal. */
+function seriesSpacing(sorted: readonly DicomSlice[]): [number, number, number] | undefined {
+  const ps = sorted[0].pixelSpacing;
+  const o = sorted[0].orientation;
+  if (!ps || !o || sorted.length < 2 || !sorted.every((s) => s.position)) return undefined;
+  const nrm = [o[1] * o[5] - o[2] * o[4], o[2] * o[3] - o[0] * o[5], o[0] * o[4] - o[1] * o[3]];
+  const d = sorted.map((s) => s.position![0] * nrm[0] + s.position![1] * nrm[1] + s.position![2] * nrm[2]);
+  const steps = d.slice(1).map((v, i) => Math.abs(v - d[i])).sort((a, b) => a - b);
+  const step = steps[Math.floor(steps.length / 2)];
+  return step > 0 ? [ps[0], ps[1], step] : undefined;
+}
 
 /** Image files of a folder walk, by extension (what sharp decodes). */
 export const IMAGE_EXTENSIONS = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".gif"] as const;
@@ -41,6 +54,8 @@ export interface SeriesInput {
   slices: SliceInput[];
   order: "position" | "instance number" | "file name";
   transferSyntax: string;
+  /** Where the scan lies in the patient (sides, head end, voxel size): the zones and volumes need it. */
+  geometry: ScanGeometry;
 }
 
 export interface InputError {
@@ -175,7 +190,8 @@ export async function collectInputs(inputs: readonly string[], workDir: string):
         slices.push({ file: png, input: s.file, source: "covid-ct", series: name, index: i });
       }
       out.slices.push(...slices);
-      out.series.push({ name, folder, slices, order: sorted.by, transferSyntax: group[0].transferSyntax });
+      const first = sorted.slices[0], last = sorted.slices[sorted.slices.length - 1];
+      out.series.push({ name, folder, slices, order: sorted.by, transferSyntax: group[0].transferSyntax, geometry: scanGeometry(first, last, seriesSpacing(sorted.slices)) });
     }
   };
   // Folders already walked (real paths): a link to a folder is followed once, a link loop never.

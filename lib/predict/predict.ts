@@ -24,12 +24,17 @@ import { acquireRunLock, RunLock } from "../runs/lock";
 import { MaskResult, Segmenter } from "../segmenter/engine";
 import { ProfileName } from "../training/profiles";
 import { sha256File, writeFileAtomic } from "../util/fs";
-import { writeGallery } from "./gallery";
+import { GallerySlice, writeGallery } from "./gallery";
 import { collectInputs, InputError } from "./inputs";
-import { predictionsCsv, SERIES_TOP_K, SeriesRow, seriesScore, SliceRow } from "./rows";
+import { predictionsCsv, SeriesRow, SliceRow } from "./rows";
+import { LUNG_COMPONENT_MIN, MIN_LUNG_BODY_SHARE, scanScore, SERIES_BURDEN_THRESHOLD } from "../lesions/scan";
+import { bodyHull } from "../lungs/classical";
+import { uprightSlice, toFileOrientation } from "../segmenter/slices";
 
 /** Grad-CAM is drawn for this many slices by default (the highest probabilities first): each costs a backbone pass and a gradient. */
 export const GRADCAM_SLICES = 24;
+/** A series' gallery shows this many slices: those with the most lesion voxels. */
+export const GALLERY_DRIVERS = 8;
 
 /** Top-level folders of the project that predict never writes into (runs/ and folders of your own are allowed). */
 const PROJECT_FOLDERS = [".git", ".ci", ".cache", "bench", "data", "dist", "figures", "lib", "node_modules", "notebooks", "test"];
@@ -231,15 +236,36 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
     const examples: Example[] = slices.map((s) => ({ id: s.input, path: s.file, label: 0, source: s.source }));
     await initBackend();
     const t1 = Date.now();
-    segs = await loadSegmenters(profile, o.score ? "required" : "if-finished", log);
+    // A series is scored as a scan by its lesion burden, so a lesion segmenter is needed then too.
+    segs = await loadSegmenters(profile, o.score || collected.series.length ? "required" : "if-finished", log);
     const items = slices.map((s) => ({ file: s.file, source: s.source }));
     log(`lung masks of ${slices.length} slice(s)${segs.lesions ? " and their lesions" : ""}`);
     const lung: MaskResult[] = slices.length ? await segs.lungs.masksFor(items) : [];
     const lesion: MaskResult[] | null = segs.lesions && slices.length ? await segs.lesions.masksFor(items) : null;
     log(`masks: ${((Date.now() - t1) / 1000).toFixed(1)} s`);
     const tm = Date.now();
-    const stats: (LesionStatistics | null)[] = slices.map((_, i) => (lesion ? lesionStatistics(lung[i].data, lesion[i].data, lung[i].height, lung[i].width) : null));
-    let probs: number[];
+    // Series: the lungs cleaned in 3D (lung masks changed in place), then the scan's score.
+    const inSeries = new Map<string, number[]>();
+    slices.forEach((s, i) => s.series !== undefined && inSeries.set(s.series, [...(inSeries.get(s.series) ?? []), i]));
+    const flags: string[] = slices.map(() => "");
+    const scans = new Map<string, ReturnType<typeof scanScore>>();
+    for (const se of collected.series) {
+      const idx = inSeries.get(se.name) ?? [];
+      const { height, width } = lung[idx[0]];
+      scans.set(se.name, scanScore(idx.map((i) => ({ lung: lung[i].data, lesion: lesion![i].data })), height, width, se.geometry));
+      for (const i of idx) if (!lung[i].data.some((v) => v)) flags[i] = "no lung (3D)";
+    }
+    // Single slices: a slice whose lungs are a small share of its body gives no burden.
+    for (let i = 0; i < slices.length; i++) {
+      if (slices[i].series !== undefined || !lesion) continue;
+      const u = await uprightSlice(slices[i].file, slices[i].source);
+      const body = bodyHull(u.gray, u.height, u.width);
+      const bodyPixels = body ? toFileOrientation(body, u).reduce((a, v) => a + v, 0) : u.height * u.width;
+      const lungPixels = lung[i].data.reduce((a, v) => a + v, 0);
+      if (lungPixels < MIN_LUNG_BODY_SHARE * bodyPixels) flags[i] = `lungs ${(100 * lungPixels / Math.max(1, bodyPixels)).toFixed(1)} % of the body (< ${100 * MIN_LUNG_BODY_SHARE} %)`;
+    }
+    const stats: (LesionStatistics | null)[] = slices.map((_, i) => (lesion && !flags[i] ? lesionStatistics(lung[i].data, lesion[i].data, lung[i].height, lung[i].width) : null));
+    let probs: (number | null)[];
     let threshold: number;
     let model: string;
     if (run) {
@@ -251,7 +277,10 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
       const scores = await runLesionScores({ profile, log });
       const s = scores[o.score!];
       threshold = s.metrics.testAtValThreshold.threshold;
-      probs = scorePredictions(o.score!, stats.map((st, i) => ({ set: "external" as const, id: examples[i].id, label: 0, stats: st! })), s.metrics.model).map((r) => r.probability);
+      const scored = stats.flatMap((st, i) => (st ? [{ i, st }] : []));
+      const p = scorePredictions(o.score!, scored.map(({ i, st }) => ({ set: "external" as const, id: examples[i].id, label: 0, stats: st })), s.metrics.model).map((r) => r.probability);
+      probs = slices.map(() => null);
+      scored.forEach(({ i }, k) => (probs[i] = p[k]));
       model = `${o.score} (${path.relative(process.cwd(), s.runDir)})`;
     }
     const t2 = Date.now();
@@ -263,14 +292,34 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
       series: s.series ?? "",
       index: s.index ?? null,
       probability: probs[i],
-      covid: probs[i] >= threshold,
+      covid: probs[i] !== null && probs[i]! >= threshold,
       lungShare: lung[i].data.reduce((a, v) => a + v, 0) / lung[i].data.length,
       lesionBurden: stats[i]?.burden ?? null,
+      flag: flags[i],
     }));
     const seriesRows: SeriesRow[] = collected.series.map((se) => {
-      const rows = sliceRows.filter((r) => r.series === se.name);
-      const { probability, driver } = seriesScore(rows.map((r) => r.probability));
-      return { series: se.name, folder: se.folder, slices: rows.length, probability, covid: probability >= threshold, drivenBy: { index: driver + 1, input: rows[driver].input }, order: se.order };
+      const idx = inSeries.get(se.name) ?? [];
+      const sc = scans.get(se.name)!;
+      // The slice that drives the call: the most lesion voxels (the first of equals).
+      let driver = 0;
+      sc.perSlice.forEach((p, k) => p.lesionPixels > sc.perSlice[driver].lesionPixels && (driver = k));
+      return {
+        series: se.name,
+        folder: se.folder,
+        slices: idx.length,
+        burden: sc.burden,
+        covid: sc.burden >= SERIES_BURDEN_THRESHOLD,
+        threshold: SERIES_BURDEN_THRESHOLD,
+        lungMl: sc.lungMm3 === null ? null : sc.lungMm3 / 1000,
+        lesionMl: sc.lesionMm3 === null ? null : sc.lesionMm3 / 1000,
+        zones: sc.zones,
+        severity: sc.severity,
+        patientSides: sc.patientSides,
+        lungSlices: sc.perSlice.filter((p) => p.lungPixels > 0).length,
+        lungRemovedSlices: sc.perSlice.filter((p) => p.lungPixels === 0 && p.removedLungPixels > 0).length,
+        drivenBy: { index: driver + 1, input: sliceRows[idx[driver]].input },
+        order: se.order,
+      };
     });
     const result: PredictResult = {
       out,
@@ -285,24 +334,38 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
     };
     writeFileAtomic(path.join(work, "predictions.csv"), predictionsCsv(result));
     const viewSize = run?.profile.inputSize ?? 224;
-    const views = await loadGrayImages(examples, viewSize);
-    const cams = await gradCams(run, views, probs, o.gradcam ?? GRADCAM_SLICES, log);
+    // Shown in the gallery: every single slice, and each series' slices that drive its call.
+    const drivers = new Map<string, number[]>();
+    for (const se of collected.series) {
+      const idx = inSeries.get(se.name) ?? [];
+      const per = scans.get(se.name)!.perSlice;
+      const top = per.map((p, k) => ({ k, v: p.lesionPixels })).filter((x) => x.v > 0).sort((x, y) => y.v - x.v || x.k - y.k).slice(0, GALLERY_DRIVERS);
+      drivers.set(se.name, top.map((x) => idx[x.k]).sort((x, y) => x - y));
+    }
+    const shown = [...slices.keys()].filter((i) => slices[i].series === undefined || drivers.get(slices[i].series!)!.includes(i));
+    const views = await loadGrayImages(shown.map((i) => examples[i]), viewSize);
+    const cams = await gradCams(run, views, shown.map((i) => probs[i] ?? 0), o.gradcam ?? GRADCAM_SLICES, log);
+    const gallerySlice = new Map<number, GallerySlice>();
+    for (const [k, i] of shown.entries()) gallerySlice.set(i, {
+      row: sliceRows[i],
+      view: views[k],
+      cam: cams.maps.get(k) ?? null,
+      lung: await alignToExample(examples[i], viewSize, lung[i]),
+      lesion: lesion ? await alignToExample(examples[i], viewSize, lesion[i]) : null,
+    });
     await writeGallery(path.join(work, "gallery.html"), {
       title: `covid-ct predict: ${model}`,
       model,
       threshold,
       viewSize,
-      seriesRule: `mean of the ${SERIES_TOP_K} highest slice probabilities`,
       window: `DICOM slices in a lung window (level ${LUNG_WINDOW.level} HU, width ${LUNG_WINDOW.width} HU)`,
       gradcam: cams.note,
-      slices: await Promise.all(slices.map(async (s, i) => ({
-        row: sliceRows[i],
-        view: views[i],
-        cam: cams.maps.get(i) ?? null,
-        lung: await alignToExample(examples[i], viewSize, lung[i]),
-        lesion: lesion ? await alignToExample(examples[i], viewSize, lesion[i]) : null,
-      }))),
-      series: seriesRows,
+      slices: shown.filter((i) => slices[i].series === undefined).map((i) => gallerySlice.get(i)!),
+      scans: collected.series.map((se, k) => {
+        const sc = scans.get(se.name)!;
+        const sp = se.geometry.spacing;
+        return { row: seriesRows[k], perSlice: sc.perSlice, pixelMm2: sp ? sp[0] * sp[1] : null, extent: sc.extent, superiorLast: se.geometry.superiorLast, shown: drivers.get(se.name)!.map((i) => gallerySlice.get(i)!) };
+      }),
       errors: collected.errors,
     });
     const checksums = Object.fromEntries(slices.map((s) => [`input/${s.input}`, sha256File(s.input)]));
@@ -312,7 +375,7 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
       score: o.score ?? null,
       profile,
       threshold,
-      seriesRule: { topK: SERIES_TOP_K },
+      seriesRule: { volumetricBurdenThreshold: SERIES_BURDEN_THRESHOLD, lungComponentMin: LUNG_COMPONENT_MIN, minLungBodyShare: MIN_LUNG_BODY_SHARE },
       dicomWindow: LUNG_WINDOW,
       segmenters: { lungs: segs.lungs.runDir, lesions: segs.lesions?.runDir ?? null },
     }, { ...checksums, ...(run ? { [`run/${run.label}`]: sha256File(path.join(run.runDir, "checkpoints", "best", "model.bin")) } : {}) }));

@@ -1,0 +1,331 @@
+/**
+ * A whole chest CT, scored as a scan (issue 30): the lungs found in 3D, the volumetric lesion
+ * burden, and the involvement of six lung zones on the scale of the chest CT severity score.
+ *
+ *   volumetric burden = Σ lesion ∩ lung voxels over the scan / Σ lung voxels over the scan
+ *
+ * Lungs in 3D. The lung U-Net sees one slice at a time, so gas in the bowel below the lung bases,
+ * or in the neck above the apices, can look like lung to it. A lung is one connected volume from
+ * the apex to the base; bowel gas is not connected to it through adjacent slices. As in
+ * JoHof/lungmask's post-processing, the slices' lung masks are stacked, labelled as 3D components
+ * (8-connected within a slice, overlapping pixels between adjacent slices), and every component
+ * below LUNG_COMPONENT_MIN of the largest one is removed (both lungs stay: they are the two largest
+ * components, or one when they touch). Memory: the masks themselves, plus one slice of labels at a
+ * time (the labelling runs twice instead of storing a label volume).
+ *
+ * Zones, not lobes. Each lung (image side of the scan's lung midline) is cut into upper, middle and
+ * lower thirds of its own craniocaudal extent. The severity score of Chung et al. (Radiology 2020)
+ * grades five LOBES 0–5; we have no lobe segmentation, so we grade six ZONES on the same scale and
+ * sum them to 0–30. A zone is not a lobe: the fissures are oblique, so the "upper zone" holds most
+ * of the upper lobe and the top of the lower lobe, and the right middle lobe spans the middle and
+ * lower zones. Lesion burden measures pneumonia-like involvement (ground glass, consolidation), not
+ * COVID-19 specifically: community-acquired pneumonia has lesions too.
+ */
+import { componentSizes } from "./burden";
+
+/** A lung component smaller than this share of the largest is not lung (bowel or neck gas, specks). */
+export const LUNG_COMPONENT_MIN = 0.1;
+/**
+ * A lesion component (3D, inside the lung) smaller than this many voxels is a speck, not a lesion:
+ * it is dropped before anything is counted.
+ */
+export const LESION_COMPONENT_MIN_VOXELS = 0;
+
+/**
+ * The series call: COVID-19-like involvement when the volumetric burden reaches this share of the
+ * lung. Chosen on the development scans (bench/ctmd.ts, bench/RESULTS.md "A patient's chest CT");
+ * it is a series threshold, not the slice threshold of the lesion-burden score.
+ */
+export const SERIES_BURDEN_THRESHOLD = 0.005;
+/**
+ * A single slice (no series) whose lungs cover less than this share of its body gives no burden
+ * and is flagged: a slice through the abdomen or the neck has no lung to measure, and gas there
+ * is not lung.
+ */
+export const MIN_LUNG_BODY_SHARE = 0.05;
+
+/** The six zones, in report order. */
+export const ZONES = ["right upper", "right middle", "right lower", "left upper", "left middle", "left lower"] as const;
+export type ZoneName = (typeof ZONES)[number];
+
+/** Where the scan lies in the patient: which image side is the patient's right, which end the head. */
+export interface ScanGeometry {
+  /** Voxel size in mm (row spacing, column spacing, slice spacing) when the files say it. */
+  spacing?: [number, number, number];
+  /**
+   * True when the patient's right is on the image's left (the radiological view of a standard axial
+   * DICOM or NIfTI series); null when unknown (plain images): the zones are then named by image side.
+   */
+  rightOnImageLeft: boolean | null;
+  /** True when the last slice is the most superior (slices sorted inferior → superior); null when unknown (the zones then count from the first slice). */
+  superiorLast: boolean | null;
+}
+
+/**
+ * A series' geometry from its first and last sorted slices (DICOM's patient frame, LPS: +x the
+ * patient's left, +z the head). Unknown parts stay unknown (null), and the zones then name sides
+ * and ends by the image.
+ */
+export function scanGeometry(first: { position?: readonly number[]; orientation?: readonly number[] }, last: { position?: readonly number[] }, spacing?: [number, number, number]): ScanGeometry {
+  const o = first.orientation;
+  // The row direction (increasing column): mostly +x means image right = the patient's left.
+  const rightOnImageLeft = o && Math.abs(o[0]) >= 0.7 ? o[0] > 0 : null;
+  const dz = first.position && last.position ? last.position[2] - first.position[2] : 0;
+  return { spacing, rightOnImageLeft, superiorLast: dz === 0 ? null : dz > 0 };
+}
+
+/** One slice's masks (0/1, row-major, one size for the whole scan). */
+export interface ScanSliceMasks {
+  lung: Uint8Array;
+  lesion: Uint8Array;
+}
+
+export interface ZoneScore {
+  zone: ZoneName;
+  /** Lung voxels in the zone, lesion voxels inside them. */
+  lungVoxels: number;
+  lesionVoxels: number;
+  /** lesion / lung (0 when the zone holds no lung). */
+  share: number;
+  /** 0–5 on the chest CT severity score's scale (chungGrade). */
+  grade: number;
+}
+
+export interface SliceScanRow {
+  /** Lung pixels kept after the 3D clean-up, and those removed by it. */
+  lungPixels: number;
+  removedLungPixels: number;
+  lesionPixels: number;
+  /** lesion / lung on this slice (null without lung). */
+  burden: number | null;
+}
+
+export interface ScanScore {
+  slices: number;
+  lungVoxels: number;
+  lesionVoxels: number;
+  /** Σ lesion / Σ lung (0 without lung). */
+  burden: number;
+  /** Volumes in mm³ (null when the spacing is unknown). */
+  lungMm3: number | null;
+  lesionMm3: number | null;
+  zones: ZoneScore[];
+  /** Σ zone grades, 0–30. */
+  severity: number;
+  /** The zones' sides and ends are the patient's (true) or the image's and the series order's (false: orientation unknown). */
+  patientSides: boolean;
+  perSlice: SliceScanRow[];
+  /** The column that splits right from left, and each side's craniocaudal extent (slice indices, inclusive). */
+  midline: number;
+  extent: { right: [number, number] | null; left: [number, number] | null };
+}
+
+/**
+ * The chest CT severity score's grade of one lobe's (here: zone's) involved share: 0 none, 1 < 5 %,
+ * 2 5–25 %, 3 26–50 %, 4 51–75 %, 5 > 75 % (Chung et al., Radiology 2020).
+ */
+export function chungGrade(share: number): number {
+  if (!(share > 0)) return 0;
+  if (share < 0.05) return 1;
+  if (share <= 0.25) return 2;
+  if (share <= 0.5) return 3;
+  if (share <= 0.75) return 4;
+  return 5;
+}
+
+/** 8-connected labels of a 0/1 mask: Int32Array of 0 (background) or 1…n, labelled in raster order. */
+export function labelComponents(mask: ArrayLike<number>, height: number, width: number): { labels: Int32Array; count: number } {
+  const labels = new Int32Array(height * width);
+  const stack: number[] = [];
+  let count = 0;
+  for (let start = 0; start < labels.length; start++) {
+    if (!mask[start] || labels[start]) continue;
+    labels[start] = ++count;
+    stack.push(start);
+    while (stack.length) {
+      const i = stack.pop()!;
+      const y = (i / width) | 0, x = i - y * width;
+      for (let dy = -1; dy <= 1; dy++) for (let dx = -1; dx <= 1; dx++) {
+        const yy = y + dy, xx = x + dx;
+        if ((dy || dx) && yy >= 0 && yy < height && xx >= 0 && xx < width) {
+          const j = yy * width + xx;
+          if (mask[j] && !labels[j]) {
+            labels[j] = count;
+            stack.push(j);
+          }
+        }
+      }
+    }
+  }
+  return { labels, count };
+}
+
+/** Union–find over the 2D components of all slices (ids offset per slice). */
+class UnionFind {
+  parent: number[] = [];
+  size: number[] = [];
+  add(n: number, sizes: readonly number[]): void {
+    for (let k = 0; k < n; k++) {
+      this.parent.push(this.parent.length);
+      this.size.push(sizes[k]);
+    }
+  }
+  find(a: number): number {
+    while (this.parent[a] !== a) {
+      this.parent[a] = this.parent[this.parent[a]];
+      a = this.parent[a];
+    }
+    return a;
+  }
+  union(a: number, b: number): void {
+    a = this.find(a);
+    b = this.find(b);
+    if (a === b) return;
+    if (this.size[a] < this.size[b]) [a, b] = [b, a];
+    this.parent[b] = a;
+    this.size[a] += this.size[b];
+  }
+}
+
+/**
+ * 3D components of a stack of 0/1 masks (2D components joined where they overlap on adjacent
+ * slices): for each slice, a keep-function over its 2D labels. `keep(rootSize, largest)` decides per
+ * component. The masks are changed in place (removed pixels set to 0); returns the pixels removed per slice.
+ */
+export function keep3dComponents(masks: Uint8Array[], height: number, width: number, keep: (size: number, largest: number) => boolean): number[] {
+  const uf = new UnionFind();
+  const offsets: number[] = [];
+  let prev: Int32Array | null = null;
+  let prevOffset = 0;
+  for (let z = 0; z < masks.length; z++) {
+    const { labels, count } = labelComponents(masks[z], height, width);
+    const sizes = new Array(count).fill(0);
+    for (let i = 0; i < labels.length; i++) if (labels[i]) sizes[labels[i] - 1]++;
+    const offset = uf.parent.length;
+    offsets.push(offset);
+    uf.add(count, sizes);
+    if (prev) for (let i = 0; i < labels.length; i++) if (labels[i] && prev[i]) uf.union(offset + labels[i] - 1, prevOffset + prev[i] - 1);
+    prev = labels;
+    prevOffset = offset;
+  }
+  let largest = 0;
+  for (let c = 0; c < uf.parent.length; c++) if (uf.find(c) === c) largest = Math.max(largest, uf.size[c]);
+  const removed: number[] = [];
+  for (let z = 0; z < masks.length; z++) {
+    // The second pass labels each slice again (the same raster order gives the same labels) rather than keeping a label volume.
+    const { labels } = labelComponents(masks[z], height, width);
+    let n = 0;
+    const m = masks[z];
+    for (let i = 0; i < labels.length; i++) {
+      if (!labels[i]) continue;
+      const root = uf.find(offsets[z] + labels[i] - 1);
+      if (!keep(uf.size[root], largest)) {
+        m[i] = 0;
+        n++;
+      }
+    }
+    removed.push(n);
+  }
+  return removed;
+}
+
+/** Options of scanScore; the defaults are the module's constants. */
+export interface ScanScoreOptions {
+  lungComponentMin?: number;
+  lesionComponentMinVoxels?: number;
+}
+
+/**
+ * Score one scan from its slices' lung and lesion masks (in series order, one size). The lung masks
+ * are cleaned in 3D in place; lesions count only inside the kept lung.
+ */
+export function scanScore(slices: readonly ScanSliceMasks[], height: number, width: number, g: ScanGeometry, o: ScanScoreOptions = {}): ScanScore {
+  const n = height * width;
+  for (const [k, s] of slices.entries()) if (s.lung.length !== n || s.lesion.length !== n) throw new Error(`scanScore: slice ${k + 1} has masks of ${s.lung.length} and ${s.lesion.length} pixels, the scan is ${height}×${width}: every slice of a series must have one size`);
+  const lungMin = o.lungComponentMin ?? LUNG_COMPONENT_MIN;
+  const removed = keep3dComponents(slices.map((s) => s.lung), height, width, (size, largest) => size >= lungMin * largest);
+  // Lesions inside the kept lung only; then specks dropped in 3D.
+  const inside = slices.map((s) => {
+    const m = new Uint8Array(n);
+    for (let i = 0; i < n; i++) m[i] = s.lesion[i] & s.lung[i];
+    return m;
+  });
+  const lesionMin = o.lesionComponentMinVoxels ?? LESION_COMPONENT_MIN_VOXELS;
+  if (lesionMin > 0) keep3dComponents(inside, height, width, (size) => size >= lesionMin);
+  // The midline: the centre of the lung's bounding box over the whole scan.
+  let x0 = width, x1 = -1;
+  for (const s of slices) for (let i = 0; i < n; i++) if (s.lung[i]) {
+    const x = i % width;
+    if (x < x0) x0 = x;
+    if (x > x1) x1 = x;
+  }
+  const midline = x1 < 0 ? width / 2 : (x0 + x1) / 2;
+  // Image side 0 = columns ≤ midline (image left), 1 = image right. Patient right is image left in the radiological view.
+  const rightSide = g.rightOnImageLeft === false ? 1 : 0;
+  const extents: ([number, number] | null)[] = [null, null];
+  const perSlice: SliceScanRow[] = [];
+  const sideLung: number[][] = slices.map(() => [0, 0]);
+  const sideLesion: number[][] = slices.map(() => [0, 0]);
+  let lungVoxels = 0, lesionVoxels = 0;
+  for (let z = 0; z < slices.length; z++) {
+    const lung = slices[z].lung, les = inside[z];
+    let l = 0, e = 0;
+    for (let i = 0; i < n; i++) {
+      if (!lung[i]) continue;
+      const side = i % width <= midline ? 0 : 1;
+      l++;
+      sideLung[z][side]++;
+      if (les[i]) {
+        e++;
+        sideLesion[z][side]++;
+      }
+    }
+    for (const side of [0, 1]) if (sideLung[z][side]) {
+      const ex = extents[side];
+      extents[side] = ex ? [ex[0], z] : [z, z];
+    }
+    lungVoxels += l;
+    lesionVoxels += e;
+    perSlice.push({ lungPixels: l, removedLungPixels: removed[z], lesionPixels: e, burden: l ? e / l : null });
+  }
+  const zones: ZoneScore[] = [];
+  for (const zone of ZONES) {
+    const [sideName, level] = zone.split(" ") as ["right" | "left", "upper" | "middle" | "lower"];
+    const side = sideName === "right" ? rightSide : 1 - rightSide;
+    const ex = extents[side];
+    let lungV = 0, lesV = 0;
+    if (ex) {
+      const len = ex[1] - ex[0] + 1;
+      // Thirds of the side's own extent, counted from the superior end.
+      const third = level === "upper" ? 0 : level === "middle" ? 1 : 2;
+      for (let z = ex[0]; z <= ex[1]; z++) {
+        const fromTop = g.superiorLast === true ? ex[1] - z : z - ex[0];
+        if (Math.min(2, Math.floor((3 * fromTop) / len)) !== third) continue;
+        lungV += sideLung[z][side];
+        lesV += sideLesion[z][side];
+      }
+    }
+    const share = lungV ? lesV / lungV : 0;
+    zones.push({ zone, lungVoxels: lungV, lesionVoxels: lesV, share, grade: chungGrade(share) });
+  }
+  const voxelMm3 = g.spacing ? g.spacing[0] * g.spacing[1] * g.spacing[2] : null;
+  return {
+    slices: slices.length,
+    lungVoxels,
+    lesionVoxels,
+    burden: lungVoxels ? lesionVoxels / lungVoxels : 0,
+    lungMm3: voxelMm3 === null ? null : lungVoxels * voxelMm3,
+    lesionMm3: voxelMm3 === null ? null : lesionVoxels * voxelMm3,
+    zones,
+    severity: zones.reduce((a, z) => a + z.grade, 0),
+    patientSides: g.rightOnImageLeft !== null && g.superiorLast !== null,
+    perSlice,
+    midline,
+    extent: { right: extents[rightSide], left: extents[1 - rightSide] },
+  };
+}
+
+/** The number of 2D lesion components of a slice above a pixel floor (for the gallery's captions). */
+export function lesionComponents(mask: Uint8Array, height: number, width: number, minPixels = 1): number {
+  return componentSizes(mask, height, width).filter((s) => s >= minPixels).length;
+}
