@@ -23,6 +23,14 @@ export interface SyntheticSlice {
   instanceNumber?: number;
   /** z of Image Position (Patient), mm (axial slices). */
   z?: number;
+  /** Image Position (Patient), mm: overrides z. */
+  position?: [number, number, number];
+  /** Image Orientation (Patient): row then column direction cosines (1\0\0\0\1\0 unless told). */
+  orientation?: [number, number, number, number, number, number];
+  /** Pixel Spacing (0028,0030), mm: [between rows, between columns]. */
+  pixelSpacing?: [number, number];
+  /** Slice Thickness (0018,0050), mm. */
+  sliceThickness?: number;
 }
 
 let uid = 0;
@@ -48,7 +56,9 @@ export function writeDicom(file: string, s: SyntheticSlice): string {
     RescaleSlope: String(s.slope ?? 1),
     RescaleIntercept: String(s.intercept ?? 0),
     ...(s.instanceNumber !== undefined ? { InstanceNumber: String(s.instanceNumber) } : {}),
-    ...(s.z !== undefined ? { ImagePositionPatient: ["0", "0", String(s.z)], ImageOrientationPatient: ["1", "0", "0", "0", "1", "0"] } : {}),
+    ...(s.z !== undefined || s.position ? { ImagePositionPatient: (s.position ?? [0, 0, s.z!]).map(String), ImageOrientationPatient: (s.orientation ?? [1, 0, 0, 0, 1, 0]).map(String) } : {}),
+    ...(s.pixelSpacing ? { PixelSpacing: s.pixelSpacing.map(String) } : {}),
+    ...(s.sliceThickness !== undefined ? { SliceThickness: String(s.sliceThickness) } : {}),
     ...(s.noPixels ? {} : { PixelData: [s.stored.buffer.slice(s.stored.byteOffset, s.stored.byteOffset + s.stored.byteLength)] }),
     _vrMap: { PixelData: "OW" },
   };
