@@ -9,7 +9,7 @@ import { tableBundle } from "../plots";
 import { escapeHtml } from "../util/html";
 import { writeFileAtomic } from "../util/fs";
 import type { SeriesRow, SliceRow } from "./rows";
-import type { InputError } from "./inputs";
+import type { InputError } from "../data/inputs";
 
 export interface GallerySlice {
   row: SliceRow;

@@ -25,7 +25,7 @@ import { MaskResult, Segmenter } from "../segmenter/engine";
 import { ProfileName } from "../training/profiles";
 import { sha256File, writeFileAtomic } from "../util/fs";
 import { writeGallery } from "./gallery";
-import { collectInputs, InputError } from "./inputs";
+import { collectInputs, InputError } from "../data/inputs";
 import { predictionsCsv, SERIES_TOP_K, SeriesRow, seriesScore, SliceRow } from "./rows";
 
 /** Grad-CAM is drawn for this many slices by default (the highest probabilities first): each costs a backbone pass and a gradient. */
@@ -59,6 +59,8 @@ export interface PredictResult {
   series: SeriesRow[];
   errors: InputError[];
   skipped: string[];
+  /** DICOM files that are no CT slice (DICOMDIR, SR, PR, SEG, RTSTRUCT, LOCALIZER, …), counted by kind. */
+  skippedDicom: Record<string, number>;
   seconds: number;
   /** Slices scored per second, lung masks (and lesions) included, after the inputs were read. */
   slicesPerSecond: number;
@@ -227,8 +229,10 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
     for (const e of collected.errors) log(`${e.file}: ${e.message}`);
     if (collected.repeated.length) log(`given more than once (or inside another INPUT folder), scored once: ${collected.repeated.join(", ")}`);
     if (collected.skipped.length) log(`skipped ${collected.skipped.length} file(s) that are neither images nor DICOM (e.g. ${collected.skipped[0]})`);
+    const skippedDicom = Object.entries(collected.skippedDicom);
+    if (skippedDicom.length) log(`skipped ${skippedDicom.reduce((a, [, n]) => a + n, 0)} DICOM file(s) that are no CT slice: ${skippedDicom.map(([why, n]) => `${n} ${why}`).join(", ")}`);
     const slices = collected.slices;
-    const examples: Example[] = slices.map((s) => ({ id: s.input, path: s.file, label: 0, source: s.source }));
+    const examples: Example[] = slices.map((s) => ({ id: s.frame !== undefined ? `${s.input}#frame${s.frame + 1}` : s.input, path: s.file, label: 0, source: s.source }));
     await initBackend();
     const t1 = Date.now();
     segs = await loadSegmenters(profile, o.score ? "required" : "if-finished", log);
@@ -280,6 +284,7 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
       series: seriesRows,
       errors: collected.errors,
       skipped: collected.skipped,
+      skippedDicom: collected.skippedDicom,
       seconds: 0,
       slicesPerSecond: slices.length / Math.max(1e-3, (t2 - t1) / 1000),
     };

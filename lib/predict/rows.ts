@@ -2,7 +2,7 @@
  * The rows `covid-ct predict` writes (predictions.csv) and the series rule, apart from the scoring
  * so that the gallery and the tests read them without the models.
  */
-import type { SeriesInput, InputError } from "./inputs";
+import type { SeriesInput, InputError } from "../data/inputs";
 
 /** A series' score: the mean of its SERIES_TOP_K highest slice probabilities (all of them when it has fewer); a few involved slices are enough to call a scan. */
 export const SERIES_TOP_K = 3;

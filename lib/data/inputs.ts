@@ -1,18 +1,24 @@
 /**
  * What `covid-ct predict` scores: each INPUT is an image file, a DICOM file, or a folder (walked
- * recursively: its image files are slices; the DICOM files directly inside one folder form a series,
- * one per Series Instance UID). A DICOM slice is turned into HU, lung-windowed to 8 bits
- * (lib/data/dicom.ts) and written as a PNG under the output folder: that PNG is what the common road
- * scores and what the gallery shows. Every bad input becomes one error line naming the file; the
- * others are still scored.
+ * recursively, names in natural order: its image files are slices; the DICOM files directly inside
+ * one folder form a series, one per Series Instance UID; an Enhanced CT file is a series of its
+ * own frames). A DICOM slice is turned into HU, lung-windowed to 8 bits (lib/data/dicom.ts) and
+ * written as a PNG under the output folder: that PNG is what the common road scores and what the
+ * gallery shows. Every bad input becomes one error line naming the file; the others are still
+ * scored. What an export folder also holds (DICOMDIR, SR, PR, SEG, RTSTRUCT, LOCALIZER scouts, …)
+ * is skipped and counted by kind.
+ *
+ * Memory: each slice is decoded, written to its PNG under a temporary name and its HU dropped at
+ * once; only the header facts of a series are held while it is sorted, then the PNGs are renamed
+ * into series order. A 600-slice series holds one slice's pixels at a time, not 600.
  */
 import * as fs from "fs";
 import * as path from "path";
 import sharp from "sharp";
-import { decodeRaw, imageSize } from "../data/decode";
-import { DicomError, DicomSlice, isDicomFile, LUNG_WINDOW, readDicomSlice, sortSeries, windowHu } from "../data/dicom";
-import { resolveSourceRoot, SourceName } from "../data/sources";
-import { SOURCES } from "../data/source-names";
+import { decodeRaw, imageSize } from "./decode";
+import { DicomError, DicomHeader, DicomSkip, DicomSlice, initDicomCodecs, isDicomFile, LUNG_WINDOW, mixedGeometry, openDicom, seriesSpacing, sortSeries, windowHu } from "./dicom";
+import { resolveSourceRoot, SourceName } from "./sources";
+import { SOURCES } from "./source-names";
 import { writeFileAtomic } from "../util/fs";
 
 /** Image files of a folder walk, by extension (what sharp decodes). */
@@ -33,6 +39,8 @@ export interface SliceInput {
   /** Series name (DICOM series only) and the slice's position in the sorted series (0-based). */
   series?: string;
   index?: number;
+  /** The frame of a multi-frame (Enhanced CT) DICOM file, 0-based. */
+  frame?: number;
 }
 
 export interface SeriesInput {
@@ -41,6 +49,8 @@ export interface SeriesInput {
   slices: SliceInput[];
   order: "position" | "instance number" | "file name";
   transferSyntax: string;
+  /** Voxel spacing in mm: [row spacing, column spacing, slice spacing] (dicom.ts seriesSpacing); absent without Pixel Spacing. */
+  spacing?: [number, number, number];
 }
 
 export interface InputError {
@@ -56,6 +66,8 @@ export interface CollectedInputs {
   skipped: string[];
   /** Inputs given twice (or inside another INPUT folder): scored once, not errors. */
   repeated: string[];
+  /** DICOM files that are no CT slice to score (DICOMDIR, SR, PR, SEG, RTSTRUCT, LOCALIZER, …): how many of each kind. */
+  skippedDicom: Record<string, number>;
 }
 
 /** The source whose data root holds the file (its orientation and crop apply), else covid-ct. */
@@ -122,7 +134,9 @@ async function dicomPng(s: DicomSlice, file: string): Promise<void> {
  * thrown for a bad file: it becomes an InputError; an INPUT that does not exist is one too.
  */
 export async function collectInputs(inputs: readonly string[], workDir: string): Promise<CollectedInputs> {
-  const out: CollectedInputs = { slices: [], series: [], errors: [], skipped: [], repeated: [] };
+  const out: CollectedInputs = { slices: [], series: [], errors: [], skipped: [], repeated: [], skippedDicom: {} };
+  // The wasm decoders (JPEG-LS, JPEG 2000, JPEG baseline) start once, about 0.1 s.
+  await initDicomCodecs();
   const usedNames = new Set<string>();
   const uniqueName = (base: string) => {
     let n = safeName(base), k = 2;
@@ -138,44 +152,78 @@ export async function collectInputs(inputs: readonly string[], workDir: string):
       out.errors.push({ file, message: (e as Error).message });
     }
   };
+  let tmpCount = 0;
+  const tmpDir = path.join(workDir, ".decoding");
+  /** A slice read and written: its header facts and the PNG under its temporary name. */
+  type Written = DicomHeader & { png: string };
+  const place = (from: string, to: string) => {
+    fs.mkdirSync(path.dirname(to), { recursive: true });
+    fs.renameSync(from, to);
+  };
+  const addSeries = (folder: string, base: string, group: Written[]) => {
+    const mixed = mixedGeometry(group);
+    if (mixed) {
+      for (const w of group) fs.rmSync(w.png, { force: true });
+      const who = (h: DicomHeader) => path.basename(h.file) + (h.frame !== undefined ? ` frame ${h.frame + 1}` : "");
+      out.errors.push({ file: folder, message: `series ${group[0].seriesUid ?? "(no Series Instance UID)"} mixes ${mixed.what} ${mixed.values[0]} (${who(mixed.a)}) and ${mixed.values[1]} (${who(mixed.b)}): not one volume, not scored; split the series, or give the slices as files` });
+      return;
+    }
+    const name = uniqueName(base);
+    const sorted = sortSeries(group);
+    const slices: SliceInput[] = sorted.slices.map((w, i) => {
+      const png = path.join(workDir, name, `${String(i + 1).padStart(4, "0")}.png`);
+      place(w.png, png);
+      return { file: png, input: w.file, source: "covid-ct" as const, series: name, index: i, ...(w.frame !== undefined ? { frame: w.frame } : {}) };
+    });
+    out.slices.push(...slices);
+    out.series.push({ name, folder, slices, order: sorted.by, transferSyntax: group[0].transferSyntax, spacing: seriesSpacing(sorted.slices, sorted.by) });
+  };
   const addDicomGroup = async (folder: string, files: readonly string[], asSeries: boolean) => {
-    const read: DicomSlice[] = [];
+    // Each file's frames: decoded one at a time, written as PNG, HU dropped; only headers kept.
+    const byFile: Written[][] = [];
     for (const f of files) {
+      const written: Written[] = [];
       try {
         const st = fs.statSync(f);
         if (!st.isFile()) throw new Error("not a regular file (a pipe, socket or device)");
-        const s = readDicomSlice(f);
-        checkSize(s.rows, s.columns);
-        read.push(s);
+        const im = openDicom(f);
+        checkSize(im.rows, im.columns);
+        for (let i = 0; i < im.headers.length; i++) {
+          const png = path.join(tmpDir, `${++tmpCount}.png`);
+          await dicomPng(im.slice(i), png);
+          written.push({ ...im.headers[i], png });
+        }
+        byFile.push(written);
       } catch (e) {
-        out.errors.push({ file: f, message: e instanceof DicomError ? e.message.slice(f.length + 2) : (e as Error).message });
+        for (const w of written) fs.rmSync(w.png, { force: true });
+        if (e instanceof DicomSkip) out.skippedDicom[e.reason] = (out.skippedDicom[e.reason] ?? 0) + 1;
+        else out.errors.push({ file: f, message: e instanceof DicomError ? e.message.slice(f.length + 2) : (e as Error).message });
       }
     }
     if (!asSeries) {
-      for (const s of read) {
-        const png = path.join(workDir, uniqueName(path.basename(s.file, path.extname(s.file))) + ".png");
-        await dicomPng(s, png);
-        out.slices.push({ file: png, input: s.file, source: "covid-ct" });
+      // A file given by itself: one slice, or (an Enhanced CT file) a series of its frames.
+      for (const written of byFile) {
+        const file = written[0].file;
+        if (written.length > 1) {
+          addSeries(path.dirname(file), path.basename(file, path.extname(file)), written);
+          continue;
+        }
+        const png = path.join(workDir, uniqueName(path.basename(file, path.extname(file))) + ".png");
+        place(written[0].png, png);
+        out.slices.push({ file: png, input: file, source: "covid-ct" });
       }
       return;
     }
     // One series per Series Instance UID (slices without one go with the folder's first group).
-    const groups = new Map<string, DicomSlice[]>();
-    for (const s of read) groups.set(s.seriesUid ?? "", [...(groups.get(s.seriesUid ?? "") ?? []), s]);
+    const groups = new Map<string, Written[]>();
+    for (const w of byFile.flat()) {
+      const g = groups.get(w.seriesUid ?? "");
+      if (g) g.push(w);
+      else groups.set(w.seriesUid ?? "", [w]);
+    }
     let k = 0;
     for (const [, group] of [...groups].sort((a, b) => a[0].localeCompare(b[0]))) {
-      const base = path.basename(path.resolve(folder)) + (groups.size > 1 ? `-series${++k}` : "");
-      const name = uniqueName(base);
-      const sorted = sortSeries(group);
-      const slices: SliceInput[] = [];
-      for (let i = 0; i < sorted.slices.length; i++) {
-        const s = sorted.slices[i];
-        const png = path.join(workDir, name, `${String(i + 1).padStart(4, "0")}.png`);
-        await dicomPng(s, png);
-        slices.push({ file: png, input: s.file, source: "covid-ct", series: name, index: i });
-      }
-      out.slices.push(...slices);
-      out.series.push({ name, folder, slices, order: sorted.by, transferSyntax: group[0].transferSyntax });
+      addSeries(folder, path.basename(path.resolve(folder)) + (groups.size > 1 ? `-series${++k}` : ""), group);
     }
   };
   // Folders already walked (real paths): a link to a folder is followed once, a link loop never.
@@ -196,7 +244,7 @@ export async function collectInputs(inputs: readonly string[], workDir: string):
     const real = fs.realpathSync(dir);
     if (walked.has(real)) return;
     walked.add(real);
-    const entries = fs.readdirSync(dir).filter((n) => !n.startsWith(".")).sort((a, b) => a.localeCompare(b));
+    const entries = fs.readdirSync(dir).filter((n) => !n.startsWith(".")).sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
     const dicoms: string[] = [];
     const folders: string[] = [];
     for (const name of entries) {
@@ -240,5 +288,6 @@ export async function collectInputs(inputs: readonly string[], workDir: string):
     else if (st.isFile() && isDicomFile(input)) await addDicomGroup(path.dirname(input), [input], false);
     else await addImage(input);
   }
+  fs.rmSync(tmpDir, { recursive: true, force: true });
   return out;
 }
