@@ -6,7 +6,7 @@ import { strict as assert } from "assert";
 import * as fs from "fs";
 import * as path from "path";
 import { isDicomFile, LUNG_WINDOW, readDicomSlice, sortSeries, windowHu } from "../lib/data/dicom";
-import { collectInputs } from "../lib/predict/inputs";
+import { collectInputs } from "../lib/data/inputs";
 import { cleanupTempDirs, tempDir } from "./data-fixtures";
 import { phantom, writeDicom } from "./support/dicom";
 
@@ -50,13 +50,14 @@ describe("DICOM slices", () => {
     assert.deepEqual(sortSeries(ties).slices.map((s) => path.basename(s.file)), ["f2.dcm", "f1.dcm", "f0.dcm"]);
   });
 
-  it("refuses, naming the file: no pixel data, not CT, a compressed syntax (by name), a truncated file, an empty file", () => {
+  it("refuses, naming the file: no pixel data, not CT, a compressed syntax not decoded (by name), no rescale, a truncated file, an empty file", () => {
     const dir = tempDir("dicom-bad");
     const px = { stored: phantom(32, 32, 0), rows: 32, columns: 32 };
     const cases: [string, RegExp][] = [
       [writeDicom(path.join(dir, "nopixels.dcm"), { ...px, noPixels: true }), /has no pixel data \(7FE0,0010\)/],
       [writeDicom(path.join(dir, "mr.dcm"), { ...px, modality: "MR" }), /modality is MR, not CT/],
-      [writeDicom(path.join(dir, "jpeg.dcm"), { ...px, transferSyntax: "1.2.840.10008.1.2.4.50" }), /transfer syntax 1\.2\.840\.10008\.1\.2\.4\.50 \(JPEG Baseline \(Process 1\)\) is compressed and not supported/],
+      [writeDicom(path.join(dir, "jpeg12.dcm"), { ...px, transferSyntax: "1.2.840.10008.1.2.4.51" }), /transfer syntax 1\.2\.840\.10008\.1\.2\.4\.51 \(JPEG Extended \(Process 2 & 4\)\) is compressed in a way this reader does not decode: convert/],
+      [writeDicom(path.join(dir, "norescale.dcm"), { ...px, noRescale: true }), /has no Rescale Slope \(0028,1053\) and no Rescale Intercept \(0028,1052\): its Hounsfield units are unknown; export the series again with them/],
     ];
     cases.push([writeDicom(path.join(dir, "odd.dcm"), { ...px, transferSyntax: "1.2.3.4" }), /transfer syntax 1\.2\.3\.4 is not one this reader supports/]);
     cases.push([writeDicom(path.join(dir, "slope-abc.dcm"), { ...px, slope: "abc" as never }), /Rescale Slope \(0028,1053\) is 'abc'/]);

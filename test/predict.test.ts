@@ -57,7 +57,7 @@ describe("covid-ct predict", function () {
     assert.equal(rows.length, ext.length);
     const byId = new Map(ext.map((m) => [m.id, m]));
     // Scored as user files: the source is found from the file's data root.
-    const { sourceOfFile } = await import("../lib/predict/inputs");
+    const { sourceOfFile } = await import("../lib/data/inputs");
     const examples = rows.map((r) => ({ id: r.file, path: byId.get(r.file)!.path, label: 0 as const, source: sourceOfFile(byId.get(r.file)!.path) }));
     assert.ok(examples.every((e) => e.source === "sars-cov-2-ct-scan"));
     const run = readFinishedRun(runDir);

@@ -12,7 +12,7 @@ import { Figure, figureBundle, PlotlyTrace, tableBundle } from "../plots";
 import { escapeHtml } from "../util/html";
 import { writeFileAtomic } from "../util/fs";
 import type { SeriesRow, SliceRow } from "./rows";
-import type { InputError } from "./inputs";
+import type { InputError } from "../data/inputs";
 import type { SliceScanRow } from "../lesions/scan";
 
 export interface GallerySlice {

@@ -25,7 +25,7 @@ import { MaskResult, Segmenter } from "../segmenter/engine";
 import { ProfileName } from "../training/profiles";
 import { sha256File, writeFileAtomic } from "../util/fs";
 import { GallerySlice, writeGallery } from "./gallery";
-import { collectInputs, InputError } from "./inputs";
+import { collectInputs, InputError } from "../data/inputs";
 import { predictionsCsv, SeriesRow, SliceRow } from "./rows";
 import { LUNG_COMPONENT_MIN, MIN_LUNG_BODY_SHARE, scanScore, SERIES_BURDEN_THRESHOLD } from "../lesions/scan";
 import { bodyHull } from "../lungs/classical";
@@ -64,6 +64,8 @@ export interface PredictResult {
   series: SeriesRow[];
   errors: InputError[];
   skipped: string[];
+  /** DICOM files that are no CT slice (DICOMDIR, SR, PR, SEG, RTSTRUCT, LOCALIZER, …), counted by kind. */
+  skippedDicom: Record<string, number>;
   seconds: number;
   /** Slices scored per second, lung masks (and lesions) included, after the inputs were read. */
   slicesPerSecond: number;
@@ -232,8 +234,10 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
     for (const e of collected.errors) log(`${e.file}: ${e.message}`);
     if (collected.repeated.length) log(`given more than once (or inside another INPUT folder), scored once: ${collected.repeated.join(", ")}`);
     if (collected.skipped.length) log(`skipped ${collected.skipped.length} file(s) that are neither images nor DICOM (e.g. ${collected.skipped[0]})`);
+    const skippedDicom = Object.entries(collected.skippedDicom);
+    if (skippedDicom.length) log(`skipped ${skippedDicom.reduce((a, [, n]) => a + n, 0)} DICOM file(s) that are no CT slice: ${skippedDicom.map(([why, n]) => `${n} ${why}`).join(", ")}`);
     const slices = collected.slices;
-    const examples: Example[] = slices.map((s) => ({ id: s.input, path: s.file, label: 0, source: s.source }));
+    const examples: Example[] = slices.map((s) => ({ id: s.frame !== undefined ? `${s.input}#frame${s.frame + 1}` : s.input, path: s.file, label: 0, source: s.source }));
     await initBackend();
     const t1 = Date.now();
     // A series is scored as a scan by its lesion burden, so a lesion segmenter is needed then too.
@@ -287,7 +291,7 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
     log(`scores: ${((t2 - tm) / 1000).toFixed(1)} s`);
     const rel = (f: string) => path.relative(work, f);
     const sliceRows: SliceRow[] = slices.map((s, i) => ({
-      input: s.input,
+      input: examples[i].id,
       scored: s.file !== s.input ? rel(s.file) : "",
       series: s.series ?? "",
       index: s.index ?? null,
@@ -329,6 +333,7 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
       series: seriesRows,
       errors: collected.errors,
       skipped: collected.skipped,
+      skippedDicom: collected.skippedDicom,
       seconds: 0,
       slicesPerSecond: slices.length / Math.max(1e-3, (t2 - t1) / 1000),
     };
@@ -368,7 +373,7 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
       }),
       errors: collected.errors,
     });
-    const checksums = Object.fromEntries(slices.map((s) => [`input/${s.input}`, sha256File(s.input)]));
+    const checksums = Object.fromEntries([...new Set(slices.map((s) => s.input))].map((f) => [`input/${f}`, sha256File(f)]));
     writeManifest(work, makeManifest(PREDICT_KIND, {
       inputs: o.inputs,
       run: run?.runDir ?? null,

@@ -4,7 +4,7 @@
  * (lib/lesions/scan.ts): its volumetric lesion burden, six zones graded 0–5, and the call at the
  * series threshold. The slice rows keep the model's slice probability.
  */
-import type { SeriesInput, InputError } from "./inputs";
+import type { SeriesInput, InputError } from "../data/inputs";
 import type { ZoneScore } from "../lesions/scan";
 
 export interface SliceRow {

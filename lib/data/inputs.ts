@@ -1,32 +1,31 @@
 /**
  * What `covid-ct predict` scores: each INPUT is an image file, a DICOM file, or a folder (walked
- * recursively: its image files are slices; the DICOM files directly inside one folder form a series,
- * one per Series Instance UID). A DICOM slice is turned into HU, lung-windowed to 8 bits
- * (lib/data/dicom.ts) and written as a PNG under the output folder: that PNG is what the common road
- * scores and what the gallery shows. Every bad input becomes one error line naming the file; the
- * others are still scored.
+ * recursively, names in natural order: its image files are slices; the DICOM files directly inside
+ * one folder form a series, one per Series Instance UID; an Enhanced CT file is a series of its
+ * own frames). A DICOM slice is turned into HU, lung-windowed to 8 bits (lib/data/dicom.ts) and
+ * written as a PNG under the output folder: that PNG is what the common road scores and what the
+ * gallery shows. Every bad input becomes one error line naming the file; the others are still
+ * scored. What an export folder also holds (DICOMDIR, SR, PR, SEG, RTSTRUCT, LOCALIZER scouts, …)
+ * is skipped and counted by kind.
+ *
+ * Memory: each slice is decoded, written to its PNG under a temporary name and its HU dropped at
+ * once; only the header facts of a series are held while it is sorted, then the PNGs are renamed
+ * into series order. A 600-slice series holds one slice's pixels at a time, not 600.
  */
 import * as fs from "fs";
 import * as path from "path";
 import sharp from "sharp";
-import { decodeRaw, imageSize } from "../data/decode";
-import { DicomError, DicomSlice, isDicomFile, LUNG_WINDOW, readDicomSlice, sortSeries, windowHu } from "../data/dicom";
-import { resolveSourceRoot, SourceName } from "../data/sources";
-import { SOURCES } from "../data/source-names";
+import { decodeRaw, imageSize } from "./decode";
+import { DicomError, DicomHeader, DicomSkip, DicomSlice, initDicomCodecs, isDicomFile, LUNG_WINDOW, mixedGeometry, openDicom, seriesSpacing, sortSeries, windowHu } from "./dicom";
+import { resolveSourceRoot, SourceName } from "./sources";
+import { SOURCES } from "./source-names";
 import { writeFileAtomic } from "../util/fs";
-import { ScanGeometry, scanGeometry } from "../lesions/scan";
+import { ScanGeometry, scanGeometry } from "./geometry";
+import { NiftiError, NiftiVolume, readNiftiVolume } from "./nifti";
 
-/** Voxel size of a sorted series: pixel spacing, and the median step between positions along the slice normal. */
-function seriesSpacing(sorted: readonly DicomSlice[]): [number, number, number] | undefined {
-  const ps = sorted[0].pixelSpacing;
-  const o = sorted[0].orientation;
-  if (!ps || !o || sorted.length < 2 || !sorted.every((s) => s.position)) return undefined;
-  const nrm = [o[1] * o[5] - o[2] * o[4], o[2] * o[3] - o[0] * o[5], o[0] * o[4] - o[1] * o[3]];
-  const d = sorted.map((s) => s.position![0] * nrm[0] + s.position![1] * nrm[1] + s.position![2] * nrm[2]);
-  const steps = d.slice(1).map((v, i) => Math.abs(v - d[i])).sort((a, b) => a - b);
-  const step = steps[Math.floor(steps.length / 2)];
-  return step > 0 ? [ps[0], ps[1], step] : undefined;
-}
+/** NIfTI-1 volumes by name (.nii, .nii.gz); the reader checks the header. */
+const NIFTI_NAME = /\.nii(\.gz)?$/i;
+
 
 /** Image files of a folder walk, by extension (what sharp decodes). */
 export const IMAGE_EXTENSIONS = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".gif"] as const;
@@ -46,6 +45,8 @@ export interface SliceInput {
   /** Series name (DICOM series only) and the slice's position in the sorted series (0-based). */
   series?: string;
   index?: number;
+  /** The frame of a multi-frame (Enhanced CT) DICOM file, or the slice of a NIfTI volume, 0-based. */
+  frame?: number;
 }
 
 export interface SeriesInput {
@@ -54,6 +55,8 @@ export interface SeriesInput {
   slices: SliceInput[];
   order: "position" | "instance number" | "file name";
   transferSyntax: string;
+  /** Voxel spacing in mm: [row spacing, column spacing, slice spacing] (dicom.ts seriesSpacing); absent without Pixel Spacing. */
+  spacing?: [number, number, number];
   /** Where the scan lies in the patient (sides, head end, voxel size): the zones and volumes need it. */
   geometry: ScanGeometry;
 }
@@ -71,6 +74,8 @@ export interface CollectedInputs {
   skipped: string[];
   /** Inputs given twice (or inside another INPUT folder): scored once, not errors. */
   repeated: string[];
+  /** DICOM files that are no CT slice to score (DICOMDIR, SR, PR, SEG, RTSTRUCT, LOCALIZER, …): how many of each kind. */
+  skippedDicom: Record<string, number>;
 }
 
 /** The source whose data root holds the file (its orientation and crop apply), else covid-ct. */
@@ -126,7 +131,7 @@ function safeName(s: string): string {
 }
 
 /** Write a DICOM slice as the lung-windowed 8-bit PNG the road reads. */
-async function dicomPng(s: DicomSlice, file: string): Promise<void> {
+async function dicomPng(s: Pick<DicomSlice, "hu" | "rows" | "columns">, file: string): Promise<void> {
   const png = await sharp(Buffer.from(windowHu(s.hu, LUNG_WINDOW)), { raw: { width: s.columns, height: s.rows, channels: 1 } }).png().toBuffer();
   fs.mkdirSync(path.dirname(file), { recursive: true });
   writeFileAtomic(file, png);
@@ -137,7 +142,9 @@ async function dicomPng(s: DicomSlice, file: string): Promise<void> {
  * thrown for a bad file: it becomes an InputError; an INPUT that does not exist is one too.
  */
 export async function collectInputs(inputs: readonly string[], workDir: string): Promise<CollectedInputs> {
-  const out: CollectedInputs = { slices: [], series: [], errors: [], skipped: [], repeated: [] };
+  const out: CollectedInputs = { slices: [], series: [], errors: [], skipped: [], repeated: [], skippedDicom: {} };
+  // The wasm decoders (JPEG-LS, JPEG 2000, JPEG baseline) start once, about 0.1 s.
+  await initDicomCodecs();
   const usedNames = new Set<string>();
   const uniqueName = (base: string) => {
     let n = safeName(base), k = 2;
@@ -153,45 +160,100 @@ export async function collectInputs(inputs: readonly string[], workDir: string):
       out.errors.push({ file, message: (e as Error).message });
     }
   };
+  let tmpCount = 0;
+  const tmpDir = path.join(workDir, ".decoding");
+  /** A slice read and written: its header facts and the PNG under its temporary name. */
+  type Written = DicomHeader & { png: string };
+  const place = (from: string, to: string) => {
+    fs.mkdirSync(path.dirname(to), { recursive: true });
+    fs.renameSync(from, to);
+  };
+  const addSeries = (folder: string, base: string, group: Written[]) => {
+    const mixed = mixedGeometry(group);
+    if (mixed) {
+      for (const w of group) fs.rmSync(w.png, { force: true });
+      const who = (h: DicomHeader) => path.basename(h.file) + (h.frame !== undefined ? ` frame ${h.frame + 1}` : "");
+      out.errors.push({ file: folder, message: `series ${group[0].seriesUid ?? "(no Series Instance UID)"} mixes ${mixed.what} ${mixed.values[0]} (${who(mixed.a)}) and ${mixed.values[1]} (${who(mixed.b)}): not one volume, not scored; split the series, or give the slices as files` });
+      return;
+    }
+    const name = uniqueName(base);
+    const sorted = sortSeries(group);
+    const slices: SliceInput[] = sorted.slices.map((w, i) => {
+      const png = path.join(workDir, name, `${String(i + 1).padStart(4, "0")}.png`);
+      place(w.png, png);
+      return { file: png, input: w.file, source: "covid-ct" as const, series: name, index: i, ...(w.frame !== undefined ? { frame: w.frame } : {}) };
+    });
+    out.slices.push(...slices);
+    const spacing = seriesSpacing(sorted.slices, sorted.by);
+    out.series.push({ name, folder, slices, order: sorted.by, transferSyntax: group[0].transferSyntax, spacing, geometry: scanGeometry(sorted.slices[0], sorted.slices[sorted.slices.length - 1], spacing) });
+  };
+  /** A NIfTI volume: one series, its axial slices written one at a time (in the DICOM display: lib/data/nifti.ts). */
+  const addNifti = async (file: string) => {
+    let vol: NiftiVolume;
+    try {
+      vol = readNiftiVolume(file);
+      checkSize(vol.rows, vol.columns);
+    } catch (e) {
+      out.errors.push({ file, message: e instanceof NiftiError ? e.message.slice(file.length + 2) : (e as Error).message });
+      return;
+    }
+    const name = uniqueName(path.basename(file).replace(/\.nii(\.gz)?$/i, ""));
+    const slices: SliceInput[] = [];
+    for (let k = 0; k < vol.slices; k++) {
+      const png = path.join(workDir, name, `${String(k + 1).padStart(4, "0")}.png`);
+      await dicomPng({ hu: vol.sliceHu(k), rows: vol.rows, columns: vol.columns }, png);
+      slices.push({ file: png, input: file, source: "covid-ct", series: name, index: k, frame: k });
+    }
+    out.slices.push(...slices);
+    // Slices come inferior → superior, the patient's right on the image's left (the axial DICOM view).
+    out.series.push({ name, folder: file, slices, order: "position", transferSyntax: `NIfTI-1 (${vol.orientation})`, spacing: vol.spacing, geometry: { spacing: vol.spacing, rightOnImageLeft: true, superiorLast: vol.slices > 1 ? true : null } });
+  };
   const addDicomGroup = async (folder: string, files: readonly string[], asSeries: boolean) => {
-    const read: DicomSlice[] = [];
+    // Each file's frames: decoded one at a time, written as PNG, HU dropped; only headers kept.
+    const byFile: Written[][] = [];
     for (const f of files) {
+      const written: Written[] = [];
       try {
         const st = fs.statSync(f);
         if (!st.isFile()) throw new Error("not a regular file (a pipe, socket or device)");
-        const s = readDicomSlice(f);
-        checkSize(s.rows, s.columns);
-        read.push(s);
+        const im = openDicom(f);
+        checkSize(im.rows, im.columns);
+        for (let i = 0; i < im.headers.length; i++) {
+          const png = path.join(tmpDir, `${++tmpCount}.png`);
+          await dicomPng(im.slice(i), png);
+          written.push({ ...im.headers[i], png });
+        }
+        byFile.push(written);
       } catch (e) {
-        out.errors.push({ file: f, message: e instanceof DicomError ? e.message.slice(f.length + 2) : (e as Error).message });
+        for (const w of written) fs.rmSync(w.png, { force: true });
+        if (e instanceof DicomSkip) out.skippedDicom[e.reason] = (out.skippedDicom[e.reason] ?? 0) + 1;
+        else out.errors.push({ file: f, message: e instanceof DicomError ? e.message.slice(f.length + 2) : (e as Error).message });
       }
     }
     if (!asSeries) {
-      for (const s of read) {
-        const png = path.join(workDir, uniqueName(path.basename(s.file, path.extname(s.file))) + ".png");
-        await dicomPng(s, png);
-        out.slices.push({ file: png, input: s.file, source: "covid-ct" });
+      // A file given by itself: one slice, or (an Enhanced CT file) a series of its frames.
+      for (const written of byFile) {
+        const file = written[0].file;
+        if (written.length > 1) {
+          addSeries(path.dirname(file), path.basename(file, path.extname(file)), written);
+          continue;
+        }
+        const png = path.join(workDir, uniqueName(path.basename(file, path.extname(file))) + ".png");
+        place(written[0].png, png);
+        out.slices.push({ file: png, input: file, source: "covid-ct" });
       }
       return;
     }
     // One series per Series Instance UID (slices without one go with the folder's first group).
-    const groups = new Map<string, DicomSlice[]>();
-    for (const s of read) groups.set(s.seriesUid ?? "", [...(groups.get(s.seriesUid ?? "") ?? []), s]);
+    const groups = new Map<string, Written[]>();
+    for (const w of byFile.flat()) {
+      const g = groups.get(w.seriesUid ?? "");
+      if (g) g.push(w);
+      else groups.set(w.seriesUid ?? "", [w]);
+    }
     let k = 0;
     for (const [, group] of [...groups].sort((a, b) => a[0].localeCompare(b[0]))) {
-      const base = path.basename(path.resolve(folder)) + (groups.size > 1 ? `-series${++k}` : "");
-      const name = uniqueName(base);
-      const sorted = sortSeries(group);
-      const slices: SliceInput[] = [];
-      for (let i = 0; i < sorted.slices.length; i++) {
-        const s = sorted.slices[i];
-        const png = path.join(workDir, name, `${String(i + 1).padStart(4, "0")}.png`);
-        await dicomPng(s, png);
-        slices.push({ file: png, input: s.file, source: "covid-ct", series: name, index: i });
-      }
-      out.slices.push(...slices);
-      const first = sorted.slices[0], last = sorted.slices[sorted.slices.length - 1];
-      out.series.push({ name, folder, slices, order: sorted.by, transferSyntax: group[0].transferSyntax, geometry: scanGeometry(first, last, seriesSpacing(sorted.slices)) });
+      addSeries(folder, path.basename(path.resolve(folder)) + (groups.size > 1 ? `-series${++k}` : ""), group);
     }
   };
   // Folders already walked (real paths): a link to a folder is followed once, a link loop never.
@@ -212,7 +274,7 @@ export async function collectInputs(inputs: readonly string[], workDir: string):
     const real = fs.realpathSync(dir);
     if (walked.has(real)) return;
     walked.add(real);
-    const entries = fs.readdirSync(dir).filter((n) => !n.startsWith(".")).sort((a, b) => a.localeCompare(b));
+    const entries = fs.readdirSync(dir).filter((n) => !n.startsWith(".")).sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
     const dicoms: string[] = [];
     const folders: string[] = [];
     for (const name of entries) {
@@ -227,6 +289,7 @@ export async function collectInputs(inputs: readonly string[], workDir: string):
       if (st.isDirectory()) folders.push(f);
       else if (!once(f)) continue;
       else if (st.isFile() && isDicomFile(f)) dicoms.push(f);
+      else if (NIFTI_NAME.test(name)) await addNifti(f);
       else if (isImageName(name)) await addImage(f);
       else if (/\.dcm$/i.test(name)) out.errors.push({ file: f, message: "named .dcm but not a DICOM Part 10 file (no DICM prefix): it may be empty or truncated" });
       else out.skipped.push(f);
@@ -254,7 +317,9 @@ export async function collectInputs(inputs: readonly string[], workDir: string):
       if (out.slices.length + out.errors.length === before) out.errors.push({ file: input, message: "holds no image or DICOM file to score" });
     } else if (!once(input)) out.repeated.push(input);
     else if (st.isFile() && isDicomFile(input)) await addDicomGroup(path.dirname(input), [input], false);
+    else if (NIFTI_NAME.test(input)) await addNifti(input);
     else await addImage(input);
   }
+  fs.rmSync(tmpDir, { recursive: true, force: true });
   return out;
 }
