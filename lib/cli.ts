@@ -516,7 +516,19 @@ program
     const { predict } = await import("./predict/predict");
     const { zonesCell } = await import("./predict/rows");
     const log = (m: string) => process.stderr.write(`${m}\n`);
-    const r = await predict({ inputs, out: o.out, run: o.run, score: o.score as never, profile: o.profile as never, force: o.force, gradcam: o.gradcam, log });
+    // Ctrl-C or SIGTERM while predict writes: --out goes back to how it was, then the process ends.
+    let undo: (() => void) | null = null;
+    const onSignal = (sig: NodeJS.Signals) => {
+      if (!undo) process.exit(sig === "SIGINT" ? 130 : 143);
+      undo();
+      process.stderr.write(`covid-ct predict: stopped by ${sig}; ${o.out} is as it was.\n`);
+      process.exit(sig === "SIGINT" ? 130 : 143);
+    };
+    process.once("SIGINT", onSignal);
+    process.once("SIGTERM", onSignal);
+    const r = await predict({ inputs, out: o.out, run: o.run, score: o.score as never, profile: o.profile as never, force: o.force, gradcam: o.gradcam, log, onUndo: (u) => (undo = u) });
+    process.removeListener("SIGINT", onSignal);
+    process.removeListener("SIGTERM", onSignal);
     print(!!o.json, r, () => [
       `${r.slices.length} slice(s)${r.series.length ? ` in ${r.series.length} series and alone` : ""} scored with ${r.model} → ${r.out} (predictions.csv, gallery.html) in ${r.seconds.toFixed(1)} s (${r.slicesPerSecond.toFixed(1)} slices/s)`,
       `slices called COVID-19 at probability ≥ ${r.threshold < 0.01 ? r.threshold.toPrecision(3) : r.threshold.toFixed(3)}: ${r.slices.filter((s) => s.covid).length} of ${r.slices.length}${r.slices.some((s) => s.flag) ? ` (${r.slices.filter((s) => s.flag).length} flagged: no lung to measure)` : ""}`,

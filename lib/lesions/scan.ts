@@ -76,6 +76,9 @@ export interface SliceScanRow {
   lesionPixels: number;
   /** lesion / lung on this slice (null without lung). */
   burden: number | null;
+  /** Lung and lesion pixels of each lung (the patient's sides, or the image's when unknown: see ScanScore.patientSides). */
+  right: { lung: number; lesion: number };
+  left: { lung: number; lesion: number };
 }
 
 export interface ScanScore {
@@ -264,7 +267,14 @@ export function scanScore(slices: readonly ScanSliceMasks[], height: number, wid
     }
     lungVoxels += l;
     lesionVoxels += e;
-    perSlice.push({ lungPixels: l, removedLungPixels: removed[z], lesionPixels: e, burden: l ? e / l : null });
+    perSlice.push({
+      lungPixels: l,
+      removedLungPixels: removed[z],
+      lesionPixels: e,
+      burden: l ? e / l : null,
+      right: { lung: sideLung[z][rightSide], lesion: sideLesion[z][rightSide] },
+      left: { lung: sideLung[z][1 - rightSide], lesion: sideLesion[z][1 - rightSide] },
+    });
   }
   const zones: ZoneScore[] = [];
   for (const zone of ZONES) {

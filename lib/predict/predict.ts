@@ -11,7 +11,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import { initBackend } from "../backend";
-import { PROJECT_ROOT, redirectCacheWrites, resolveCovidSegRoot, resolveDataRoot, resolveLunaRoot, resolveMedsegRoot, resolveSarsRoot, resolveSegLungsRoot } from "../config";
+import { redirectCacheWrites } from "../config";
 import { Example, loadGrayImages } from "../data/examples";
 import { LUNG_WINDOW } from "../data/dicom";
 import { alignToExample } from "../diagnosis/masks";
@@ -19,7 +19,8 @@ import { FinishedRun, predictWithRun, readFinishedRun } from "../diagnosis/predi
 import { lesionStatistics, LesionStatistics } from "../lesions/burden";
 import { LesionScoreName, runLesionScores, scorePredictions } from "../lesions/score";
 import { makeManifest, writeManifest } from "../manifest";
-import { LOCK_FILE, RunDirError, checkRunDirPath, describeContents, readRunManifest } from "../runs/dir";
+import { LOCK_FILE, RunDirError, isInside, readRunManifest } from "../runs/dir";
+import { checkOutFolder, realPathOf } from "../runs/out";
 import { acquireRunLock, RunLock } from "../runs/lock";
 import { MaskResult, Segmenter } from "../segmenter/engine";
 import { ProfileName } from "../training/profiles";
@@ -27,7 +28,7 @@ import { sha256File, writeFileAtomic } from "../util/fs";
 import { GallerySlice, writeGallery } from "./gallery";
 import { collectInputs, InputError } from "../data/inputs";
 import { predictionsCsv, SeriesRow, SliceRow } from "./rows";
-import { LUNG_COMPONENT_MIN, MIN_LUNG_BODY_SHARE, scanScore, SERIES_BURDEN_THRESHOLD } from "../lesions/scan";
+import { LUNG_COMPONENT_MIN, MIN_LUNG_BODY_SHARE, ScanScore, scanScore, SERIES_BURDEN_THRESHOLD } from "../lesions/scan";
 import { bodyHull } from "../lungs/classical";
 import { uprightSlice, toFileOrientation } from "../segmenter/slices";
 
@@ -36,8 +37,6 @@ export const GRADCAM_SLICES = 24;
 /** A series' gallery shows this many slices: those with the most lesion voxels. */
 export const GALLERY_DRIVERS = 8;
 
-/** Top-level folders of the project that predict never writes into (runs/ and folders of your own are allowed). */
-const PROJECT_FOLDERS = [".git", ".ci", ".cache", "bench", "data", "dist", "figures", "lib", "node_modules", "notebooks", "test"];
 
 export const PREDICT_KIND = "predict";
 
@@ -54,9 +53,17 @@ export interface PredictOptions {
   /** Grad-CAM for the n highest-probability slices (Study I image runs; default GRADCAM_SLICES, 0 = none). */
   gradcam?: number;
   log?: (m: string) => void;
+  /**
+   * Called with a function that puts --out back as it was (lock released, scratch removed, a folder
+   * it created removed) once predict starts writing, and with null when it is done: a caller that
+   * stops the process (the CLI, on a signal) calls it first. Signals are the caller's business.
+   */
+  onUndo?: (undo: (() => void) | null) => void;
 }
 
 export interface PredictResult {
+  /** Each series' scan score (lungs cleaned in 3D, per-slice and per-side counts, zones), by series name. */
+  scans: Record<string, ScanScore>;
   out: string;
   model: string;
   threshold: number;
@@ -71,65 +78,14 @@ export interface PredictResult {
   slicesPerSecond: number;
 }
 
-function isInside(child: string, parent: string): boolean {
-  const rel = path.relative(parent, child);
-  return rel === "" || (!rel.startsWith("..") && !path.isAbsolute(rel));
-}
-
-/** The real path of p: symlinks of its deepest existing ancestor resolved, the rest appended. */
-function realPathOf(p: string): string {
-  const rest: string[] = [];
-  let cur = path.resolve(p);
-  for (;;) {
-    try {
-      return path.join(fs.realpathSync(cur), ...rest.reverse());
-    } catch {
-      const up = path.dirname(cur);
-      if (up === cur) return path.resolve(p);
-      rest.push(path.basename(cur));
-      cur = up;
-    }
-  }
-}
-
 /** Names predict writes into --out (everything else there is the user's and is never touched). */
 const OUTPUTS = ["predictions.csv", "gallery.html", "slices", "manifest.json"] as const;
 const PARTIAL_PREFIX = ".partial-";
 const ownEntry = (n: string) => n === LOCK_FILE || n.startsWith(PARTIAL_PREFIX);
 
-/**
- * --out under the run layer's rules, on the path as given and on its real path (symlinks resolved):
- * not empty, not the project or inside its own folders, not inside a data root, a run directory or
- * a file; an existing non-empty folder only with --force, and only one that an earlier `predict`
- * wrote (its manifest says so). Returns the real absolute path.
- */
+/** --out under the run layer's rules (lib/runs/out.ts) for predict's outputs. Returns the real absolute path. */
 export function checkPredictOut(raw: string, force = false): string {
-  const protect = [resolveDataRoot, resolveCovidSegRoot, resolveLunaRoot, resolveMedsegRoot, resolveSarsRoot, resolveSegLungsRoot].flatMap((r) => {
-    try {
-      return [r().dir, realPathOf(r().dir)];
-    } catch {
-      return [];
-    }
-  });
-  checkRunDirPath(raw, { flag: "--out", protect });
-  const dir = realPathOf(raw);
-  if (dir !== path.resolve(raw)) checkRunDirPath(dir, { flag: "--out", protect });
-  const projectFolders = PROJECT_FOLDERS.flatMap((f) => [path.join(PROJECT_ROOT, f), realPathOf(path.join(PROJECT_ROOT, f))]);
-  for (const f of projectFolders) if (isInside(dir, f)) throw new RunDirError(`--out ${raw} is inside the project's ${path.basename(f)}/ folder: choose a folder of your own (e.g. /tmp/predict or runs/predict/mine).`);
-  for (let p = path.dirname(dir); ; p = path.dirname(p)) {
-    if (fs.existsSync(p) && !fs.statSync(p).isDirectory()) throw new RunDirError(`--out ${raw}: ${p} is a file, not a folder.`);
-    const m = readRunManifest(p);
-    if (m && m.kind !== PREDICT_KIND) throw new RunDirError(`--out ${raw} is inside the ${m.kind} run directory ${p}: choose a folder outside every run directory.`);
-    if (path.dirname(p) === p) break;
-  }
-  const own = readRunManifest(dir);
-  if (own && own.kind !== PREDICT_KIND) throw new RunDirError(`--out ${raw} is a ${own.kind} run directory: choose a new folder.`);
-  const foreign = fs.existsSync(dir) ? fs.readdirSync(dir).filter((n) => !ownEntry(n)) : [];
-  if (foreign.length) {
-    if (!force) throw new RunDirError(`--out ${raw} exists and is not empty (${describeContents(dir)}). Nothing was changed. Choose a new folder, or add --force to replace an earlier predict output.`);
-    if (!own) throw new RunDirError(`--out ${raw} holds files that covid-ct predict did not write (${describeContents(dir)}); --force replaces only an earlier predict output. Nothing was changed.`);
-  }
-  return dir;
+  return checkOutFolder(raw, { kind: PREDICT_KIND, force, ownEntry, command: "covid-ct predict" });
 }
 
 async function loadSegmenters(profile: ProfileName, wantLesions: "required" | "if-finished", log: (m: string) => void): Promise<{ lungs: Segmenter; lesions: Segmenter | null }> {
@@ -218,13 +174,8 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
     lock.release();
     if (created && fs.existsSync(out) && fs.readdirSync(out).length === 0) fs.rmSync(created, { recursive: true, force: true });
   };
-  const onSignal = (sig: NodeJS.Signals) => {
-    undo();
-    process.stderr.write(`covid-ct predict: stopped by ${sig}; ${o.out} is as it was.\n`);
-    process.exit(sig === "SIGINT" ? 130 : 143);
-  };
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
+  // The caller (the CLI, on SIGINT/SIGTERM) can put --out back as it was while we work.
+  o.onUndo?.(undo);
   fs.mkdirSync(work, { recursive: true });
   // The user's files go into no cache outside --out (the project's cache is still read).
   redirectCacheWrites(path.join(work, "cache"));
@@ -326,6 +277,7 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
       };
     });
     const result: PredictResult = {
+      scans: Object.fromEntries(scans),
       out,
       model,
       threshold,
@@ -393,8 +345,7 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
   } finally {
     segs?.lungs.dispose();
     segs?.lesions?.dispose();
-    process.removeListener("SIGINT", onSignal);
-    process.removeListener("SIGTERM", onSignal);
+    o.onUndo?.(null);
     undo();
   }
 }

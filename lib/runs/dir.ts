@@ -39,7 +39,8 @@ export function isOurRunDir(dir: string): boolean {
   return readRunManifest(dir) !== null;
 }
 
-function isInside(child: string, parent: string): boolean {
+/** True when `child` is `parent` or inside it (paths as given: resolve symlinks first where they matter, realPathOf). */
+export function isInside(child: string, parent: string): boolean {
   const rel = path.relative(parent, child);
   return rel === "" || (!rel.startsWith("..") && !path.isAbsolute(rel));
 }
