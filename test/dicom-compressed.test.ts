@@ -238,6 +238,24 @@ describe("a real export folder", () => {
     }
   });
 
+  it("slices of one series with different sizes: one line naming the folder and both sizes; a coronal reformat series is skipped and counted", async () => {
+    const dir = tempDir("dicom-mixed-size");
+    const sized = path.join(dir, "sized");
+    writeDicom(path.join(sized, "a.dcm"), slice(0));
+    writeDicom(path.join(sized, "b.dcm"), { ...slice(1), stored: phantom(N, 2 * N, -1024, 0.01), columns: 2 * N });
+    // A coronal reformat: rows along x, columns down the head–foot axis; slices step along y.
+    const coronal = path.join(dir, "coronal");
+    for (const k of [0, 1, 2]) writeDicom(path.join(coronal, `c${k}.dcm`), { ...slice(k), z: undefined, position: [0, k, 0], orientation: [1, 0, 0, 0, 0, -1] });
+    const c = await collectInputs([sized, coronal], tempDir("dicom-mixed-size-out"));
+    assert.deepEqual(c.errors.map((e) => e.file), [sized, coronal], c.errors.map((e) => e.message).join("\n"));
+    assert.match(c.errors[1].message, /holds nothing to score: its 3 DICOM object\(s\) were all skipped/);
+    assert.match(c.errors[0].message, new RegExp(`mixes image size \\(Columns × Rows\\) ${N}×${N} \\(a\\.dcm\\) and ${2 * N}×${N} \\(b\\.dcm\\): not one volume`));
+    assert.deepEqual(c.series, []);
+    assert.deepEqual(c.slices, []);
+    assert.deepEqual(Object.values(c.skippedDicom), [3]);
+    assert.match(Object.keys(c.skippedDicom)[0], /coronal or sagittal reformat/);
+  });
+
   it("slices of one series with different orientations or pixel spacings: one line naming the folder and both values", async () => {
     const dir = tempDir("dicom-mixed");
     const ori = path.join(dir, "tilted");

@@ -420,11 +420,13 @@ export const GEOMETRY_TOLERANCE = { orientation: 1e-3, pixelSpacing: 1e-3 };
  * Two slices of one series that cannot be one volume: different Image Orientation (Patient) or
  * different Pixel Spacing. Returns the first such pair (what differs, and both slices), or undefined.
  */
-export function mixedGeometry(slices: readonly DicomHeader[]): { what: "Image Orientation (Patient)" | "Pixel Spacing"; a: DicomHeader; b: DicomHeader; values: [string, string] } | undefined {
+export function mixedGeometry(slices: readonly DicomHeader[]): { what: "Image Orientation (Patient)" | "Pixel Spacing" | "image size (Columns × Rows)"; a: DicomHeader; b: DicomHeader; values: [string, string] } | undefined {
   const close = (x: readonly number[], y: readonly number[], tol: number) => x.length === y.length && x.every((v, i) => Math.abs(v - y[i]) <= tol);
   const fmt = (v: readonly number[] | undefined) => (v ? v.map((x) => String(+x.toFixed(6))).join("\\") : "none");
   const firstO = slices.find((s) => s.orientation), firstS = slices.find((s) => s.pixelSpacing);
   for (const s of slices) {
+    // One volume has one image size: a scan's masks are stacked slice on slice.
+    if (s.rows !== slices[0].rows || s.columns !== slices[0].columns) return { what: "image size (Columns × Rows)", a: slices[0], b: s, values: [`${slices[0].columns}×${slices[0].rows}`, `${s.columns}×${s.rows}`] };
     if (firstO && s.orientation && !close(firstO.orientation!, s.orientation, GEOMETRY_TOLERANCE.orientation)) return { what: "Image Orientation (Patient)", a: firstO, b: s, values: [fmt(firstO.orientation), fmt(s.orientation)] };
     if (firstS && s.pixelSpacing && !close(firstS.pixelSpacing!, s.pixelSpacing, GEOMETRY_TOLERANCE.pixelSpacing)) return { what: "Pixel Spacing", a: firstS, b: s, values: [fmt(firstS.pixelSpacing), fmt(s.pixelSpacing)] };
   }

@@ -176,6 +176,15 @@ export async function collectInputs(inputs: readonly string[], workDir: string):
       out.errors.push({ file: folder, message: `series ${group[0].seriesUid ?? "(no Series Instance UID)"} mixes ${mixed.what} ${mixed.values[0]} (${who(mixed.a)}) and ${mixed.values[1]} (${who(mixed.b)}): not one volume, not scored; split the series, or give the slices as files` });
       return;
     }
+    // The models learned from axial slices: a coronal or sagittal reformat (slice normal far from
+    // the head–foot axis) is not scored as a chest scan; it is skipped and counted.
+    const o = group[0].orientation;
+    if (o && Math.abs(o[0] * o[4] - o[1] * o[3]) < Math.cos((30 * Math.PI) / 180)) {
+      for (const w of group) fs.rmSync(w.png, { force: true });
+      const why = "a coronal or sagittal reformat series (slices not axial: only axial series are scored)";
+      out.skippedDicom[why] = (out.skippedDicom[why] ?? 0) + group.length;
+      return;
+    }
     const name = uniqueName(base);
     const sorted = sortSeries(group);
     const slices: SliceInput[] = sorted.slices.map((w, i) => {
@@ -199,10 +208,17 @@ export async function collectInputs(inputs: readonly string[], workDir: string):
     }
     const name = uniqueName(path.basename(file).replace(/\.nii(\.gz)?$/i, ""));
     const slices: SliceInput[] = [];
-    for (let k = 0; k < vol.slices; k++) {
-      const png = path.join(workDir, name, `${String(k + 1).padStart(4, "0")}.png`);
-      await dicomPng({ hu: vol.sliceHu(k), rows: vol.rows, columns: vol.columns }, png);
-      slices.push({ file: png, input: file, source: "covid-ct", series: name, index: k, frame: k });
+    try {
+      for (let k = 0; k < vol.slices; k++) {
+        const png = path.join(workDir, name, `${String(k + 1).padStart(4, "0")}.png`);
+        await dicomPng({ hu: vol.sliceHu(k), rows: vol.rows, columns: vol.columns }, png);
+        slices.push({ file: png, input: file, source: "covid-ct", series: name, index: k, frame: k });
+      }
+    } catch (e) {
+      // A file that fails half way (truncated after its header was read): one error, nothing of it kept.
+      fs.rmSync(path.join(workDir, name), { recursive: true, force: true });
+      out.errors.push({ file, message: e instanceof NiftiError ? e.message.slice(file.length + 2) : `could not be read whole: ${(e as Error).message}` });
+      return;
     }
     out.slices.push(...slices);
     // Slices come inferior → superior, the patient's right on the image's left (the axial DICOM view).
@@ -308,13 +324,15 @@ export async function collectInputs(inputs: readonly string[], workDir: string):
     }
     const st = fs.statSync(input);
     const before = out.slices.length + out.errors.length;
+    const skippedBefore = Object.values(out.skippedDicom).reduce((a, v) => a + v, 0);
     if (st.isDirectory()) {
       if (walked.has(fs.realpathSync(input))) {
         out.repeated.push(input);
         continue;
       }
       await walk(input);
-      if (out.slices.length + out.errors.length === before) out.errors.push({ file: input, message: "holds no image or DICOM file to score" });
+      const skippedNow = Object.values(out.skippedDicom).reduce((a, v) => a + v, 0) - skippedBefore;
+      if (out.slices.length + out.errors.length === before) out.errors.push({ file: input, message: skippedNow ? `holds nothing to score: its ${skippedNow} DICOM object(s) were all skipped (listed in the log: not CT images, scouts or reformats)` : "holds no image or DICOM file to score" });
     } else if (!once(input)) out.repeated.push(input);
     else if (st.isFile() && isDicomFile(input)) await addDicomGroup(path.dirname(input), [input], false);
     else if (NIFTI_NAME.test(input)) await addNifti(input);

@@ -11,7 +11,8 @@
  * (8-connected within a slice, overlapping pixels between adjacent slices), and every component
  * below LUNG_COMPONENT_MIN of the largest one is removed (both lungs stay: they are the two largest
  * components, or one when they touch). Memory: the masks themselves, plus one slice of labels at a
- * time (the labelling runs twice instead of storing a label volume).
+ * time (the labelling runs twice instead of storing a label volume). The lesion masks are cut to the kept
+ * lung in place.
  *
  * Zones, not lobes. Each lung (image side of the scan's lung midline) is cut into upper, middle and
  * lower thirds of its own craniocaudal extent. The severity score of Chung et al. (Radiology 2020)
@@ -185,7 +186,16 @@ export function keep3dComponents(masks: Uint8Array[], height: number, width: num
     const offset = uf.parent.length;
     offsets.push(offset);
     uf.add(count, sizes);
-    if (prev) for (let i = 0; i < labels.length; i++) if (labels[i] && prev[i]) uf.union(offset + labels[i] - 1, prevOffset + prev[i] - 1);
+    if (prev) {
+      // One union per run of the same pair of labels, not per pixel.
+      let la = 0, lb = 0;
+      for (let i = 0; i < labels.length; i++) {
+        if (!labels[i] || !prev[i] || (labels[i] === la && prev[i] === lb)) continue;
+        la = labels[i];
+        lb = prev[i];
+        uf.union(offset + la - 1, prevOffset + lb - 1);
+      }
+    }
     prev = labels;
     prevOffset = offset;
   }
@@ -225,11 +235,10 @@ export function scanScore(slices: readonly ScanSliceMasks[], height: number, wid
   for (const [k, s] of slices.entries()) if (s.lung.length !== n || s.lesion.length !== n) throw new Error(`scanScore: slice ${k + 1} has masks of ${s.lung.length} and ${s.lesion.length} pixels, the scan is ${height}×${width}: every slice of a series must have one size`);
   const lungMin = o.lungComponentMin ?? LUNG_COMPONENT_MIN;
   const removed = keep3dComponents(slices.map((s) => s.lung), height, width, (size, largest) => size >= lungMin * largest);
-  // Lesions inside the kept lung only; then specks dropped in 3D.
+  // Lesions inside the kept lung only (in place: no second copy of the masks); then specks dropped in 3D.
   const inside = slices.map((s) => {
-    const m = new Uint8Array(n);
-    for (let i = 0; i < n; i++) m[i] = s.lesion[i] & s.lung[i];
-    return m;
+    for (let i = 0; i < n; i++) s.lesion[i] &= s.lung[i];
+    return s.lesion;
   });
   const lesionMin = o.lesionComponentMinVoxels ?? LESION_COMPONENT_MIN_VOXELS;
   if (lesionMin > 0) keep3dComponents(inside, height, width, (size) => size >= lesionMin);

@@ -150,7 +150,7 @@ export async function galleryHtml(d: GalleryData): Promise<string> {
       `<section class="scan"><h2>Series ${escapeHtml(r.series)}: ${call}</h2>` +
         `<p>${escapeHtml(r.folder)}: ${r.slices} slices (order: ${escapeHtml(r.order)}), lungs on ${r.lungSlices}` +
         (r.lungRemovedSlices ? `, ${r.lungRemovedSlices} slice(s) whose "lung" was not connected to the lungs in 3D and was removed` : "") +
-        `. Volumetric lesion burden <b>${pct(r.burden)}</b>${vol}; called at ≥ ${pct(r.threshold)} (the series threshold). Severity (zones) ${r.severity} / 30.</p>` +
+        `. Volumetric lesion burden <b>${pct(r.burden)}</b>${vol}; called at ≥ ${pct(r.threshold)} (the series threshold). Severity (zones) ${r.severity} / 30. Lesion burden measures pneumonia-like involvement, not COVID-19 specifically (community-acquired pneumonia has lesions too).</p>` +
         fig + zonesTable(r) +
         `<h3>The slices that drive the call (${s.shown.length}: the most lesion voxels)</h3>` + cards.join("\n") + `</section>`,
     );
