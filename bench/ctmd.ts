@@ -5,6 +5,7 @@
  * exported them (no conversion), scored with `covid-ct predict --score lesion-burden`.
  *
  *   COVIDCT_CTMD=/path/to/COVID-CT-MD node dist/bench/ctmd.js [--nifti] [--only dev|held-back]
+ *   COVIDCT_CTMD=… node dist/bench/ctmd.js --sweep none:none,10:none,10:70   # lung rules REACH:GAS (aeration reach in mm, gas mean gray), development series only
  *
  * Development series: normal002, P002, cap002 (every choice of lib/lesions/scan.ts was made on
  * these). Held back: normal001, P001, cap001, reported once at the end.
@@ -20,6 +21,9 @@ import { spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
+import sharp from "sharp";
+import { collectInputs } from "../lib/data/inputs";
+import { AERATED_REACH_MM, GAS_GRAY_MAX, scanScore } from "../lib/lesions/scan";
 import { predict, PredictResult } from "../lib/predict/predict";
 
 interface Case {
@@ -41,11 +45,12 @@ const CASES: Case[] = [
 ];
 
 /**
- * Slices (1-based, in series order: inferior first) below both lung bases, read by eye in a lung
- * window (level −600, width 1500) on 2 mm slices: the lowest slice showing any lung, less one slice
- * of margin, and everything under it. cap002 starts inside the lungs.
+ * Slices (1-based, in series order: inferior first) below both lung bases, read by eye at full
+ * resolution in a lung window (level −600, width 1500) on the 2 mm slices: everything under the
+ * lowest slice that shows any lung (normal001 12, normal002 15, P002 9, cap001 16), less one more
+ * slice where that slice was faint. P001 and cap002 start inside the lungs.
  */
-const BELOW_BASES: Record<string, number> = { normal001: 14, normal002: 17, P001: 8, P002: 17, cap001: 14, cap002: 0 };
+const BELOW_BASES: Record<string, number> = { normal001: 11, normal002: 14, P001: 0, P002: 7, cap001: 14, cap002: 0 };
 
 /** A .npy file's array (little-endian int32 or float64, C order). */
 function readNpy(file: string): { shape: number[]; data: Float64Array } {
@@ -68,6 +73,44 @@ function readNpy(file: string): { shape: number[]; data: Float64Array } {
 const pct = (v: number, d = 2) => `${(100 * v).toFixed(d)} %`;
 const frac = (a: number, b: number) => (b ? `${a}/${b} = ${(a / b).toFixed(3)}` : "–");
 
+/**
+ * The aeration rule's reach (AERATED_REACH_MM) on the development series: masks computed once (the
+ * project's segmenters, cached), then the scan scored for each reach ("none" = no rule).
+ */
+async function sweep(root: string, variants: { reach: number | null; gas: number | null }[], slicesNpy: { data: Float64Array }, maxSlices: number): Promise<void> {
+  const { ensureLungSegmenter } = await import("../lib/lungs/segmenter");
+  const { ensureLesionSegmenter } = await import("../lib/lesions/segmenter");
+  const lungs = await ensureLungSegmenter({ profile: "quick", seed: 1 });
+  const lesions = await ensureLesionSegmenter({ profile: "quick", seed: 1 });
+  console.log("| series | reach (mm) | gas gray ≤ | call @ current threshold | volumetric burden | lung below the bases (ml) | lung (ml) | slice sensitivity | slice specificity |");
+  console.log("|---|---|---|---|---|---|---|---|---|");
+  for (const c of CASES.filter((x) => x.set === "dev")) {
+    const work = fs.mkdtempSync(path.join(os.tmpdir(), "ctmd-sweep-"));
+    const col = await collectInputs([path.join(root, c.folder)], work);
+    const se = col.series[0];
+    const items = se.slices.map((s) => ({ file: s.file, source: s.source }));
+    const lung = await lungs.masksFor(items), lesion = await lesions.masksFor(items);
+    const gray = await Promise.all(se.slices.map(async (s) => new Uint8Array(await sharp(s.file).greyscale().raw().toBuffer())));
+    const { height, width } = lung[0];
+    for (const { reach, gas } of variants) {
+      const sc = scanScore(se.slices.map((_, k) => ({ lung: lung[k].data.slice(), lesion: lesion[k].data.slice(), gray: gray[k] })), height, width, se.geometry, { aeratedReachMm: reach, gasGrayMax: gas });
+      const mm3 = sc.lungMm3! / Math.max(1, sc.lungVoxels);
+      const below = sc.perSlice.slice(0, BELOW_BASES[c.id]).reduce((a, p) => a + p.lungPixels, 0) * mm3 / 1000;
+      let tp = 0, fn = 0, tn = 0, fp = 0;
+      if (c.labelRow !== undefined) for (let k = 0; k < sc.perSlice.length; k++) {
+        const called = sc.perSlice[k].lesionPixels > 0, lab = slicesNpy.data[c.labelRow * maxSlices + k];
+        if (lab) called ? tp++ : fn++;
+        else called ? fp++ : tn++;
+      }
+      const { SERIES_BURDEN_THRESHOLD } = await import("../lib/lesions/scan");
+      console.log(`| ${c.id} | ${reach ?? "none"} | ${gas ?? "none"} | ${sc.burden >= SERIES_BURDEN_THRESHOLD ? "called" : "no"} | ${pct(sc.burden, 3)} | ${below.toFixed(1)} | ${(sc.lungMm3! / 1000).toFixed(0)} | ${c.labelRow === undefined ? "–" : frac(tp, tp + fn)} | ${c.labelRow === undefined ? "–" : frac(tn, tn + fp)} |`);
+    }
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+  lungs.dispose();
+  lesions.dispose();
+}
+
 async function main(): Promise<void> {
   const root = process.env.COVIDCT_CTMD;
   if (!root || !fs.existsSync(path.join(root, "Sample data"))) {
@@ -79,6 +122,12 @@ async function main(): Promise<void> {
   const slicesNpy = readNpy(path.join(root, "Slice-level-labels-updated-1.npy"));
   const lobesNpy = readNpy(path.join(root, "Lobe-level-labels-updated-1.npy"));
   const [, maxSlices] = slicesNpy.shape;
+  if (process.argv.includes("--sweep")) {
+    // Variants REACH:GAS, e.g. none:none,0:70,10:70 (mm of the aeration rule; mean gray of the gas rule).
+    const list = process.argv[process.argv.indexOf("--sweep") + 1] ?? `none:none,${AERATED_REACH_MM}:none,${AERATED_REACH_MM}:${GAS_GRAY_MAX}`;
+    const num = (x: string) => (x === "none" ? null : Number(x));
+    return sweep(root, list.split(",").map((v) => ({ reach: num(v.split(":")[0]), gas: num(v.split(":")[1] ?? "none") })), slicesNpy, maxSlices);
+  }
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "ctmd-bench-"));
   const results: { c: Case; r: PredictResult; seconds: number; niftiBurden?: number }[] = [];
   for (const c of CASES.filter((x) => !only || x.set === only)) {

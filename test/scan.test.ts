@@ -4,7 +4,7 @@
  * and which image side is the patient's right.
  */
 import { strict as assert } from "assert";
-import { chungGrade, keep3dComponents, LUNG_COMPONENT_MIN, scanGeometry, scanScore, ZONES } from "../lib/lesions/scan";
+import { AERATED_GRAY_MAX, chungGrade, GAS_GRAY_MAX, keep3dComponents, LUNG_COMPONENT_MIN, scanGeometry, scanScore, ZONES } from "../lib/lesions/scan";
 
 const H = 20, W = 30;
 /** A 0/1 slice with the rectangle [y0, y1) × [x0, x1) set. */
@@ -77,6 +77,30 @@ describe("a scan's score (lungs in 3D, volumetric burden, zones)", () => {
     assert.deepEqual(flipped.zones.map((x) => x.grade), [5, 0, 0, 0, 0, 2]);
     // No orientation: sides and ends are the image's, and the score says so.
     assert.equal(scanScore(slices.map((x) => ({ lung: x.lung.slice(), lesion: x.lesion.slice() })), H, W, scanGeometry({}, {})).patientSides, false);
+  });
+
+  it("lung holds air: a dense 'lung' far from aerated lung (liver under the base) and gas under the diaphragm are removed before the 3D labelling; consolidation beside aerated lung stays", () => {
+    // Slices 0–2: the U-Net's "lung" over the liver (dense, gray 238), joined in x, y to the real
+    // lung above; on slice 2 also a gas bubble (gray 55) right under the lung of slice 3. Slices
+    // 3–8: aerated lung (gray 85) with a consolidation (gray 220) at its edge, 2 px wide.
+    const gray = (z: number) => {
+      const g = new Uint8Array(H * W).fill(200);
+      for (let y = 5; y < 15; y++) for (let x = 2; x < 12; x++) g[y * W + x] = z >= 3 ? (x >= 10 ? 220 : 85) : 238;
+      if (z === 2) for (let y = 6; y < 9; y++) for (let x = 4; x < 7; x++) g[y * W + x] = 55;
+      return g;
+    };
+    const slices = Array.from({ length: 9 }, (_, z) => ({ lung: rect(5, 15, 2, 12), lesion: z >= 3 ? rect(5, 15, 10, 12) : new Uint8Array(H * W), gray: gray(z) }));
+    assert.ok(85 <= AERATED_GRAY_MAX && 55 <= GAS_GRAY_MAX && 85 > GAS_GRAY_MAX);
+    const s = scanScore(slices, H, W, { spacing: [1, 1, 2], rightOnImageLeft: true, superiorLast: true }, { aeratedReachMm: 3 });
+    assert.deepEqual(s.perSlice.map((p) => p.lungPixels), [0, 0, 0, 100, 100, 100, 100, 100, 100], "liver and gas gone, lung and its consolidation kept");
+    assert.deepEqual(s.perSlice.map((p) => p.removedLungPixels), [100, 100, 100, 0, 0, 0, 0, 0, 0]);
+    assert.equal(s.burden, 20 / 100);
+    // With a reach shorter than the consolidation is wide, its far side goes: the rule is a distance.
+    const tight = scanScore(slices.map((x) => ({ ...x, lung: rect(5, 15, 2, 12), lesion: x.lesion.slice() })), H, W, { spacing: [1, 1, 2], rightOnImageLeft: true, superiorLast: true }, { aeratedReachMm: 1 });
+    assert.equal(tight.perSlice[3].lungPixels, 90);
+    // Without the gray pixels (plain images, no series) neither rule applies.
+    const plain = scanScore(slices.map((x) => ({ lung: rect(5, 15, 2, 12), lesion: x.lesion.slice() })), H, W, { rightOnImageLeft: null, superiorLast: null });
+    assert.equal(plain.lungVoxels, 9 * 100);
   });
 
   it("refuses slices of different sizes in one scan, by slice", () => {

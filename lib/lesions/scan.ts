@@ -35,10 +35,12 @@ export const LESION_COMPONENT_MIN_VOXELS = 0;
 
 /**
  * The series call: COVID-19-like involvement when the volumetric burden reaches this share of the
- * lung. Chosen on the development scans (bench/ctmd.ts, bench/RESULTS.md "A patient's chest CT");
- * it is a series threshold, not the slice threshold of the lesion-burden score.
+ * lung. Rule: twice the lesion-free floor, the burden that the development normal scan (COVID-CT-MD
+ * normal002, no lesion) reads: 0.295 % → 0.6 % (bench/ctmd.ts, bench/RESULTS.md "A patient's chest
+ * CT"). The development COVID-19 scan (P002) reads 2.78 %. A series threshold, not the slice
+ * threshold of the lesion-burden score (chosen between COVID-Seg and LUNA16 slices).
  */
-export const SERIES_BURDEN_THRESHOLD = 0.005;
+export const SERIES_BURDEN_THRESHOLD = 0.006;
 /**
  * A single slice (no series) whose lungs cover less than this share of its body gives no burden
  * and is flagged: a slice through the abdomen or the neck has no lung to measure, and gas there
@@ -53,10 +55,11 @@ export type ZoneName = (typeof ZONES)[number];
 export type { ScanGeometry } from "../data/geometry";
 export { scanGeometry } from "../data/geometry";
 
-/** One slice's masks (0/1, row-major, one size for the whole scan). */
+/** One slice's masks (0/1, row-major, one size for the whole scan), and its lung-window gray pixels for the aeration rule. */
 export interface ScanSliceMasks {
   lung: Uint8Array;
   lesion: Uint8Array;
+  gray?: ArrayLike<number>;
 }
 
 export interface ZoneScore {
@@ -220,10 +223,108 @@ export function keep3dComponents(masks: Uint8Array[], height: number, width: num
   return removed;
 }
 
+/**
+ * Lung holds air. In the lung window (level −600, width 1500: lib/data/dicom.ts) gray ≤ 144 is
+ * below −500 HU: aerated lung (and ground glass at its lighter end), never liver, spleen or muscle.
+ */
+export const AERATED_GRAY_MAX = 144;
+/**
+ * Below the lung bases the slice-wise lung U-Net marks liver, kidneys and bowel as "lung" (it never
+ * saw a slice without lungs), and at the bases that false region joins the real lung in 3D. So a
+ * lung-mask pixel is kept only within this distance (mm) of an aerated lung pixel of its slice:
+ * dense lesions (consolidation) next to aerated lung stay, a liver with no air beside it goes.
+ * Chosen on the development scans (bench/ctmd.ts --sweep).
+ */
+export const AERATED_REACH_MM = 10;
+
+/**
+ * Gas is not lung. A 2D component of the lung mask's aerated pixels whose mean lung-window gray is
+ * at most this (about −940 HU) is gas: stomach or bowel gas under the diaphragm, or the trachea. Lung
+ * parenchyma with its vessels averages −900 to −700 HU (gray 77–111), emphysematous lung rarely
+ * below −920. Removed before the aeration rule's reach is measured and before the 3D labelling, so
+ * gas under a hemidiaphragm neither keeps the tissue around it nor joins the lung through the slices.
+ */
+export const GAS_GRAY_MAX = 70;
+
 /** Options of scanScore; the defaults are the module's constants. */
 export interface ScanScoreOptions {
   lungComponentMin?: number;
   lesionComponentMinVoxels?: number;
+  /** mm from aerated lung a lung pixel may lie (null: no aeration rule). */
+  aeratedReachMm?: number | null;
+  /** Mean gray at or below which a 2D lung component is gas (null: no gas rule). */
+  gasGrayMax?: number | null;
+}
+
+/** Remove the 2D components of `lung` whose mean gray is ≤ maxGray (gas); in place. Returns the pixels removed. */
+export function removeGas(lung: Uint8Array, gray: ArrayLike<number>, height: number, width: number, maxGray: number): number {
+  const { labels, count } = labelComponents(lung, height, width);
+  const sum = new Float64Array(count + 1), n = new Float64Array(count + 1);
+  for (let i = 0; i < labels.length; i++) if (labels[i]) {
+    sum[labels[i]] += gray[i];
+    n[labels[i]]++;
+  }
+  let removed = 0;
+  for (let i = 0; i < labels.length; i++) if (labels[i] && sum[labels[i]] / n[labels[i]] <= maxGray) {
+    lung[i] = 0;
+    removed++;
+  }
+  return removed;
+}
+
+/** Chamfer distance (3-4 weights, in pixel units) of every pixel to the nearest pixel of `seed`. */
+export function distanceFrom(seed: Uint8Array, height: number, width: number): Float32Array {
+  const INF = 1e9;
+  const d = new Float32Array(height * width);
+  for (let i = 0; i < d.length; i++) d[i] = seed[i] ? 0 : INF;
+  const a = 1, b = Math.SQRT2;
+  for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) {
+    const i = y * width + x;
+    let v = d[i];
+    if (v === 0) continue;
+    if (x > 0) v = Math.min(v, d[i - 1] + a);
+    if (y > 0) {
+      v = Math.min(v, d[i - width] + a);
+      if (x > 0) v = Math.min(v, d[i - width - 1] + b);
+      if (x < width - 1) v = Math.min(v, d[i - width + 1] + b);
+    }
+    d[i] = v;
+  }
+  for (let y = height - 1; y >= 0; y--) for (let x = width - 1; x >= 0; x--) {
+    const i = y * width + x;
+    let v = d[i];
+    if (v === 0) continue;
+    if (x < width - 1) v = Math.min(v, d[i + 1] + a);
+    if (y < height - 1) {
+      v = Math.min(v, d[i + width] + a);
+      if (x < width - 1) v = Math.min(v, d[i + width + 1] + b);
+      if (x > 0) v = Math.min(v, d[i + width - 1] + b);
+    }
+    d[i] = v;
+  }
+  return d;
+}
+
+/**
+ * Keep the lung-mask pixels within `reachPx` of aerated lung of the same slice; in place. Aerated
+ * lung: the mask's pixels at gray ≤ AERATED_GRAY_MAX, less their 2D components whose mean gray is
+ * ≤ gasGrayMax (gas: stomach, bowel, trachea), so that dense tissue around a gas bubble is not kept
+ * for the bubble's sake. Returns the pixels removed.
+ */
+export function keepAerated(lung: Uint8Array, gray: ArrayLike<number>, height: number, width: number, reachPx: number, gasGrayMax: number | null = GAS_GRAY_MAX): number {
+  const n = height * width;
+  const air = new Uint8Array(n);
+  for (let i = 0; i < n; i++) if (lung[i] && gray[i] <= AERATED_GRAY_MAX) air[i] = 1;
+  if (gasGrayMax !== null) removeGas(air, gray, height, width, gasGrayMax);
+  let any = false;
+  for (let i = 0; i < n && !any; i++) any = air[i] === 1;
+  let removed = 0;
+  const d = any ? distanceFrom(air, height, width) : null;
+  for (let i = 0; i < n; i++) if (lung[i] && (!d || d[i] > reachPx)) {
+    lung[i] = 0;
+    removed++;
+  }
+  return removed;
 }
 
 /**
@@ -234,7 +335,17 @@ export function scanScore(slices: readonly ScanSliceMasks[], height: number, wid
   const n = height * width;
   for (const [k, s] of slices.entries()) if (s.lung.length !== n || s.lesion.length !== n) throw new Error(`scanScore: slice ${k + 1} has masks of ${s.lung.length} and ${s.lesion.length} pixels, the scan is ${height}×${width}: every slice of a series must have one size`);
   const lungMin = o.lungComponentMin ?? LUNG_COMPONENT_MIN;
-  const removed = keep3dComponents(slices.map((s) => s.lung), height, width, (size, largest) => size >= lungMin * largest);
+  // Lung holds air: pixels far from aerated lung go first (slices without gray pixels are left as they are).
+  const reachMm = o.aeratedReachMm === undefined ? AERATED_REACH_MM : o.aeratedReachMm;
+  const pixelMm = g.spacing ? (g.spacing[0] + g.spacing[1]) / 2 : null;
+  const gasMax = o.gasGrayMax === undefined ? GAS_GRAY_MAX : o.gasGrayMax;
+  const airRemoved = slices.map((s) => {
+    if (!s.gray) return 0;
+    if (reachMm !== null) return keepAerated(s.lung, s.gray, height, width, pixelMm ? reachMm / pixelMm : reachMm, gasMax);
+    return gasMax !== null ? removeGas(s.lung, s.gray, height, width, gasMax) : 0;
+  });
+  const removed3d = keep3dComponents(slices.map((s) => s.lung), height, width, (size, largest) => size >= lungMin * largest);
+  const removed = removed3d.map((r, z) => r + airRemoved[z]);
   // Lesions inside the kept lung only (in place: no second copy of the masks); then specks dropped in 3D.
   const inside = slices.map((s) => {
     for (let i = 0; i < n; i++) s.lesion[i] &= s.lung[i];

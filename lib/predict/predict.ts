@@ -28,8 +28,9 @@ import { sha256File, writeFileAtomic } from "../util/fs";
 import { GallerySlice, writeGallery } from "./gallery";
 import { collectInputs, InputError } from "../data/inputs";
 import { predictionsCsv, SeriesRow, SliceRow } from "./rows";
-import { LUNG_COMPONENT_MIN, MIN_LUNG_BODY_SHARE, ScanScore, scanScore, SERIES_BURDEN_THRESHOLD } from "../lesions/scan";
+import { AERATED_GRAY_MAX, AERATED_REACH_MM, LUNG_COMPONENT_MIN, MIN_LUNG_BODY_SHARE, ScanScore, scanScore, SERIES_BURDEN_THRESHOLD } from "../lesions/scan";
 import { bodyHull } from "../lungs/classical";
+import { decodeRaw } from "../data/decode";
 import { uprightSlice, toFileOrientation } from "../segmenter/slices";
 
 /** Grad-CAM is drawn for this many slices by default (the highest probabilities first): each costs a backbone pass and a gradient. */
@@ -207,7 +208,9 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
     for (const se of collected.series) {
       const idx = inSeries.get(se.name) ?? [];
       const { height, width } = lung[idx[0]];
-      scans.set(se.name, scanScore(idx.map((i) => ({ lung: lung[i].data, lesion: lesion![i].data })), height, width, se.geometry));
+      // The lung-window pixels the masks were made from (the aeration rule: lung holds air).
+      const gray = await Promise.all(idx.map((i) => decodeRaw(slices[i].file, 1).then((r) => r.data)));
+      scans.set(se.name, scanScore(idx.map((i, k) => ({ lung: lung[i].data, lesion: lesion![i].data, gray: gray[k] })), height, width, se.geometry));
       for (const i of idx) if (!lung[i].data.some((v) => v)) flags[i] = "no lung (3D)";
     }
     // Single slices: a slice whose lungs are a small share of its body gives no burden.
@@ -332,7 +335,7 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
       score: o.score ?? null,
       profile,
       threshold,
-      seriesRule: { volumetricBurdenThreshold: SERIES_BURDEN_THRESHOLD, lungComponentMin: LUNG_COMPONENT_MIN, minLungBodyShare: MIN_LUNG_BODY_SHARE },
+      seriesRule: { volumetricBurdenThreshold: SERIES_BURDEN_THRESHOLD, lungComponentMin: LUNG_COMPONENT_MIN, aeratedReachMm: AERATED_REACH_MM, aeratedGrayMax: AERATED_GRAY_MAX, minLungBodyShare: MIN_LUNG_BODY_SHARE },
       dicomWindow: LUNG_WINDOW,
       segmenters: { lungs: segs.lungs.runDir, lesions: segs.lesions?.runDir ?? null },
     }, { ...checksums, ...(run ? { [`run/${run.label}`]: sha256File(path.join(run.runDir, "checkpoints", "best", "model.bin")) } : {}) }));
