@@ -81,11 +81,16 @@ export function writeDicom(file: string, s: SyntheticSlice): string {
     ...(s.noPixels ? {} : { PixelData: [s.stored.buffer.slice(s.stored.byteOffset, s.stored.byteOffset + s.stored.byteLength)] }),
     _vrMap: { PixelData: bits === 8 ? "OB" : "OW" },
   };
+  return writePart10(file, dataset, sopClass, sop, s.transferSyntax ?? "1.2.840.10008.1.2.1");
+}
+
+/** Write a naturalised dcmjs dataset as a Part 10 file with its file meta header. */
+function writePart10(file: string, dataset: Record<string, unknown>, sopClass: string, sop: string, transferSyntax: string): string {
   const meta = {
     FileMetaInformationVersion: new Uint8Array([0, 1]).buffer,
     MediaStorageSOPClassUID: sopClass,
     MediaStorageSOPInstanceUID: sop,
-    TransferSyntaxUID: s.transferSyntax ?? "1.2.840.10008.1.2.1",
+    TransferSyntaxUID: transferSyntax,
     ImplementationClassUID: "2.25.3",
   };
   const { DicomDict, DicomMetaDictionary } = dcmjs.data;
@@ -171,19 +176,7 @@ export function writeEnhancedCt(file: string, e: SyntheticEnhancedCt): string {
     PixelData: [pixels.buffer],
     _vrMap: { PixelData: "OW" },
   };
-  const meta = {
-    FileMetaInformationVersion: new Uint8Array([0, 1]).buffer,
-    MediaStorageSOPClassUID: sopClass,
-    MediaStorageSOPInstanceUID: sop,
-    TransferSyntaxUID: "1.2.840.10008.1.2.1",
-    ImplementationClassUID: "2.25.3",
-  };
-  const { DicomDict, DicomMetaDictionary } = dcmjs.data;
-  const dict = new DicomDict(DicomMetaDictionary.denaturalizeDataset(meta));
-  dict.dict = DicomMetaDictionary.denaturalizeDataset(dataset);
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  fs.writeFileSync(file, Buffer.from(dict.write()));
-  return file;
+  return writePart10(file, dataset, sopClass, sop, "1.2.840.10008.1.2.1");
 }
 
 /** Write a non-image DICOM object (an SR, PR, SEG, RTSTRUCT, …): its SOP class and Modality, no pixels. */
