@@ -503,8 +503,8 @@ maskCommand("lesions", "Beyond the paper: write the lesion U-Net's binary lesion
 
 program
   .command("predict")
-  .description("score CT slices and DICOM series from outside any protocol with a finished diagnosis run (or a lesion score), with the lung mask, the lesions and a gallery (README, Score your own CT)")
-  .argument("<input...>", "image files, DICOM files, or folders (walked recursively; the DICOM files of one folder form a series)")
+  .description("score CT slices, DICOM series and NIfTI volumes from outside any protocol with a finished diagnosis run (or a lesion score), with the lung mask, the lesions and a gallery; a series or volume is scored as a scan: volumetric lesion burden, six zones, the call (README, Score your own CT)")
+  .argument("<input...>", "image files, DICOM files (compressed or not), NIfTI volumes (.nii, .nii.gz), or folders (walked recursively; the DICOM files of one folder form a series per Series Instance UID)")
   .option("--run <dir>", "a finished diagnosis run (covid-ct train, any study and profile)", nonEmpty("--run", "a run directory"))
   .option("--score <name>", "a lesion score instead of a run: lesion-burden | lesion-logistic (notebook 05)", oneOf("--score", ["lesion-burden", "lesion-logistic"]))
   .addOption(runOptions.out("folder for predictions.csv, gallery.html and manifest.json (new or empty)").makeOptionMandatory())
