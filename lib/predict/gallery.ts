@@ -72,7 +72,7 @@ function sliceCaption(r: SliceRow, threshold: number): string {
   const call = r.probability === null ? `<b>no score</b>` : r.covid ? `<b style="color:#b00">COVID-19</b>` : `<b style="color:#060">not COVID-19</b>`;
   return (
     `${escapeHtml(r.input)}${r.series ? ` (series ${escapeHtml(r.series)}, slice ${(r.index ?? 0) + 1})` : ""}<br>` +
-    (r.probability === null ? `` : `probability ${r.probability.toFixed(3)} (threshold ${thr(threshold)}): `) + `${call}; lungs ${(100 * r.lungShare).toFixed(1)} % of the image` +
+    (r.probability === null ? `` : `probability ${thr(r.probability)} (threshold ${thr(threshold)}): `) + `${call}${r.series ? " (this slice alone; the series' call is above)" : ""}; lungs ${(100 * r.lungShare).toFixed(1)} % of the image` +
     (r.lesionBurden !== null ? `; lesion burden ${pct(r.lesionBurden)} of the lungs` : "") +
     (r.flag ? `; <b>flagged: ${escapeHtml(r.flag)}</b>` : "")
   );
@@ -166,7 +166,7 @@ export async function galleryHtml(d: GalleryData): Promise<string> {
     `Each slice: as the model saw it (${n}² chest crop), the predicted lungs (blue)${d.slices.some((s) => s.lesion) || d.scans.length ? ", and the predicted lesions (red) inside them" : ""}. ${escapeHtml(d.window)}. ` +
     `${escapeHtml(d.gradcam)} A score is evidence to check against the image, not a diagnosis.</p>` +
     (d.scans.length
-      ? `<p>A series is scored as a scan: its lungs are found in 3D (lung not connected to the main lung volume through adjacent slices, such as bowel gas below the lung bases, is removed), and its call is the volumetric lesion burden (lesion voxels inside the lungs / lung voxels) at the series threshold. ` +
+      ? `<p>A series is scored as a scan: its lungs are the U-Net's lung that holds air (kept within 10 mm of aerated lung, so liver and bowel below the lung bases go) and that connects to the main lung volume through adjacent slices, and its call is the volumetric lesion burden (lesion voxels inside the lungs / lung voxels) at the series threshold. ` +
         `<b>Lesion burden measures pneumonia-like involvement (ground glass, consolidation), not COVID-19 specifically: community-acquired pneumonia has lesions too.</b> The zones are thirds of each lung's extent, not anatomical lobes.</p>`
       : "") +
     sections.join("\n") + errors + (single.length ? `<h2>Slices (${single.length})</h2>` + single.join("\n") : "") + `</body></html>\n`
