@@ -25,6 +25,7 @@ import sharp from "sharp";
 import { collectInputs } from "../lib/data/inputs";
 import { AERATED_REACH_MM, GAS_GRAY_MAX, scanScore } from "../lib/lesions/scan";
 import { predict, PredictResult } from "../lib/predict/predict";
+import { zonesCell } from "../lib/predict/rows";
 
 interface Case {
   id: string;
@@ -118,6 +119,10 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const only = process.argv.includes("--only") ? process.argv[process.argv.indexOf("--only") + 1] : null;
+  if (only !== null && only !== "dev" && only !== "held-back") {
+    console.error(`--only '${only ?? ""}': give dev or held-back.`);
+    process.exit(2);
+  }
   const nifti = process.argv.includes("--nifti");
   const slicesNpy = readNpy(path.join(root, "Slice-level-labels-updated-1.npy"));
   const lobesNpy = readNpy(path.join(root, "Lobe-level-labels-updated-1.npy"));
@@ -125,7 +130,14 @@ async function main(): Promise<void> {
   if (process.argv.includes("--sweep")) {
     // Variants REACH:GAS, e.g. none:none,0:70,10:70 (mm of the aeration rule; mean gray of the gas rule).
     const list = process.argv[process.argv.indexOf("--sweep") + 1] ?? `none:none,${AERATED_REACH_MM}:none,${AERATED_REACH_MM}:${GAS_GRAY_MAX}`;
-    const num = (x: string) => (x === "none" ? null : Number(x));
+    const num = (x: string) => {
+      if (x === "none") return null;
+      if (x.trim() === "" || !Number.isFinite(Number(x)) || Number(x) < 0) {
+        console.error(`--sweep: '${x}' in '${list}' is not a number ≥ 0 or none: give variants REACH:GAS, e.g. none:none,10:70.`);
+        process.exit(2);
+      }
+      return Number(x);
+    };
     return sweep(root, list.split(",").map((v) => ({ reach: num(v.split(":")[0]), gas: num(v.split(":")[1] ?? "none") })), slicesNpy, maxSlices);
   }
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "ctmd-bench-"));
@@ -160,7 +172,7 @@ async function main(): Promise<void> {
       const sc = r.scans[s.series];
       const sp = sc.lungMm3 !== null && sc.lungVoxels ? sc.lungMm3 / sc.lungVoxels : null;
       const below = sc.perSlice.slice(0, BELOW_BASES[c.id]).reduce((a, p) => a + p.lungPixels, 0);
-      const zones = s.zones.map((z) => `${z.zone.replace("right ", "R").replace("left ", "L")} ${z.grade} (${(100 * z.share).toFixed(1)}%)`).join(", ");
+      const zones = zonesCell(s).replace(/; /g, ", ");
       out(`| ${c.id} | ${c.truth} | ${s.slices} | ${s.covid ? "**COVID-19-like**" : "no"} | ${pct(s.burden)} | ${s.lesionMl?.toFixed(1)} / ${s.lungMl?.toFixed(0)} | ${zones} | ${s.severity}/30 | ${sp === null ? below + " px" : ((below * sp) / 1000).toFixed(2)} (${BELOW_BASES[c.id]} slices) | ${sc.perSlice.filter((p) => p.lungPixels === 0).length} | ${seconds.toFixed(1)} |`);
     }
     out();

@@ -97,6 +97,32 @@ describe("NIfTI volumes", () => {
     }
   });
 
+  it("the folder walk: a NIfTI volume is one series (the DICOM series' slices, geometry and spacing); a truncated one is one error line, nothing of it kept", async () => {
+    const { collectInputs } = await import("../lib/data/inputs");
+    const { decodeRaw } = await import("../lib/data/decode");
+    const dir = tempDir("nifti-walk");
+    const gz = dcm2niix(axialDir, path.join(dir, "in"), true);
+    const whole = fs.readFileSync(gz);
+    const cut = path.join(dir, "in", "cut.nii.gz");
+    fs.writeFileSync(cut, whole.subarray(0, Math.floor(whole.length * 0.6)));
+    const work = path.join(dir, "work");
+    const nii = await collectInputs([path.join(dir, "in")], work);
+    const viaDicom = await collectInputs([axialDir], path.join(dir, "work-dicom"));
+    assert.deepEqual(nii.errors.map((e) => e.file), [cut]);
+    assert.ok(!nii.errors[0].message.includes("\n"), nii.errors[0].message);
+    assert.equal(nii.series.length, 1);
+    const [v, d] = [nii.series[0], viaDicom.series[0]];
+    // The same place in the patient: sides and head end; the voxel size to the header's float32.
+    assert.deepEqual([v.geometry.rightOnImageLeft, v.geometry.superiorLast], [d.geometry.rightOnImageLeft, d.geometry.superiorLast]);
+    assert.deepEqual([d.geometry.rightOnImageLeft, d.geometry.superiorLast], [true, true]);
+    v.geometry.spacing!.forEach((x, i) => assert.ok(close(x, d.geometry.spacing![i], 1e-6), `spacing ${v.geometry.spacing} vs ${d.geometry.spacing}`));
+    assert.equal(v.slices.length, NZ);
+    assert.deepEqual(v.slices.map((s) => s.input), Array(NZ).fill(gz));
+    assert.deepEqual(v.slices.map((s) => s.frame), [0, 1, 2, 3, 4]);
+    for (let k = 0; k < NZ; k++) assert.deepEqual(await decodeRaw(v.slices[k].file, 1), await decodeRaw(d.slices[k].file, 1), `slice ${k + 1}: the same lung-windowed PNG`);
+    assert.deepEqual(fs.readdirSync(work).sort(), [path.basename(v.name)], "nothing of the truncated volume kept");
+  });
+
   it("a coronal DICOM series of the same phantom, through dcm2niix, is resliced into the same axial slices", () => {
     const dir = path.join(tempDir("nifti-coronal"), "coronal");
     writeSeries(dir, "coronal");

@@ -315,7 +315,7 @@ export async function collectInputs(inputs: readonly string[], workDir: string):
   };
   for (const input of inputs) {
     if (input.trim() === "") {
-      out.errors.push({ file: "''", message: "an empty INPUT: give an image, a DICOM file or a folder" });
+      out.errors.push({ file: "''", message: "an empty INPUT: give an image, a DICOM file, a NIfTI volume or a folder" });
       continue;
     }
     if (!fs.existsSync(input)) {

@@ -22,16 +22,11 @@
  * lower zones. Lesion burden measures pneumonia-like involvement (ground glass, consolidation), not
  * COVID-19 specifically: community-acquired pneumonia has lesions too.
  */
-import { componentSizes } from "./burden";
+import { connectedComponents } from "../data/preprocess";
 import type { ScanGeometry } from "../data/geometry";
 
 /** A lung component smaller than this share of the largest is not lung (bowel or neck gas, specks). */
 export const LUNG_COMPONENT_MIN = 0.1;
-/**
- * A lesion component (3D, inside the lung) smaller than this many voxels is a speck, not a lesion:
- * it is dropped before anything is counted.
- */
-export const LESION_COMPONENT_MIN_VOXELS = 0;
 
 /**
  * The series call: COVID-19-like involvement when the volumetric burden reaches this share of the
@@ -118,33 +113,6 @@ export function chungGrade(share: number): number {
   return 5;
 }
 
-/** 8-connected labels of a 0/1 mask: Int32Array of 0 (background) or 1…n, labelled in raster order. */
-export function labelComponents(mask: ArrayLike<number>, height: number, width: number): { labels: Int32Array; count: number } {
-  const labels = new Int32Array(height * width);
-  const stack: number[] = [];
-  let count = 0;
-  for (let start = 0; start < labels.length; start++) {
-    if (!mask[start] || labels[start]) continue;
-    labels[start] = ++count;
-    stack.push(start);
-    while (stack.length) {
-      const i = stack.pop()!;
-      const y = (i / width) | 0, x = i - y * width;
-      for (let dy = -1; dy <= 1; dy++) for (let dx = -1; dx <= 1; dx++) {
-        const yy = y + dy, xx = x + dx;
-        if ((dy || dx) && yy >= 0 && yy < height && xx >= 0 && xx < width) {
-          const j = yy * width + xx;
-          if (mask[j] && !labels[j]) {
-            labels[j] = count;
-            stack.push(j);
-          }
-        }
-      }
-    }
-  }
-  return { labels, count };
-}
-
 /** Union–find over the 2D components of all slices (ids offset per slice). */
 class UnionFind {
   parent: number[] = [];
@@ -183,9 +151,9 @@ export function keep3dComponents(masks: Uint8Array[], height: number, width: num
   let prev: Int32Array | null = null;
   let prevOffset = 0;
   for (let z = 0; z < masks.length; z++) {
-    const { labels, count } = labelComponents(masks[z], height, width);
-    const sizes = new Array(count).fill(0);
-    for (let i = 0; i < labels.length; i++) if (labels[i]) sizes[labels[i] - 1]++;
+    const { labels, areas } = connectedComponents(masks[z], height, width);
+    const count = areas.length - 1;
+    const sizes = areas.slice(1);
     const offset = uf.parent.length;
     offsets.push(offset);
     uf.add(count, sizes);
@@ -207,7 +175,7 @@ export function keep3dComponents(masks: Uint8Array[], height: number, width: num
   const removed: number[] = [];
   for (let z = 0; z < masks.length; z++) {
     // The second pass labels each slice again (the same raster order gives the same labels) rather than keeping a label volume.
-    const { labels } = labelComponents(masks[z], height, width);
+    const { labels } = connectedComponents(masks[z], height, width);
     let n = 0;
     const m = masks[z];
     for (let i = 0; i < labels.length; i++) {
@@ -249,7 +217,6 @@ export const GAS_GRAY_MAX = 70;
 /** Options of scanScore; the defaults are the module's constants. */
 export interface ScanScoreOptions {
   lungComponentMin?: number;
-  lesionComponentMinVoxels?: number;
   /** mm from aerated lung a lung pixel may lie (null: no aeration rule). */
   aeratedReachMm?: number | null;
   /** Mean gray at or below which a 2D lung component is gas (null: no gas rule). */
@@ -258,14 +225,11 @@ export interface ScanScoreOptions {
 
 /** Remove the 2D components of `lung` whose mean gray is ≤ maxGray (gas); in place. Returns the pixels removed. */
 export function removeGas(lung: Uint8Array, gray: ArrayLike<number>, height: number, width: number, maxGray: number): number {
-  const { labels, count } = labelComponents(lung, height, width);
-  const sum = new Float64Array(count + 1), n = new Float64Array(count + 1);
-  for (let i = 0; i < labels.length; i++) if (labels[i]) {
-    sum[labels[i]] += gray[i];
-    n[labels[i]]++;
-  }
+  const { labels, areas } = connectedComponents(lung, height, width);
+  const sum = new Float64Array(areas.length);
+  for (let i = 0; i < labels.length; i++) if (labels[i]) sum[labels[i]] += gray[i];
   let removed = 0;
-  for (let i = 0; i < labels.length; i++) if (labels[i] && sum[labels[i]] / n[labels[i]] <= maxGray) {
+  for (let i = 0; i < labels.length; i++) if (labels[i] && sum[labels[i]] / areas[labels[i]] <= maxGray) {
     lung[i] = 0;
     removed++;
   }
@@ -346,13 +310,11 @@ export function scanScore(slices: readonly ScanSliceMasks[], height: number, wid
   });
   const removed3d = keep3dComponents(slices.map((s) => s.lung), height, width, (size, largest) => size >= lungMin * largest);
   const removed = removed3d.map((r, z) => r + airRemoved[z]);
-  // Lesions inside the kept lung only (in place: no second copy of the masks); then specks dropped in 3D.
+  // Lesions inside the kept lung only (in place: no second copy of the masks).
   const inside = slices.map((s) => {
     for (let i = 0; i < n; i++) s.lesion[i] &= s.lung[i];
     return s.lesion;
   });
-  const lesionMin = o.lesionComponentMinVoxels ?? LESION_COMPONENT_MIN_VOXELS;
-  if (lesionMin > 0) keep3dComponents(inside, height, width, (size) => size >= lesionMin);
   // The midline: the centre of the lung's bounding box over the whole scan.
   let x0 = width, x1 = -1;
   for (const s of slices) for (let i = 0; i < n; i++) if (s.lung[i]) {
@@ -431,9 +393,4 @@ export function scanScore(slices: readonly ScanSliceMasks[], height: number, wid
     midline,
     extent: { right: extents[rightSide], left: extents[1 - rightSide] },
   };
-}
-
-/** The number of 2D lesion components of a slice above a pixel floor (for the gallery's captions). */
-export function lesionComponents(mask: Uint8Array, height: number, width: number, minPixels = 1): number {
-  return componentSizes(mask, height, width).filter((s) => s >= minPixels).length;
 }

@@ -141,7 +141,7 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
   const log = o.log ?? (() => undefined);
   const t0 = Date.now();
   if (!!o.run === !!o.score) throw new Error(o.run ? "--run and --score contradict each other: score with a diagnosis run or with a lesion score, not both." : "Give --run <finished diagnosis run> or --score lesion-burden.");
-  if (o.inputs.length === 0) throw new Error("No INPUT given: name image files, DICOM files or folders to score.");
+  if (o.inputs.length === 0) throw new Error("No INPUT given: name image files, DICOM files, NIfTI volumes or folders to score.");
   // Everything is checked before anything is written.
   // An input inside --out (or --out inside an input folder) first: the most specific refusal.
   const outReal = o.out.trim() === "" ? "" : realPathOf(o.out);
@@ -202,7 +202,12 @@ export async function predict(o: PredictOptions): Promise<PredictResult> {
     const tm = Date.now();
     // Series: the lungs cleaned in 3D (lung masks changed in place), then the scan's score.
     const inSeries = new Map<string, number[]>();
-    slices.forEach((s, i) => s.series !== undefined && inSeries.set(s.series, [...(inSeries.get(s.series) ?? []), i]));
+    slices.forEach((s, i) => {
+      if (s.series === undefined) return;
+      const list = inSeries.get(s.series);
+      if (list) list.push(i);
+      else inSeries.set(s.series, [i]);
+    });
     const flags: string[] = slices.map(() => "");
     const scans = new Map<string, ReturnType<typeof scanScore>>();
     for (const se of collected.series) {
