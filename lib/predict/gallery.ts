@@ -85,7 +85,7 @@ export function scanFigure(s: GalleryScan): Figure {
   const area = (px: number) => (s.pixelMm2 === null ? px : (px * s.pixelMm2) / 100);
   const data: PlotlyTrace[] = [
     { type: "scatter", mode: "lines", name: `lung area (${unit})`, x, y: s.perSlice.map((p) => area(p.lungPixels)), fill: "tozeroy", line: { color: "rgb(40,120,255)" } },
-    { type: "scatter", mode: "lines", name: "lung removed in 3D", x, y: s.perSlice.map((p) => area(p.removedLungPixels)), line: { color: "rgb(150,150,150)", dash: "dot" } },
+    { type: "scatter", mode: "lines", name: "lung removed (no air beside it, or not connected in 3D)", x, y: s.perSlice.map((p) => area(p.removedLungPixels)), line: { color: "rgb(150,150,150)", dash: "dot" } },
     { type: "scatter", mode: "lines", name: "lesion burden per slice (%)", x, y: s.perSlice.map((p) => (p.burden === null ? null : 100 * p.burden)), yaxis: "y2", line: { color: "rgb(220,30,30)" } },
     { type: "scatter", mode: "lines", name: `scan burden ${pct(s.row.burden)}`, x: [1, x.length], y: [100 * s.row.burden, 100 * s.row.burden], yaxis: "y2", line: { color: "rgb(220,30,30)", dash: "dash" } },
     { type: "scatter", mode: "lines", name: `series threshold ${pct(s.row.threshold)}`, x: [1, x.length], y: [100 * s.row.threshold, 100 * s.row.threshold], yaxis: "y2", line: { color: "black", dash: "dot" } },
@@ -149,7 +149,7 @@ export async function galleryHtml(d: GalleryData): Promise<string> {
     sections.push(
       `<section class="scan"><h2>Series ${escapeHtml(r.series)}: ${call}</h2>` +
         `<p>${escapeHtml(r.folder)}: ${r.slices} slices (order: ${escapeHtml(r.order)}), lungs on ${r.lungSlices}` +
-        (r.lungRemovedSlices ? `, ${r.lungRemovedSlices} slice(s) whose "lung" was not connected to the lungs in 3D and was removed` : "") +
+        (r.lungRemovedSlices ? `, ${r.lungRemovedSlices} slice(s) whose "lung" held no air or was not connected to the lungs in 3D and was removed` : "") +
         `. Volumetric lesion burden <b>${pct(r.burden)}</b>${vol}; called at ≥ ${pct(r.threshold)} (the series threshold). Severity (zones) ${r.severity} / 30. Lesion burden measures pneumonia-like involvement, not COVID-19 specifically (community-acquired pneumonia has lesions too).</p>` +
         fig + zonesTable(r) +
         `<h3>The slices that drive the call (${s.shown.length}: the most lesion voxels)</h3>` + cards.join("\n") + `</section>`,
